@@ -1,0 +1,149 @@
+//! `do-scaler check`: validate the configuration without the network.
+//!
+//! stdout gets one summary line per group and one line per ignored file; stderr gets every
+//! warning and error as `file:line:column: reason`. Exit code 0 when the configuration loads,
+//! 1 otherwise.
+
+use crate::config::credentials::{self, CredentialError, EnvLookup};
+use crate::config::duration::format_duration;
+use crate::config::{Change, Condition, Group, Overrides, RuleKind, load};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// What `check` prints and how it exits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutput {
+    /// The result, for stdout.
+    pub stdout: String,
+    /// Diagnostics, for stderr.
+    pub stderr: String,
+    /// The process exit code.
+    pub exit_code: i32,
+}
+
+/// Runs `check` on the base file at `config_path`.
+pub fn check(config_path: &Path, overrides: &Overrides, env: EnvLookup<'_>) -> CommandOutput {
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    match load(config_path, overrides) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                let _ = writeln!(stderr, "{warning}");
+            }
+            match credentials::digitalocean_token(env, loaded.config.base.token_file.as_deref()) {
+                Ok(_) => {}
+                Err(CredentialError::Missing) => {
+                    let _ = writeln!(
+                        stderr,
+                        "warning: no DigitalOcean token found (check needs none; run and plan will): set DIGITALOCEAN_TOKEN, the systemd credential `digitalocean-token`, or token_file"
+                    );
+                }
+                Err(other) => {
+                    let _ = writeln!(
+                        stderr,
+                        "warning: {other} (check needs no token; run and plan will)"
+                    );
+                }
+            }
+            for group in &loaded.config.groups {
+                let _ = writeln!(stdout, "{}", summarize(group));
+            }
+            for path in &loaded.ignored {
+                let _ = writeln!(
+                    stdout,
+                    "ignored {} (not a *.toml group file)",
+                    path.display()
+                );
+            }
+            CommandOutput {
+                stdout,
+                stderr,
+                exit_code: 0,
+            }
+        }
+        Err(failure) => {
+            for diagnostic in &failure.diagnostics {
+                let _ = writeln!(stderr, "{diagnostic}");
+            }
+            let errors: Vec<_> = failure.errors().collect();
+            let mut files: Vec<_> = errors.iter().map(|d| &d.file).collect();
+            files.sort();
+            files.dedup();
+            let _ = writeln!(
+                stderr,
+                "{} error{} in {} file{}; nothing was changed",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" },
+                files.len(),
+                if files.len() == 1 { "" } else { "s" },
+            );
+            for path in &failure.ignored {
+                let _ = writeln!(
+                    stdout,
+                    "ignored {} (not a *.toml group file)",
+                    path.display()
+                );
+            }
+            CommandOutput {
+                stdout,
+                stderr,
+                exit_code: 1,
+            }
+        }
+    }
+}
+
+/// One line describing a group: what it scales, within which bounds, on what.
+pub fn summarize(group: &Group) -> String {
+    let rules: Vec<String> = group
+        .rules
+        .iter()
+        .map(|rule| match &rule.kind {
+            RuleKind::Target {
+                target,
+                per_droplet,
+                ..
+            } => {
+                let per = if *per_droplet { " per droplet" } else { "" };
+                format!("{} (target {target}{per})", rule.name)
+            }
+            RuleKind::Threshold {
+                condition,
+                change,
+                hold_for,
+            } => {
+                let change = match change {
+                    Change::Count(n) => format!("{n:+}"),
+                    Change::Percent(p) => format!("{p:+}%"),
+                };
+                let kind = match condition {
+                    Condition::One(_) => "when",
+                    Condition::All(_) => "when_all",
+                    Condition::Any(_) => "when_any",
+                };
+                format!(
+                    "{} ({kind} for {} → {change})",
+                    rule.name,
+                    format_duration(*hold_for)
+                )
+            }
+        })
+        .collect();
+    format!(
+        "{}: {} tag={} min={} max={} interval={} rules: {}; schedules: {}; up: {}; down: {}",
+        group.name,
+        group.file.display(),
+        group.tag,
+        group.min,
+        group.max,
+        format_duration(group.interval),
+        if rules.is_empty() {
+            "none".to_string()
+        } else {
+            rules.join(", ")
+        },
+        group.schedules.len(),
+        group.actions.lists.up.join(" → "),
+        group.actions.lists.down.join(" → "),
+    )
+}

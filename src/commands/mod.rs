@@ -1,0 +1,4 @@
+//! The subcommands' logic. Each returns its result as text for stdout and its diagnostics for
+//! stderr, so that `main` only prints and tests can compare the output.
+
+pub mod check;

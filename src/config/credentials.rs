@@ -1,0 +1,235 @@
+//! Where secrets come from, and the type that keeps them out of logs.
+//!
+//! The DigitalOcean token is looked up, first to last, in `DIGITALOCEAN_TOKEN`, the systemd
+//! credential `$CREDENTIALS_DIRECTORY/digitalocean-token`, and the base file's `token_file`.
+//! It is held in [`ApiToken`], whose `Debug` and `Display` never show it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A secret token. Printing it in any way shows `[redacted]`; only [`ApiToken::expose`] reads it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    /// Wraps a token (surrounding white space, such as a file's final newline, is dropped).
+    pub fn new(token: impl Into<String>) -> Self {
+        ApiToken(token.into().trim().to_string())
+    }
+
+    /// The token itself, for building an `Authorization` header and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken([redacted])")
+    }
+}
+
+impl fmt::Display for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Where a token was found (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// An environment variable.
+    Environment(&'static str),
+    /// A systemd credential file.
+    Credential(PathBuf),
+    /// A token file named in the base file.
+    File(PathBuf),
+}
+
+impl fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenSource::Environment(name) => write!(f, "environment variable {name}"),
+            TokenSource::Credential(path) => write!(f, "systemd credential {}", path.display()),
+            TokenSource::File(path) => write!(f, "token file {}", path.display()),
+        }
+    }
+}
+
+/// Why a token could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// No source holds a token.
+    #[error(
+        "no DigitalOcean token: set DIGITALOCEAN_TOKEN, load the systemd credential `digitalocean-token`, or set token_file in the base file"
+    )]
+    Missing,
+    /// A named file could not be read.
+    #[error("cannot read the {what} {}: {reason}", path.display())]
+    Unreadable {
+        /// What the file is for.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        reason: std::io::Error,
+    },
+    /// A source exists but is empty.
+    #[error("the {0} is empty")]
+    Empty(TokenSource),
+}
+
+/// The environment as a lookup function, so tests need not change the process environment.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn read_secret(
+    what: &'static str,
+    path: &Path,
+    source: TokenSource,
+) -> Result<(ApiToken, TokenSource), CredentialError> {
+    let text = std::fs::read_to_string(path).map_err(|reason| CredentialError::Unreadable {
+        what,
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    let token = ApiToken::new(text);
+    if token.expose().is_empty() {
+        return Err(CredentialError::Empty(source));
+    }
+    Ok((token, source))
+}
+
+/// Finds a secret: an environment variable, then a systemd credential, then a file.
+fn find_secret(
+    env: EnvLookup<'_>,
+    variable: Option<&'static str>,
+    credential: &str,
+    file: Option<&Path>,
+    what: &'static str,
+) -> Result<(ApiToken, TokenSource), CredentialError> {
+    if let Some(variable) = variable
+        && let Some(value) = env(variable)
+    {
+        let token = ApiToken::new(value);
+        if token.expose().is_empty() {
+            return Err(CredentialError::Empty(TokenSource::Environment(variable)));
+        }
+        return Ok((token, TokenSource::Environment(variable)));
+    }
+    if let Some(dir) = env("CREDENTIALS_DIRECTORY") {
+        let path = Path::new(&dir).join(credential);
+        if path.exists() {
+            return read_secret(what, &path, TokenSource::Credential(path.clone()));
+        }
+    }
+    if let Some(path) = file {
+        return read_secret(what, path, TokenSource::File(path.to_path_buf()));
+    }
+    Err(CredentialError::Missing)
+}
+
+/// The DigitalOcean API token, from the first source that has one.
+pub fn digitalocean_token(
+    env: EnvLookup<'_>,
+    token_file: Option<&Path>,
+) -> Result<(ApiToken, TokenSource), CredentialError> {
+    find_secret(
+        env,
+        Some("DIGITALOCEAN_TOKEN"),
+        "digitalocean-token",
+        token_file,
+        "DigitalOcean token file",
+    )
+}
+
+/// The status API token (for POST endpoints): the systemd credential `api-token`, then the
+/// base file's `status_api.token_file`. Never the DigitalOcean token.
+pub fn status_api_token(
+    env: EnvLookup<'_>,
+    token_file: Option<&Path>,
+) -> Result<(ApiToken, TokenSource), CredentialError> {
+    find_secret(env, None, "api-token", token_file, "status API token file")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn token_never_prints() {
+        let token = ApiToken::new("dop_v1_secret\n");
+        assert_eq!(token.expose(), "dop_v1_secret");
+        assert!(!format!("{token:?} {token}").contains("secret"));
+    }
+
+    #[test]
+    fn environment_beats_credential_beats_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("digitalocean-token"), "from-credential\n").unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file").unwrap();
+        let creds = dir.path().to_str().unwrap();
+
+        let env = env_of(&[
+            ("DIGITALOCEAN_TOKEN", "from-env"),
+            ("CREDENTIALS_DIRECTORY", creds),
+        ]);
+        let (token, source) = digitalocean_token(&env, Some(&file)).unwrap();
+        assert_eq!(
+            (token.expose(), source),
+            ("from-env", TokenSource::Environment("DIGITALOCEAN_TOKEN"))
+        );
+
+        let env = env_of(&[("CREDENTIALS_DIRECTORY", creds)]);
+        let (token, _) = digitalocean_token(&env, Some(&file)).unwrap();
+        assert_eq!(token.expose(), "from-credential");
+
+        let env = env_of(&[]);
+        let (token, _) = digitalocean_token(&env, Some(&file)).unwrap();
+        assert_eq!(token.expose(), "from-file");
+        assert!(matches!(
+            digitalocean_token(&env, None),
+            Err(CredentialError::Missing)
+        ));
+    }
+
+    #[test]
+    fn unreadable_or_empty_sources_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_of(&[]);
+        let missing = dir.path().join("nope");
+        assert!(matches!(
+            digitalocean_token(&env, Some(&missing)),
+            Err(CredentialError::Unreadable { .. })
+        ));
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        assert!(matches!(
+            digitalocean_token(&env, Some(&empty)),
+            Err(CredentialError::Empty(_))
+        ));
+    }
+
+    #[test]
+    fn status_token_ignores_the_digitalocean_variable() {
+        let env = env_of(&[("DIGITALOCEAN_TOKEN", "do-token")]);
+        assert!(matches!(
+            status_api_token(&env, None),
+            Err(CredentialError::Missing)
+        ));
+    }
+}

@@ -1,0 +1,424 @@
+//! Reading the configuration from disk: the base file, every group file in `conf.d/`, the
+//! action names in `actions/`, and the checks that span several files.
+
+use super::diagnostic::{Diagnostic, Severity};
+use super::duration::ConfigDuration;
+use super::model::{Base, Config, Group, StatusApi};
+use super::schema::{BaseFile, GroupFile};
+use super::validate::{GroupContext, validate_group};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// The default base file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/do-scaler/do-scaler.toml";
+/// The default DigitalOcean API base URL.
+pub const DEFAULT_API_URL: &str = "https://api.digitalocean.com";
+/// The default state database.
+pub const DEFAULT_STATE_PATH: &str = "/var/lib/do-scaler/state.db";
+/// The default status API address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9797";
+
+/// The action scripts shipped inside the binary (the `actions/` folder can override them).
+pub const SHIPPED_ACTIONS: &[&str] = &[
+    "digitalocean_create_droplet",
+    "digitalocean_destroy_droplet",
+    "digitalocean_load_balancer",
+    "health_check_tcp",
+    "notify_webhook",
+];
+
+/// Values from the command line or environment that replace the base file's.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Replaces `api_url` (`--api-url`, `DIGITALOCEAN_API_URL`).
+    pub api_url: Option<String>,
+    /// Replaces `state` (`--state`, `DO_SCALER_STATE`).
+    pub state: Option<PathBuf>,
+    /// Replaces `status_api.listen` (`--listen`).
+    pub listen: Option<SocketAddr>,
+}
+
+/// A configuration that loaded: the config, its warnings, and the files that were skipped.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Config,
+    /// Warnings (never errors).
+    pub warnings: Vec<Diagnostic>,
+    /// Files in `conf.d/` that are not group files (backups, `.disabled`, `.example`).
+    pub ignored: Vec<PathBuf>,
+}
+
+/// A configuration that did not load: every diagnostic found, errors and warnings.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", render(.diagnostics))]
+pub struct LoadError {
+    /// Every problem found, in file order.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Files in `conf.d/` that were skipped.
+    pub ignored: Vec<PathBuf>,
+}
+
+impl LoadError {
+    /// Only the errors.
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.is_error())
+    }
+}
+
+fn render(diagnostics: &[Diagnostic]) -> String {
+    diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Turns a TOML parse error into a diagnostic at its position.
+fn toml_diagnostic(file: &Path, source: &str, error: &toml::de::Error) -> Diagnostic {
+    let mut message = error.message().trim().to_string();
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        message = format!(
+            "unknown key {rest}; check the spelling against the README's configuration reference"
+        );
+    }
+    Diagnostic::error_at(file, source, error.span(), message)
+}
+
+fn resolve(base_dir: &Path, value: &str) -> PathBuf {
+    let path = Path::new(value);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    }
+}
+
+fn string_or<'a>(value: &'a Option<Spanned<String>>, default: &'a str) -> &'a str {
+    value
+        .as_ref()
+        .map(|v| v.get_ref().as_str())
+        .unwrap_or(default)
+}
+
+/// Loads and validates the base file, every group file and the cross-file rules.
+pub fn load(config_path: &Path, overrides: &Overrides) -> Result<Loaded, LoadError> {
+    let mut diagnostics = Vec::new();
+    let base = match load_base(config_path, overrides, &mut diagnostics) {
+        Some(base) => base,
+        None => {
+            return Err(LoadError {
+                diagnostics,
+                ignored: Vec::new(),
+            });
+        }
+    };
+    let known_actions = known_actions(&base.actions_dir);
+    let (files, ignored) = match list_group_files(&base.conf_dir) {
+        Ok(listing) => listing,
+        Err(message) => {
+            diagnostics.push(Diagnostic::for_file(Severity::Error, config_path, message));
+            return Err(LoadError {
+                diagnostics,
+                ignored: Vec::new(),
+            });
+        }
+    };
+    if files.is_empty() {
+        diagnostics.push(Diagnostic::for_file(
+            Severity::Warning,
+            config_path,
+            format!(
+                "{} holds no *.toml group file: the daemon has nothing to scale",
+                base.conf_dir.display()
+            ),
+        ));
+    }
+    let base_dir = parent_dir(config_path);
+    let mut groups = Vec::new();
+    for file in &files {
+        if let Some(group) = load_group(file, &base, &base_dir, &known_actions, &mut diagnostics) {
+            groups.push(group);
+        }
+    }
+    check_across_groups(&groups, &mut diagnostics);
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        return Err(LoadError {
+            diagnostics,
+            ignored,
+        });
+    }
+    groups.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Loaded {
+        config: Config { base, groups },
+        warnings: diagnostics,
+        ignored,
+    })
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::new(),
+    }
+}
+
+/// Loads only the base file (no groups): enough for commands that need the API URL or state.
+pub fn load_base(
+    config_path: &Path,
+    overrides: &Overrides,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Base> {
+    let source = match std::fs::read_to_string(config_path) {
+        Ok(source) => source,
+        Err(e) => {
+            diagnostics.push(Diagnostic::for_file(
+                Severity::Error,
+                config_path,
+                format!("cannot read the base file: {e}; pass its path with --config"),
+            ));
+            return None;
+        }
+    };
+    let file: BaseFile = match toml::from_str(&source) {
+        Ok(file) => file,
+        Err(e) => {
+            diagnostics.push(toml_diagnostic(config_path, &source, &e));
+            return None;
+        }
+    };
+    let errors_before = diagnostics.iter().filter(|d| d.is_error()).count();
+    let mut error = |span: Option<std::ops::Range<usize>>, message: String| {
+        diagnostics.push(Diagnostic::error_at(config_path, &source, span, message));
+    };
+    let base_dir = parent_dir(config_path);
+    let interval = file
+        .interval
+        .as_ref()
+        .map(|d| d.get_ref().0)
+        .unwrap_or(Duration::from_secs(30));
+    if interval < Duration::from_secs(1) {
+        error(
+            file.interval.as_ref().map(Spanned::span),
+            "interval is shorter than 1s: use at least \"1s\"".into(),
+        );
+    }
+    let instance = string_or(&file.instance, "default").to_string();
+    if let Err(reason) = super::validate::check_tag(&format!("do-scaler:{instance}")) {
+        error(
+            file.instance.as_ref().map(Spanned::span),
+            format!("instance becomes part of a tag, and {reason}"),
+        );
+    }
+    let api_url = overrides
+        .api_url
+        .clone()
+        .unwrap_or_else(|| string_or(&file.api_url, DEFAULT_API_URL).to_string());
+    let api_url = api_url.trim_end_matches('/').to_string();
+    if let Err(reason) = check_api_url(&api_url) {
+        if overrides.api_url.is_some() {
+            error(None, format!("--api-url / DIGITALOCEAN_API_URL: {reason}"));
+        } else {
+            error(file.api_url.as_ref().map(Spanned::span), reason);
+        }
+    }
+    let listen = match overrides.listen {
+        Some(addr) => addr,
+        None => {
+            let text = string_or(&file.status_api.listen, DEFAULT_LISTEN);
+            match text.parse::<SocketAddr>() {
+                Ok(addr) => addr,
+                Err(_) => {
+                    error(
+                        file.status_api.listen.as_ref().map(Spanned::span),
+                        format!(
+                            "status_api.listen `{text}` is not an address:port such as \"127.0.0.1:9797\""
+                        ),
+                    );
+                    // Unreachable in a returned Base: an error was recorded above.
+                    SocketAddr::from(([127, 0, 0, 1], 9797))
+                }
+            }
+        }
+    };
+    let base = Base {
+        path: config_path.to_path_buf(),
+        interval,
+        instance,
+        api_url,
+        token_file: file
+            .token_file
+            .as_ref()
+            .map(|f| resolve(&base_dir, f.get_ref())),
+        state_path: overrides
+            .state
+            .clone()
+            .unwrap_or_else(|| resolve(&base_dir, string_or(&file.state, DEFAULT_STATE_PATH))),
+        conf_dir: resolve(&base_dir, string_or(&file.conf_dir, "conf.d")),
+        actions_dir: resolve(&base_dir, string_or(&file.actions_dir, "actions")),
+        status_api: StatusApi {
+            listen,
+            token_file: file
+                .status_api
+                .token_file
+                .as_ref()
+                .map(|f| resolve(&base_dir, f.get_ref())),
+            open_reads: file.status_api.open_reads.unwrap_or(true),
+        },
+    };
+    let errors_after = diagnostics.iter().filter(|d| d.is_error()).count();
+    (errors_after == errors_before).then_some(base)
+}
+
+fn check_api_url(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| {
+        format!("api_url `{url}` is not a URL ({e}): use \"https://api.digitalocean.com\"")
+    })?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" => match parsed.host() {
+            Some(url::Host::Ipv4(ip)) if ip.is_loopback() => Ok(()),
+            Some(url::Host::Ipv6(ip)) if ip.is_loopback() => Ok(()),
+            Some(url::Host::Domain("localhost")) => Ok(()),
+            _ => Err(format!(
+                "api_url `{url}` is plain http to a host that is not loopback: the token would cross the network unencrypted; use https"
+            )),
+        },
+        other => Err(format!(
+            "api_url `{url}` has the scheme `{other}`: use https"
+        )),
+    }
+}
+
+/// The action names available: the shipped ones plus every `*.rhai` in `actions_dir`.
+pub fn known_actions(actions_dir: &Path) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = SHIPPED_ACTIONS.iter().map(|s| s.to_string()).collect();
+    if let Ok(entries) = std::fs::read_dir(actions_dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "rhai")
+                && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+            {
+                names.insert(stem.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// Lists `*.toml` files (sorted) and the other files that are ignored.
+fn list_group_files(conf_dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
+    let entries = std::fs::read_dir(conf_dir).map_err(|e| {
+        format!(
+            "cannot read the group folder {}: {e}; create it or set conf_dir in the base file",
+            conf_dir.display()
+        )
+    })?;
+    let mut files = Vec::new();
+    let mut ignored = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            continue;
+        }
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if path.extension().is_some_and(|e| e == "toml") && !name.starts_with('.') {
+            files.push(path);
+        } else {
+            ignored.push(path);
+        }
+    }
+    files.sort();
+    ignored.sort();
+    Ok((files, ignored))
+}
+
+fn load_group(
+    file: &Path,
+    base: &Base,
+    base_dir: &Path,
+    known_actions: &BTreeSet<String>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Group> {
+    let source = match std::fs::read_to_string(file) {
+        Ok(source) => source,
+        Err(e) => {
+            diagnostics.push(Diagnostic::for_file(
+                Severity::Error,
+                file,
+                format!("cannot read this group file: {e}"),
+            ));
+            return None;
+        }
+    };
+    let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    let parsed: GroupFile = match toml::from_str(&source) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            diagnostics.push(toml_diagnostic(file, &source, &e));
+            return None;
+        }
+    };
+    let ctx = GroupContext {
+        name,
+        file,
+        source: &source,
+        default_interval: base.interval,
+        base_dir,
+        known_actions,
+    };
+    let (group, found) = validate_group(&ctx, parsed);
+    diagnostics.extend(found);
+    group
+}
+
+fn check_across_groups(groups: &[Group], diagnostics: &mut Vec<Diagnostic>) {
+    let mut by_tag: BTreeMap<&str, &Group> = BTreeMap::new();
+    for group in groups {
+        if let Some(first) = by_tag.get(group.tag.as_str()) {
+            let (line, column) = tag_position(&group.file);
+            diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                file: group.file.clone(),
+                line,
+                column,
+                message: format!(
+                    "tag `{}` is already the tag of group `{}` ({}): each group needs its own tag",
+                    group.tag,
+                    first.name,
+                    first.file.display()
+                ),
+            });
+        } else {
+            by_tag.insert(&group.tag, group);
+        }
+    }
+}
+
+/// Where `tag` is set in a group file (re-read only to report a clash).
+fn tag_position(file: &Path) -> (usize, usize) {
+    /// Only `tag`; serde skips every other key here.
+    #[derive(serde::Deserialize)]
+    struct TagOnly {
+        tag: Spanned<String>,
+    }
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|source| {
+            let only: TagOnly = toml::from_str(&source).ok()?;
+            Some(super::diagnostic::line_column(
+                &source,
+                only.tag.span().start,
+            ))
+        })
+        .unwrap_or((1, 1))
+}
+
+/// A base-file interval, exposed for summaries.
+pub fn describe_interval(duration: Duration) -> String {
+    ConfigDuration(duration).to_string()
+}

@@ -1,0 +1,18 @@
+//! Configuration: the base file `do-scaler.toml`, one group file per `conf.d/*.toml`, their
+//! validation with `file:line:column` diagnostics, and where the API token comes from.
+//!
+//! Flow: `schema` (what the user writes, with positions) → `validate` (every problem at once)
+//! → `model` (plain, typed, defaults applied), driven by `load`.
+
+pub mod credentials;
+pub mod diagnostic;
+pub mod duration;
+pub mod load;
+pub mod model;
+pub mod schema;
+pub mod validate;
+
+pub use credentials::{ApiToken, CredentialError, TokenSource};
+pub use diagnostic::{Diagnostic, Severity};
+pub use load::{LoadError, Loaded, Overrides, load, load_base};
+pub use model::*;

@@ -1,0 +1,332 @@
+//! The validated configuration every later stage reads: plain values, defaults filled in,
+//! durations parsed, cron and time zones compiled. Nothing here can be invalid.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole configuration: the base file and every group.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Shared settings from the base file.
+    pub base: Base,
+    /// The groups, sorted by name.
+    pub groups: Vec<Group>,
+}
+
+/// Shared settings from `do-scaler.toml`, with command-line overrides applied.
+#[derive(Debug, Clone)]
+pub struct Base {
+    /// The base file itself.
+    pub path: PathBuf,
+    /// Default tick interval for groups that set none.
+    pub interval: Duration,
+    /// The instance name in the managed-by tag.
+    pub instance: String,
+    /// DigitalOcean API base URL, without a trailing slash.
+    pub api_url: String,
+    /// Token file named in the base file, resolved against its folder.
+    pub token_file: Option<PathBuf>,
+    /// SQLite state database path.
+    pub state_path: PathBuf,
+    /// Folder of group files.
+    pub conf_dir: PathBuf,
+    /// Folder of action scripts (may not exist).
+    pub actions_dir: PathBuf,
+    /// Status API settings.
+    pub status_api: StatusApi,
+}
+
+impl Base {
+    /// The tag do-scaler puts on every droplet it creates: `do-scaler:<instance>`.
+    pub fn managed_by_tag(&self) -> String {
+        format!("do-scaler:{}", self.instance)
+    }
+}
+
+/// Status API settings.
+#[derive(Debug, Clone)]
+pub struct StatusApi {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Token file for POST endpoints, if configured.
+    pub token_file: Option<PathBuf>,
+    /// Whether GETs are open without the token.
+    pub open_reads: bool,
+}
+
+/// What a rule does when its expression has no value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMissing {
+    /// Keep the current size.
+    Hold,
+    /// Add one droplet per up-cooldown.
+    ScaleUp,
+    /// Go to this size (within bounds, never below the current size through missing data).
+    Desired(u32),
+}
+
+/// One group: every droplet with `tag`.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// The group's name (its file stem).
+    pub name: String,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// The tag that defines membership.
+    pub tag: String,
+    /// Lower bound, counting booting droplets.
+    pub min: u32,
+    /// Upper bound, counting booting droplets.
+    pub max: u32,
+    /// Tick interval.
+    pub interval: Duration,
+    /// Deadline of one tick.
+    pub tick_timeout: Duration,
+    /// Group default for rules without data.
+    pub on_missing: OnMissing,
+    /// Time after `active` before a droplet's metrics count.
+    pub warmup: Duration,
+    /// Droplets with this tag are never destroyed.
+    pub protect_tag: String,
+    /// Whether droplets without the managed-by tag may be destroyed.
+    pub allow_unmanaged: bool,
+    /// Tags that make a droplet count as managed.
+    pub adopt_tags: Vec<String>,
+    /// Spend guard: creates allowed per hour.
+    pub max_creates_per_hour: u32,
+    /// Template for new droplets.
+    pub template: DropletTemplate,
+    /// Scrape settings.
+    pub scrape: Scrape,
+    /// Cooldown after an up and after a down.
+    pub cooldown: UpDown,
+    /// Stabilization windows for up and down.
+    pub stabilization: UpDown,
+    /// Scale-in choice.
+    pub scale_in: ScaleIn,
+    /// The rules, in file order.
+    pub rules: Vec<Rule>,
+    /// The schedules, in file order (the last matching one wins).
+    pub schedules: Vec<Schedule>,
+    /// Default action lists and every action's parameters.
+    pub actions: Actions,
+}
+
+/// The droplet template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DropletTemplate {
+    /// Name prefix; names are `<prefix>-<suffix>`.
+    pub name_prefix: String,
+    /// Region slug.
+    pub region: String,
+    /// Size slug.
+    pub size: String,
+    /// Image slug or id.
+    pub image: Image,
+    /// SSH key fingerprints or ids.
+    pub ssh_keys: Vec<SshKey>,
+    /// VPC to join.
+    pub vpc_uuid: Option<String>,
+    /// Extra tags (the group and managed-by tags are added at creation).
+    pub tags: Vec<String>,
+    /// Cloud-init user data (inline or read from `user_data_file`); never shown.
+    pub user_data: Option<String>,
+    /// Install do-agent.
+    pub monitoring: bool,
+    /// Enable IPv6.
+    pub ipv6: bool,
+}
+
+/// An image reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Image {
+    /// A slug.
+    Slug(String),
+    /// A numeric id.
+    Id(u64),
+}
+
+/// An SSH key reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshKey {
+    /// A fingerprint.
+    Fingerprint(String),
+    /// A numeric id.
+    Id(u64),
+}
+
+/// Which address of a droplet is scraped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressKind {
+    /// The private (VPC) IPv4 address.
+    Private,
+    /// The public IPv4 address.
+    Public,
+    /// The public IPv6 address.
+    Ipv6,
+}
+
+/// Scrape settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scrape {
+    /// Which address to use.
+    pub address: AddressKind,
+    /// Port of the endpoint.
+    pub port: u16,
+    /// Path of the endpoint.
+    pub path: String,
+    /// Timeout of one scrape.
+    pub timeout: Duration,
+}
+
+/// A pair of durations, one per direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpDown {
+    /// For scale-ups.
+    pub up: Duration,
+    /// For scale-downs.
+    pub down: Duration,
+}
+
+/// How victims are chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScaleInChoice {
+    /// Youngest first.
+    Newest,
+    /// Oldest first.
+    Oldest,
+    /// Lowest value of the expression first.
+    LeastBusy(String),
+}
+
+/// Scale-in settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleIn {
+    /// The ordering.
+    pub choose: ScaleInChoice,
+    /// Droplets younger than this are not removed.
+    pub min_age: Duration,
+}
+
+/// One rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// Its name.
+    pub name: String,
+    /// Threshold or target.
+    pub kind: RuleKind,
+    /// Override of the group's `on_missing`.
+    pub on_missing: Option<OnMissing>,
+    /// Override of the group's action lists.
+    pub actions: Option<ActionLists>,
+}
+
+/// The two kinds of rule.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleKind {
+    /// Fires a fixed change when a condition holds long enough.
+    Threshold {
+        /// The condition.
+        condition: Condition,
+        /// How long it must hold.
+        hold_for: Duration,
+        /// The change when it fires.
+        change: Change,
+    },
+    /// Keeps an expression near a target value.
+    Target {
+        /// The expression.
+        expr: String,
+        /// The target value.
+        target: f64,
+        /// Whether `expr` is a group total.
+        per_droplet: bool,
+        /// The dead band.
+        tolerance: f64,
+        /// Largest step up.
+        max_step_up: Option<u32>,
+        /// Largest step down.
+        max_step_down: Option<u32>,
+    },
+}
+
+impl RuleKind {
+    /// Every expression the rule evaluates.
+    pub fn expressions(&self) -> Vec<&str> {
+        match self {
+            RuleKind::Threshold { condition, .. } => condition.expressions(),
+            RuleKind::Target { expr, .. } => vec![expr.as_str()],
+        }
+    }
+}
+
+/// A threshold rule's condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// One comparison.
+    One(String),
+    /// All must hold.
+    All(Vec<String>),
+    /// One must hold.
+    Any(Vec<String>),
+}
+
+impl Condition {
+    /// The comparisons, in order.
+    pub fn expressions(&self) -> Vec<&str> {
+        match self {
+            Condition::One(expr) => vec![expr.as_str()],
+            Condition::All(list) | Condition::Any(list) => {
+                list.iter().map(String::as_str).collect()
+            }
+        }
+    }
+}
+
+/// A threshold rule's change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Plus or minus this many droplets.
+    Count(i64),
+    /// Plus or minus this percentage of the current size.
+    Percent(i64),
+}
+
+/// A time window overriding the bounds.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// Its name.
+    pub name: String,
+    /// The cron text as written.
+    pub cron_text: String,
+    /// The compiled cron.
+    pub cron: croner::Cron,
+    /// The zone the cron is read in.
+    pub timezone: chrono_tz::Tz,
+    /// How long the window stays open.
+    pub duration: Duration,
+    /// `min` while open.
+    pub min: Option<u32>,
+    /// `max` while open.
+    pub max: Option<u32>,
+}
+
+/// Action lists for each direction.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ActionLists {
+    /// Run on a scale-up.
+    pub up: Vec<String>,
+    /// Run on a scale-down.
+    pub down: Vec<String>,
+}
+
+/// The group's actions.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Actions {
+    /// Default lists.
+    pub lists: ActionLists,
+    /// Parameters per action name.
+    pub params: BTreeMap<String, toml::Table>,
+}

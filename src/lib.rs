@@ -1,0 +1,17 @@
+//! do-scaler keeps pools of DigitalOcean droplets at the right size.
+//!
+//! A group is every droplet with one tag. Each tick lists the group, scrapes do-agent on each
+//! droplet, evaluates the group's rules, decides a size and runs action scripts.
+//!
+//! # Layout
+//!
+//! - [`config`]: the base file and `conf.d/` group files, validation with `file:line:column`
+//!   diagnostics, credentials.
+//! - [`query`]: the PromQL-subset expression language.
+//! - [`commands`]: the subcommands' logic (`check`, …), producing what `main` prints.
+//!
+//! `main.rs` only parses the command line and wires these together.
+
+pub mod commands;
+pub mod config;
+pub mod query;
