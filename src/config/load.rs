@@ -80,13 +80,62 @@ fn render(diagnostics: &[Diagnostic]) -> String {
 
 /// Turns a TOML parse error into a diagnostic at its position.
 fn toml_diagnostic(file: &Path, source: &str, error: &toml::de::Error) -> Diagnostic {
-    let mut message = error.message().trim().to_string();
-    if let Some(rest) = message.strip_prefix("unknown field ") {
-        message = format!(
-            "unknown key {rest}; check the spelling against the README's configuration reference"
+    Diagnostic::error_at(
+        file,
+        source,
+        error.span(),
+        explain_toml_error(error.message()),
+    )
+}
+
+/// Rewrites serde's wording into a user's: key names, whole numbers, and a likely fix.
+fn explain_toml_error(message: &str) -> String {
+    let message = message.trim();
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((key, expected)) = rest.split_once("`, expected ")
+    {
+        let known: Vec<&str> = expected
+            .trim_start_matches("one of ")
+            .split(", ")
+            .map(|k| k.trim_matches('`'))
+            .collect();
+        let suggestion = known
+            .iter()
+            .map(|k| (edit_distance(key, k), *k))
+            .filter(|(distance, _)| *distance <= 2)
+            .min()
+            .map(|(_, k)| format!("did you mean `{k}`? "))
+            .unwrap_or_default();
+        return format!(
+            "unknown key `{key}`: {suggestion}the keys allowed here are {}",
+            known
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
-    Diagnostic::error_at(file, source, error.span(), message)
+    message
+        .replace("expected u32", "expected a whole number, 0 or more")
+        .replace("expected u16", "expected a whole number from 0 to 65535")
+        .replace("expected u64", "expected a whole number, 0 or more")
+        .replace("expected f64", "expected a number")
+        .replace("missing field", "missing key")
+}
+
+/// Levenshtein distance, for "did you mean" on misspelt keys.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 fn resolve(base_dir: &Path, value: &str) -> PathBuf {

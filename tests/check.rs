@@ -1,0 +1,363 @@
+//! `do-scaler check` on good and broken configurations: what a user sees on stdout and stderr.
+
+use do_scaler::commands::check::{CommandOutput, check};
+use do_scaler::config::Overrides;
+use std::path::Path;
+
+const BASE: &str = "interval = \"30s\"\nstate = \"state.db\"\n";
+
+const GOOD_GROUP: &str = r#"tag = "web"
+min = 1
+max = 4
+
+[droplet]
+region = "nyc3"
+size = "s-1vcpu-1gb"
+image = "ubuntu-24-04-x64"
+
+[[rule]]
+name = "cpu"
+expr = '1 - avg(rate(node_cpu_seconds_total{mode="idle"}[2m]))'
+target = 0.6
+"#;
+
+/// Writes a configuration folder: the base file plus `conf.d/<name>` files.
+fn layout(base: &str, groups: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("do-scaler.toml"), base).unwrap();
+    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+    for (name, text) in groups {
+        std::fs::write(dir.path().join("conf.d").join(name), text).unwrap();
+    }
+    dir
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn run_check(dir: &Path) -> CommandOutput {
+    let output = check(&dir.join("do-scaler.toml"), &Overrides::default(), &no_env);
+    let prefix = format!("{}/", dir.display());
+    CommandOutput {
+        stdout: output.stdout.replace(&prefix, ""),
+        stderr: output.stderr.replace(&prefix, ""),
+        exit_code: output.exit_code,
+    }
+}
+
+/// A group file with one line replaced, so each case shows exactly what it breaks.
+fn broken(from: &str, to: &str) -> String {
+    assert!(GOOD_GROUP.contains(from), "{from} not in the good group");
+    GOOD_GROUP.replacen(from, to, 1)
+}
+
+fn assert_fails(name: &str, groups: &[(&str, &str)]) {
+    let dir = layout(BASE, groups);
+    let output = run_check(dir.path());
+    assert_eq!(output.exit_code, 1, "{name} should fail: {output:?}");
+    insta::assert_snapshot!(name, output.stderr);
+}
+
+#[test]
+fn good_configuration_passes_with_a_summary_and_a_token_warning() {
+    let dir = layout(
+        BASE,
+        &[
+            ("web.toml", GOOD_GROUP),
+            ("web.toml.bak", "junk"),
+            ("notes.txt", "x"),
+        ],
+    );
+    let output = run_check(dir.path());
+    assert_eq!(output.exit_code, 0, "{output:?}");
+    insta::assert_snapshot!("good_stdout", output.stdout);
+    assert!(output.stderr.contains("no DigitalOcean token found"));
+}
+
+#[test]
+fn malformed_toml() {
+    assert_fails(
+        "malformed_toml",
+        &[("web.toml", &broken("min = 1", "min = = 1"))],
+    );
+}
+
+#[test]
+fn wrong_type() {
+    assert_fails(
+        "wrong_type",
+        &[("web.toml", &broken("min = 1", "min = \"one\""))],
+    );
+}
+
+#[test]
+fn negative_count() {
+    assert_fails(
+        "negative_count",
+        &[("web.toml", &broken("min = 1", "min = -1"))],
+    );
+}
+
+#[test]
+fn unknown_key() {
+    assert_fails(
+        "unknown_key",
+        &[("web.toml", &broken("max = 4", "max = 4\nmaxx = 5"))],
+    );
+}
+
+#[test]
+fn unknown_key_in_a_table() {
+    assert_fails(
+        "unknown_key_in_table",
+        &[(
+            "web.toml",
+            &broken("region = \"nyc3\"", "regoin = \"nyc3\""),
+        )],
+    );
+}
+
+#[test]
+fn min_above_max() {
+    assert_fails(
+        "min_above_max",
+        &[("web.toml", &broken("min = 1", "min = 5"))],
+    );
+}
+
+#[test]
+fn cron_with_six_fields() {
+    let group = format!(
+        "{GOOD_GROUP}\n[[schedule]]\ncron = \"0 0 8 * * 1-5\"\nduration = \"10h\"\nmin = 2\n"
+    );
+    assert_fails("cron_six_fields", &[("web.toml", &group)]);
+}
+
+#[test]
+fn unknown_time_zone() {
+    let group = format!(
+        "{GOOD_GROUP}\n[[schedule]]\ncron = \"0 8 * * 1-5\"\ntimezone = \"Europe/Atlantis\"\nduration = \"10h\"\nmin = 2\n"
+    );
+    assert_fails("unknown_time_zone", &[("web.toml", &group)]);
+}
+
+#[test]
+fn name_prefix_with_underscore() {
+    assert_fails(
+        "name_prefix_underscore",
+        &[(
+            "web.toml",
+            &broken("[droplet]", "[droplet]\nname_prefix = \"web_front\""),
+        )],
+    );
+}
+
+#[test]
+fn two_groups_share_a_tag() {
+    assert_fails(
+        "shared_tag",
+        &[("web.toml", GOOD_GROUP), ("web2.toml", GOOD_GROUP)],
+    );
+}
+
+#[test]
+fn missing_conf_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("do-scaler.toml"), BASE).unwrap();
+    let output = run_check(dir.path());
+    assert_eq!(output.exit_code, 1);
+    insta::assert_snapshot!("missing_conf_dir", output.stderr);
+}
+
+#[test]
+fn duration_without_unit() {
+    assert_fails(
+        "duration_without_unit",
+        &[("web.toml", &broken("max = 4", "max = 4\ninterval = \"30\""))],
+    );
+}
+
+#[test]
+fn unknown_action() {
+    assert_fails(
+        "unknown_action",
+        &[(
+            "web.toml",
+            &format!("{GOOD_GROUP}\n[actions]\nup = [\"digitalocean_create_droplets\"]\n"),
+        )],
+    );
+}
+
+#[test]
+fn expression_that_does_not_parse() {
+    assert_fails(
+        "bad_expression",
+        &[("web.toml", &broken("[2m]))'", "[2m])'"))],
+    );
+}
+
+#[test]
+fn rule_mixing_target_and_threshold() {
+    assert_fails(
+        "rule_mixes_kinds",
+        &[(
+            "web.toml",
+            &broken(
+                "target = 0.6",
+                "target = 0.6\nwhen = 'up > 1'\nchange = \"+1\"",
+            ),
+        )],
+    );
+}
+
+#[test]
+fn tag_with_forbidden_characters() {
+    assert_fails(
+        "bad_tag",
+        &[(
+            "web.toml",
+            &broken("tag = \"web\"", "tag = \"web servers\""),
+        )],
+    );
+}
+
+#[test]
+fn base_file_errors() {
+    let dir = layout("interval = \"fast\"\n", &[("web.toml", GOOD_GROUP)]);
+    let output = run_check(dir.path());
+    assert_eq!(output.exit_code, 1);
+    insta::assert_snapshot!("base_file_error", output.stderr);
+}
+
+#[test]
+fn every_broken_file_is_reported_and_none_hides_another() {
+    assert_fails(
+        "several_broken_files",
+        &[
+            ("a.toml", &broken("min = 1", "min = 9")),
+            ("b.toml", &broken("tag = \"web\"", "tag = \"b\"\nbogus = 1")),
+            (
+                "c.toml",
+                &broken("image = \"ubuntu-24-04-x64\"", "image = "),
+            ),
+            (
+                "d.toml",
+                &broken("tag = \"web\"", "tag = \"d\"")
+                    .replace("max = 4", "max = 4\ninterval = \"1x\"\nwarmup = \"nope\""),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn several_errors_in_one_file_are_all_reported() {
+    let group = broken("min = 1", "min = 7").replace(
+        "region = \"nyc3\"",
+        "region = \"nyc3\"\nname_prefix = \"a_b\"",
+    ) + "\n[scrape]\naddress = \"elastic\"\n\n[[schedule]]\ncron = \"0 8 * *\"\ntimezone = \"Mars/Olympus\"\nduration = \"1h\"\nmin = 1\n";
+    assert_fails("several_errors_one_file", &[("web.toml", &group)]);
+}
+
+#[test]
+fn unreadable_user_data_file() {
+    assert_fails(
+        "missing_user_data_file",
+        &[(
+            "web.toml",
+            &broken(
+                "[droplet]",
+                "[droplet]\nuser_data_file = \"cloud-init/nope.yaml\"",
+            ),
+        )],
+    );
+}
+
+#[test]
+fn unreadable_token_file_is_only_a_warning_for_check() {
+    let dir = layout(
+        &format!("{BASE}token_file = \"missing-token\"\n"),
+        &[("web.toml", GOOD_GROUP)],
+    );
+    let output = run_check(dir.path());
+    assert_eq!(output.exit_code, 0);
+    assert!(
+        output
+            .stderr
+            .contains("warning: cannot read the DigitalOcean token file"),
+        "{}",
+        output.stderr
+    );
+}
+
+#[test]
+fn the_shipped_example_checks_clean_through_the_binary() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_do-scaler"))
+        .args(["check", "--config"])
+        .arg(root.join("do-scaler.toml"))
+        .env_remove("DIGITALOCEAN_TOKEN")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("DIGITALOCEAN_API_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(stdout.lines().any(|l| l.starts_with("web: ")), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("worker: ")),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn a_broken_copy_of_the_example_exits_1_through_the_binary() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root.join("do-scaler.toml"),
+        dir.path().join("do-scaler.toml"),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+    std::fs::create_dir(dir.path().join("cloud-init")).unwrap();
+    std::fs::copy(
+        root.join("cloud-init/do-agent.yaml"),
+        dir.path().join("cloud-init/do-agent.yaml"),
+    )
+    .unwrap();
+    let web = std::fs::read_to_string(root.join("conf.d/web.toml")).unwrap();
+    let worker = std::fs::read_to_string(root.join("conf.d/worker.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("conf.d/web.toml"),
+        web.replace("max = 12", "max = 1"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("conf.d/worker.toml"),
+        worker.replace("tag = \"worker\"", "tag = \"web\"\ntga = 1"),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_do-scaler"))
+        .args(["check", "--config"])
+        .arg(dir.path().join("do-scaler.toml"))
+        .env_remove("DIGITALOCEAN_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(output.stdout.is_empty(), "errors belong on stderr");
+    assert!(
+        stderr.contains("conf.d/web.toml:5:7: min (2) is greater than max (1)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("conf.d/worker.toml:4:1: unknown key `tga`: did you mean `tag`?"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,138 @@
+//! Loading the example configuration into the typed model: values, defaults and overrides.
+
+use do_scaler::config::{
+    AddressKind, Change, Condition, Image, OnMissing, Overrides, RuleKind, ScaleInChoice, load,
+};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("do-scaler.toml")
+}
+
+#[test]
+fn the_example_loads_with_its_values_and_defaults() {
+    let loaded = load(&example(), &Overrides::default()).unwrap();
+    let config = loaded.config;
+    assert_eq!(config.base.interval, Duration::from_secs(30));
+    assert_eq!(config.base.managed_by_tag(), "do-scaler:default");
+    assert_eq!(config.base.api_url, "https://api.digitalocean.com");
+    assert_eq!(config.base.status_api.listen.to_string(), "127.0.0.1:9797");
+    assert!(config.base.conf_dir.ends_with("conf.d"));
+    let names: Vec<_> = config.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["web", "worker"]);
+
+    let web = &config.groups[0];
+    assert_eq!((web.tag.as_str(), web.min, web.max), ("web", 2, 12));
+    assert_eq!(
+        web.tick_timeout,
+        Duration::from_secs(24),
+        "80 % of the interval"
+    );
+    assert_eq!(web.on_missing, OnMissing::Hold);
+    assert_eq!(web.max_creates_per_hour, 24, "2 × max by default");
+    assert_eq!(web.template.image, Image::Slug("ubuntu-24-04-x64".into()));
+    assert!(
+        web.template
+            .user_data
+            .as_deref()
+            .unwrap()
+            .contains("do-agent")
+    );
+    assert_eq!(web.scrape.address, AddressKind::Private);
+    assert_eq!(web.scrape.port, 9110);
+    assert_eq!(web.cooldown.down, Duration::from_secs(600));
+    assert!(matches!(web.scale_in.choose, ScaleInChoice::LeastBusy(_)));
+    assert!(
+        matches!(web.rules[0].kind, RuleKind::Target { target, max_step_up: Some(4), .. } if target == 0.6)
+    );
+    match &web.rules[1].kind {
+        RuleKind::Threshold {
+            condition: Condition::One(_),
+            hold_for,
+            change,
+        } => {
+            assert_eq!(*hold_for, Duration::from_secs(120));
+            assert_eq!(*change, Change::Count(2));
+        }
+        other => panic!("memory rule is a threshold rule, got {other:?}"),
+    }
+    assert_eq!(web.schedules[0].timezone, chrono_tz::Europe::Berlin);
+    assert_eq!(web.schedules[0].min, Some(4));
+    assert_eq!(
+        web.actions.lists.up,
+        ["digitalocean_create_droplet", "health_check_tcp"]
+    );
+    assert!(web.actions.params.contains_key("health_check_tcp"));
+
+    let worker = &config.groups[1];
+    assert_eq!(worker.interval, Duration::from_secs(60));
+    assert!(matches!(
+        worker.rules[0].kind,
+        RuleKind::Threshold {
+            change: Change::Percent(50),
+            ..
+        }
+    ));
+    assert_eq!(worker.protect_tag, "do-scaler-protect");
+}
+
+#[test]
+fn command_line_overrides_replace_the_base_file() {
+    let overrides = Overrides {
+        api_url: Some("http://127.0.0.1:4321/".into()),
+        state: Some(PathBuf::from("/tmp/state.db")),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+    };
+    let config = load(&example(), &overrides).unwrap().config;
+    assert_eq!(config.base.api_url, "http://127.0.0.1:4321");
+    assert_eq!(config.base.state_path, PathBuf::from("/tmp/state.db"));
+    assert_eq!(config.base.status_api.listen.port(), 0);
+}
+
+#[test]
+fn plain_http_to_a_remote_api_is_refused() {
+    let overrides = Overrides {
+        api_url: Some("http://api.example.com".into()),
+        ..Overrides::default()
+    };
+    let error = load(&example(), &overrides).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("token would cross the network unencrypted"),
+        "{error}"
+    );
+}
+
+#[test]
+fn defaults_fill_a_minimal_group() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("do-scaler.toml"), "").unwrap();
+    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+    std::fs::write(
+        dir.path().join("conf.d/api.toml"),
+        "tag = \"api\"\nmin = 0\nmax = 3\n[droplet]\nregion = \"fra1\"\nsize = \"s-1vcpu-1gb\"\nimage = 12345\nssh_keys = [1, \"aa:bb\"]\n",
+    )
+    .unwrap();
+    let loaded = load(&dir.path().join("do-scaler.toml"), &Overrides::default()).unwrap();
+    let group = &loaded.config.groups[0];
+    assert_eq!(group.template.name_prefix, "api");
+    assert_eq!(group.template.image, Image::Id(12345));
+    assert_eq!(group.interval, Duration::from_secs(30));
+    assert_eq!(group.cooldown.up, Duration::from_secs(120));
+    assert_eq!(group.stabilization.down, Duration::from_secs(300));
+    assert_eq!(group.scale_in.choose, ScaleInChoice::Newest);
+    assert!(group.template.monitoring);
+    assert_eq!(
+        loaded.config.base.state_path,
+        PathBuf::from("/var/lib/do-scaler/state.db")
+    );
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("no [[rule]]")),
+        "a group without rules deserves a warning"
+    );
+}
