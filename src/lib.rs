@@ -7,11 +7,17 @@
 //!
 //! - [`config`]: the base file and `conf.d/` group files, validation with `file:line:column`
 //!   diagnostics, credentials.
+//! - [`digitalocean`]: the API v2 client: retries, rate limits, pagination, safe creates.
 //! - [`query`]: the PromQL-subset expression language.
+//! - [`sim`]: the simulated DigitalOcean: API emulator, droplets serving metrics, load model.
+//! - [`clock`]: injected time.
 //! - [`commands`]: the subcommands' logic (`check`, …), producing what `main` prints.
 //!
 //! `main.rs` only parses the command line and wires these together.
 
+pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod digitalocean;
 pub mod query;
+pub mod sim;

@@ -1,0 +1,11 @@
+//! The DigitalOcean API v2: typed requests and answers, the client (retries, rate limits,
+//! pagination, safe creates), and its errors.
+
+pub mod client;
+pub mod error;
+pub mod ratelimit;
+pub mod types;
+
+pub use client::{Client, ClientOptions, CreateReport, DeleteOutcome, RetryPolicy};
+pub use error::ApiError;
+pub use types::*;
