@@ -2,11 +2,16 @@
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use do_scaler::clock::SystemClock;
 use do_scaler::commands;
 use do_scaler::config::{Overrides, credentials, load::DEFAULT_CONFIG_PATH};
+use do_scaler::sim::{Demand, Faults, SimOptions};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Keeps pools of DigitalOcean droplets at the right size.
 #[derive(Parser)]
@@ -54,11 +59,127 @@ impl ConfigArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate the configuration without touching the network.
+    /// Validate the configuration; with --online, also against the DigitalOcean account.
     Check {
         #[command(flatten)]
         config: ConfigArgs,
+        /// Also check the token, sizes, regions, images, SSH keys, VPCs, the droplet limit and
+        /// the API budget against the account (needs a token).
+        #[arg(long)]
+        online: bool,
     },
+    /// Run a simulated DigitalOcean on this machine (API and droplets on loopback).
+    Sim(SimArgs),
+}
+
+/// Options of `do-scaler sim`.
+#[derive(Args)]
+struct SimArgs {
+    /// Where the API listens.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// The token the API accepts.
+    #[arg(long, default_value = "sim-token")]
+    token: String,
+    /// Droplets that exist at start, already active.
+    #[arg(long, default_value_t = 0)]
+    droplets: u32,
+    /// The tag of the seeded droplets.
+    #[arg(long, default_value = "web")]
+    tag: String,
+    /// Age of the seeded droplets.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    age: Duration,
+    /// Give the seeded droplets the managed-by tag of this instance (as if do-scaler made them).
+    #[arg(long, num_args = 0..=1, default_missing_value = "default")]
+    managed: Option<String>,
+    /// Size of the seeded droplets.
+    #[arg(long, default_value = "s-2vcpu-4gb")]
+    size: String,
+    /// Time from create to active.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    boot_delay: Duration,
+    /// Seed for injected faults.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// DigitalOcean's rate limits (250/minute, 5,000/hour).
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    rate_limit: OnOff,
+    /// Port of each droplet's metrics endpoint.
+    #[arg(long, default_value_t = 9110)]
+    agent_port: u16,
+    /// Ports each droplet accepts TCP connections on (for health checks).
+    #[arg(long, value_delimiter = ',', default_value = "22,80")]
+    open_ports: Vec<u16>,
+    /// Total demand in vCPUs: N, step:BEFORE:AFTER:AT, sine:BASE:AMPLITUDE:PERIOD or csv:FILE.
+    #[arg(long, default_value = "1")]
+    demand: String,
+    /// The account's droplet limit (creates past it answer 422).
+    #[arg(long, default_value_t = 10_000)]
+    droplet_limit: u64,
+    /// Share (0-1) of API answers that are 500 or 503.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Share (0-1) of API answers that are 429.
+    #[arg(long, default_value_t = 0.0)]
+    throttle_rate: f64,
+    /// Latency added to every API answer.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    latency: Duration,
+    /// The next N creates succeed but answer 500.
+    #[arg(long, default_value_t = 0)]
+    create_500: u32,
+    /// Deletes are carried out but answered only after this long.
+    #[arg(long, value_parser = parse_duration)]
+    delete_hang: Option<Duration>,
+    /// Share (0-1) of droplets whose metrics endpoint hangs.
+    #[arg(long, default_value_t = 0.0)]
+    scrape_hang: f64,
+    /// Share (0-1) of droplets whose metrics endpoint answers garbage.
+    #[arg(long, default_value_t = 0.0)]
+    scrape_garbage: f64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    do_scaler::config::duration::parse_duration(text).map_err(|e| e.to_string())
+}
+
+impl SimArgs {
+    fn options(self) -> Result<SimOptions> {
+        Ok(SimOptions {
+            listen: self.listen,
+            token: self.token,
+            seed_droplets: self.droplets,
+            seed_tag: self.tag,
+            seed_age: self.age,
+            seed_managed_tag: self.managed.map(|instance| format!("do-scaler:{instance}")),
+            seed_size: self.size,
+            boot_delay: self.boot_delay,
+            seed: self.seed,
+            rate_limit: (self.rate_limit == OnOff::On).then_some((250, 5000)),
+            agent_port: self.agent_port,
+            open_ports: self.open_ports,
+            demand: Demand::parse(&self.demand)?,
+            droplet_limit: self.droplet_limit,
+            faults: Faults {
+                error_rate: self.error_rate,
+                throttle_rate: self.throttle_rate,
+                latency: self.latency,
+                create_succeeds_then_500: self.create_500,
+                delete_hang: self.delete_hang,
+                scrape_hang_share: self.scrape_hang,
+                scrape_garbage_share: self.scrape_garbage,
+                ..Faults::default()
+            },
+            clock: Arc::new(SystemClock),
+        })
+    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -66,26 +187,34 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
 }
 
-fn main() -> Result<ExitCode> {
+#[tokio::main]
+async fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Check { config } => {
-            let output = commands::check::check(
-                &config.config,
-                &config.overrides(),
-                &credentials::process_env,
-            );
+        Command::Check { config, online } => {
+            let overrides = config.overrides();
+            let output = if online {
+                commands::check::check_online(&config.config, &overrides, &credentials::process_env)
+                    .await
+            } else {
+                commands::check::check(&config.config, &overrides, &credentials::process_env)
+            };
             print!("{}", output.stdout);
             eprint!("{}", output.stderr);
             Ok(ExitCode::from(output.exit_code as u8))
+        }
+        Command::Sim(args) => {
+            commands::sim::run(args.options()?).await?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -6,7 +6,10 @@
 
 use crate::config::credentials::{self, CredentialError, EnvLookup};
 use crate::config::duration::format_duration;
+use crate::config::{Base, LoadError, Loaded};
 use crate::config::{Change, Condition, Group, Overrides, RuleKind, load};
+use crate::digitalocean::preflight::{Level, preflight};
+use crate::digitalocean::{Client, ClientOptions};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -146,4 +149,73 @@ pub fn summarize(group: &Group) -> String {
         group.actions.lists.up.join(" → "),
         group.actions.lists.down.join(" → "),
     )
+}
+
+/// Builds a DigitalOcean client for the configured API with the token from the environment,
+/// the systemd credential or the token file. Commands that call the API fail without one.
+pub fn client_for(base: &Base, env: EnvLookup<'_>) -> Result<Client, String> {
+    let (token, source) = credentials::digitalocean_token(env, base.token_file.as_deref())
+        .map_err(|e| e.to_string())?;
+    tracing::debug!(source = %source, "DigitalOcean token found");
+    Client::new(ClientOptions::new(base.api_url.clone(), token)).map_err(|e| e.to_string())
+}
+
+/// Runs `check --online`: everything `check` does, then the preflight against the account.
+pub async fn check_online(
+    config_path: &Path,
+    overrides: &Overrides,
+    env: EnvLookup<'_>,
+) -> CommandOutput {
+    let offline = check(config_path, overrides, env);
+    if offline.exit_code != 0 {
+        return offline;
+    }
+    let loaded: Result<Loaded, LoadError> = load(config_path, overrides);
+    let Ok(loaded) = loaded else {
+        return offline;
+    };
+    let mut stdout = offline.stdout;
+    let mut stderr = String::new();
+    for warning in &loaded.warnings {
+        let _ = writeln!(stderr, "{warning}");
+    }
+    let client = match client_for(&loaded.config.base, env) {
+        Ok(client) => client,
+        Err(reason) => {
+            let _ = writeln!(
+                stderr,
+                "{}: token: {reason}",
+                loaded.config.base.path.display()
+            );
+            return CommandOutput {
+                stdout,
+                stderr,
+                exit_code: 1,
+            };
+        }
+    };
+    let findings = preflight(&client, &loaded.config).await;
+    let errors = findings.iter().filter(|f| f.level == Level::Error).count();
+    for finding in &findings {
+        let _ = writeln!(stderr, "{finding}");
+    }
+    if errors == 0 {
+        let _ = writeln!(
+            stdout,
+            "online checks passed against {}",
+            loaded.config.base.api_url
+        );
+    } else {
+        let _ = writeln!(
+            stderr,
+            "{errors} problem{} found against {}",
+            if errors == 1 { "" } else { "s" },
+            loaded.config.base.api_url
+        );
+    }
+    CommandOutput {
+        stdout,
+        stderr,
+        exit_code: i32::from(errors > 0),
+    }
 }

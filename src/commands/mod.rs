@@ -2,3 +2,4 @@
 //! stderr, so that `main` only prints and tests can compare the output.
 
 pub mod check;
+pub mod sim;

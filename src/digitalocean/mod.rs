@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod error;
+pub mod preflight;
 pub mod ratelimit;
 pub mod types;
 

@@ -1,0 +1,301 @@
+//! The DigitalOcean client against the in-process simulated DigitalOcean on loopback: what the
+//! sim saw is the evidence.
+
+use do_scaler::config::ApiToken;
+use do_scaler::digitalocean::{
+    ApiError, Client, ClientOptions, CreateDroplets, DeleteOutcome, ImageRef, RetryPolicy,
+};
+use do_scaler::sim::{Sim, SimOptions};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn options(droplets: u32) -> SimOptions {
+    SimOptions {
+        seed_droplets: droplets,
+        open_ports: Vec::new(),
+        boot_delay: Duration::from_secs(3600),
+        ..SimOptions::default()
+    }
+}
+
+fn client(sim: &Sim) -> Client {
+    let mut options = ClientOptions::new(sim.api_url(), ApiToken::new(sim.token()));
+    options.retry = RetryPolicy {
+        attempts: 4,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(40),
+    };
+    options.request_timeout = Duration::from_secs(2);
+    options.rate_limits = None;
+    Client::new(options).unwrap()
+}
+
+fn request(names: &[&str]) -> CreateDroplets {
+    CreateDroplets {
+        name: None,
+        names: Some(names.iter().map(|n| n.to_string()).collect()),
+        region: Some("nyc3".into()),
+        size: "s-1vcpu-1gb".into(),
+        image: ImageRef::Slug("ubuntu-24-04-x64".into()),
+        ssh_keys: Vec::new(),
+        ipv6: false,
+        monitoring: true,
+        tags: vec!["web".into(), "do-scaler:default".into()],
+        user_data: Some("#cloud-config\nsecret: hunter2\n".into()),
+        vpc_uuid: None,
+    }
+}
+
+#[tokio::test]
+async fn lists_a_group_across_pages() {
+    let sim = Sim::start(options(450)).await.unwrap();
+    let droplets = client(&sim).list_droplets_by_tag("web").await.unwrap();
+    assert_eq!(droplets.len(), 450);
+    let mut ids: Vec<u64> = droplets.iter().map(|d| d.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 450, "no droplet twice");
+    assert_eq!(
+        sim.api_counts()["GET /v2/droplets"],
+        3,
+        "one call per 200 droplets"
+    );
+    assert!(
+        sim.requests()
+            .iter()
+            .all(|r| r.query.iter().any(|(k, v)| k == "per_page" && v == "200")),
+        "every page asks for 200"
+    );
+}
+
+#[tokio::test]
+async fn retries_429_and_503_then_succeeds() {
+    let sim = Sim::start(options(3)).await.unwrap();
+    let client = client(&sim);
+    sim.update_faults(|f| f.throttle_next = 2);
+    assert_eq!(client.list_droplets_by_tag("web").await.unwrap().len(), 3);
+    assert_eq!(sim.api_counts()["GET /v2/droplets"], 3);
+    sim.update_faults(|f| f.fail_next = 2);
+    assert_eq!(client.list_droplets_by_tag("web").await.unwrap().len(), 3);
+    assert_eq!(sim.api_counts()["GET /v2/droplets"], 6);
+    assert!(
+        client.rate_limit().remaining.is_some(),
+        "ratelimit headers are kept"
+    );
+    let counts = client.call_counts();
+    assert_eq!(
+        counts[&("GET".to_string(), "/v2/droplets".to_string(), 429)],
+        2
+    );
+    assert_eq!(
+        counts[&("GET".to_string(), "/v2/droplets".to_string(), 503)],
+        2
+    );
+}
+
+#[tokio::test]
+async fn gives_up_after_the_last_attempt() {
+    let sim = Sim::start(options(1)).await.unwrap();
+    sim.update_faults(|f| f.fail_next = 100);
+    let error = client(&sim).list_droplets_by_tag("web").await.unwrap_err();
+    assert!(
+        matches!(error, ApiError::Status { status: 503, .. }),
+        "{error}"
+    );
+    assert_eq!(sim.api_counts()["GET /v2/droplets"], 4);
+}
+
+#[tokio::test]
+async fn deleting_a_droplet_that_is_gone_is_success() {
+    let sim = Sim::start(options(1)).await.unwrap();
+    let client = client(&sim);
+    let id = sim.droplets()[0].id;
+    assert_eq!(
+        client.delete_droplet(id).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
+    assert_eq!(
+        client.delete_droplet(id).await.unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+    assert!(sim.droplets().is_empty());
+}
+
+#[tokio::test]
+async fn a_create_answered_500_after_it_landed_is_not_duplicated() {
+    let sim = Sim::start(options(0)).await.unwrap();
+    sim.update_faults(|f| f.create_succeeds_then_500 = 1);
+    let report = client(&sim)
+        .create_droplets(&request(&["web-a1", "web-a2", "web-a3"]), "web")
+        .await;
+    assert!(report.failure.is_none(), "{:?}", report.failure);
+    assert_eq!(report.created.len(), 3);
+    assert_eq!(
+        sim.created_names(),
+        ["web-a1", "web-a2", "web-a3"],
+        "each name created once"
+    );
+    assert_eq!(
+        sim.api_counts()["POST /v2/droplets"],
+        1,
+        "the create was not repeated"
+    );
+}
+
+#[tokio::test]
+async fn a_create_throttled_is_retried_because_it_was_not_processed() {
+    let sim = Sim::start(options(0)).await.unwrap();
+    sim.update_faults(|f| f.throttle_next = 1);
+    let report = client(&sim)
+        .create_droplets(&request(&["web-b1"]), "web")
+        .await;
+    assert!(report.failure.is_none());
+    assert_eq!(sim.created_names(), ["web-b1"]);
+    assert_eq!(sim.api_counts()["POST /v2/droplets"], 2);
+}
+
+#[tokio::test]
+async fn large_creates_go_ten_at_a_time() {
+    let sim = Sim::start(options(0)).await.unwrap();
+    let names: Vec<String> = (1..=25).map(|i| format!("web-c{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let report = client(&sim).create_droplets(&request(&refs), "web").await;
+    assert_eq!(report.created.len(), 25);
+    assert_eq!(sim.api_counts()["POST /v2/droplets"], 3);
+}
+
+#[tokio::test]
+async fn the_droplet_limit_is_its_own_error_and_not_retried() {
+    let sim = Sim::start(options(1)).await.unwrap();
+    sim.set_droplet_limit(2);
+    let report = client(&sim)
+        .create_droplets(&request(&["web-d1", "web-d2"]), "web")
+        .await;
+    assert!(
+        matches!(report.failure, Some(ApiError::DropletLimit { .. })),
+        "{:?}",
+        report.failure
+    );
+    assert_eq!(report.missing, ["web-d1", "web-d2"]);
+    assert_eq!(sim.api_counts()["POST /v2/droplets"], 1);
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_unauthorized() {
+    let sim = Sim::start(options(0)).await.unwrap();
+    let mut options = ClientOptions::new(sim.api_url(), ApiToken::new("wrong"));
+    options.rate_limits = None;
+    let error = Client::new(options).unwrap().account().await.unwrap_err();
+    assert!(
+        matches!(error, ApiError::Unauthorized { status: 401, .. }),
+        "{error}"
+    );
+}
+
+/// A `tracing` writer into a shared buffer, to read back every log line.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_token_and_user_data_appear_in_no_log_line() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let token = "dop_v1_0123456789abcdef-very-secret";
+    let sim = Sim::start(SimOptions {
+        token: token.into(),
+        ..options(2)
+    })
+    .await
+    .unwrap();
+    let client = client(&sim);
+    sim.update_faults(|f| {
+        f.fail_next = 2;
+        f.create_succeeds_then_500 = 1;
+    });
+    client.list_droplets_by_tag("web").await.unwrap();
+    let report = client.create_droplets(&request(&["web-e1"]), "web").await;
+    tracing::info!(client = ?client, request = ?request(&["web-e1"]), "debug output of client and request");
+    let mut bad = ClientOptions::new(sim.api_url(), ApiToken::new(format!("{token}-wrong")));
+    bad.rate_limits = None;
+    let refused = Client::new(bad).unwrap().account().await.unwrap_err();
+    tracing::warn!(error = %refused, "refused");
+    assert!(report.failure.is_none());
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("retrying"), "the retries were logged: {logs}");
+    assert!(
+        logs.contains("ambiguous"),
+        "the ambiguous create was logged: {logs}"
+    );
+    assert!(
+        !logs.contains(token),
+        "the token leaked into the logs: {logs}"
+    );
+    assert!(
+        !logs.contains("hunter2"),
+        "user data leaked into the logs: {logs}"
+    );
+    assert!(!format!("{refused} {refused:?}").contains(token));
+}
+
+#[tokio::test]
+async fn with_demand_fixed_doubling_the_droplets_halves_utilisation() {
+    use do_scaler::clock::ManualClock;
+    let clock = ManualClock::new(chrono::Utc::now());
+    let sim = Sim::start(SimOptions {
+        clock: Arc::new(clock.clone()),
+        demand: do_scaler::sim::Demand::Constant(4.0),
+        seed_size: "s-2vcpu-4gb".into(),
+        boot_delay: Duration::from_secs(30),
+        ..options(4)
+    })
+    .await
+    .unwrap();
+    clock.advance(Duration::from_secs(60));
+    sim.sync();
+    let first = sim.droplets()[0].id;
+    let before = sim.utilisation(first).unwrap();
+    assert!(
+        (before - 0.5).abs() < 1e-9,
+        "4 vCPUs of work on 4 droplets of 2 vCPUs: {before}"
+    );
+
+    let names: Vec<String> = (1..=4).map(|i| format!("web-f{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut create = request(&refs);
+    create.size = "s-2vcpu-4gb".into();
+    client(&sim).create_droplets(&create, "web").await;
+    clock.advance(Duration::from_secs(60));
+    sim.sync();
+    let after = sim.utilisation(first).unwrap();
+    assert!(
+        (after - before / 2.0).abs() < 1e-9,
+        "{after} is not half of {before}"
+    );
+    let address = sim
+        .droplets()
+        .iter()
+        .find(|d| d.name == "web-f1")
+        .unwrap()
+        .private_ipv4()
+        .unwrap()
+        .to_string();
+    assert!(address.starts_with(&format!("127.{}.", sim.subnet())));
+}
