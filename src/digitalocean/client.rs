@@ -375,14 +375,14 @@ impl Client {
                     (error, answer.retry_after)
                 }
                 Err(error) => {
-                    let retryable = match (&error, safety) {
-                        (ApiError::Transport { sent: false, .. }, _) => true,
-                        (
-                            ApiError::Transport { .. } | ApiError::Timeout { .. },
-                            Safety::Idempotent,
-                        ) => true,
-                        _ => false,
-                    };
+                    let retryable = matches!(
+                        (&error, safety),
+                        (ApiError::Transport { sent: false, .. }, _)
+                            | (
+                                ApiError::Transport { .. } | ApiError::Timeout { .. },
+                                Safety::Idempotent
+                            )
+                    );
                     if !retryable || last_attempt {
                         return Err(error);
                     }

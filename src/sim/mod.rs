@@ -200,6 +200,8 @@ pub fn raise_file_limit() -> Option<u64> {
             }
         }
     }
+    // rlim_t is u64 on Linux; the conversion keeps other platforms compiling.
+    #[allow(clippy::unnecessary_cast)]
     Some(limit.rlim_cur as u64)
 }
 

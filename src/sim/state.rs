@@ -324,7 +324,8 @@ impl State {
             NetworkV4 {
                 ip_address: ip.clone(),
                 netmask: "255.255.0.0".into(),
-                gateway: None,
+                // What the real API answers for a private interface: the string "nil".
+                gateway: Some("nil".into()),
                 kind: "private".into(),
             },
             // The public address is the same loopback address, so `address = "public"` works

@@ -1,0 +1,111 @@
+//! `do-scaler check --online` against the in-process sim.
+
+use do_scaler::commands::check::check_online;
+use do_scaler::config::Overrides;
+use do_scaler::sim::{Sim, SimOptions};
+use std::path::Path;
+
+async fn sim(droplets: u32) -> Sim {
+    Sim::start(SimOptions {
+        seed_droplets: droplets,
+        open_ports: Vec::new(),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn group(tag: &str, max: u32, size: &str, image: &str) -> String {
+    format!(
+        "tag = \"{tag}\"\nmin = 1\nmax = {max}\n[droplet]\nregion = \"nyc3\"\nsize = \"{size}\"\nimage = \"{image}\"\nssh_keys = [289794]\n"
+    )
+}
+
+#[tokio::test]
+async fn the_example_passes_against_the_sim() {
+    let sim = sim(2).await;
+    let token = sim.token().to_string();
+    let env = move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| token.clone());
+    let overrides = Overrides {
+        api_url: Some(sim.api_url()),
+        ..Overrides::default()
+    };
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("do-scaler.toml");
+    let output = check_online(&example, &overrides, &env).await;
+    assert_eq!(output.exit_code, 0, "{}", output.stderr);
+    assert!(
+        output.stdout.contains("online checks passed"),
+        "{}",
+        output.stdout
+    );
+    assert!(
+        output
+            .stderr
+            .contains("cannot be verified without creating a droplet")
+    );
+    assert_eq!(
+        sim.api_counts()["POST /v2/tags"],
+        1,
+        "the managed-by tag is ensured"
+    );
+}
+
+#[tokio::test]
+async fn reports_a_wrong_size_a_missing_image_and_a_limit_too_small() {
+    let sim = sim(3).await;
+    sim.set_droplet_limit(10);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("do-scaler.toml"), "").unwrap();
+    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+    std::fs::write(
+        dir.path().join("conf.d/web.toml"),
+        group("web", 6, "s-99vcpu-1tb", "ubuntu-24-04-x64"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("conf.d/api.toml"),
+        group("api", 6, "s-1vcpu-1gb", "ubuntu-6-10-x64"),
+    )
+    .unwrap();
+    let token = sim.token().to_string();
+    let env = move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| token.clone());
+    let overrides = Overrides {
+        api_url: Some(sim.api_url()),
+        ..Overrides::default()
+    };
+    let output = check_online(&dir.path().join("do-scaler.toml"), &overrides, &env).await;
+    let stderr = output
+        .stderr
+        .replace(&format!("{}/", dir.path().display()), "");
+    assert_eq!(output.exit_code, 1, "{stderr}");
+    assert!(
+        stderr.contains("conf.d/web.toml: droplet.size: size `s-99vcpu-1tb` does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("conf.d/api.toml: droplet.image: image"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("conf.d/api.toml: max: the account's droplet limit is 10 and 3 droplets exist, leaving room for 7, but the groups may add 9"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_token_fails_online_checks() {
+    let sim = sim(0).await;
+    let env = |_: &str| None;
+    let overrides = Overrides {
+        api_url: Some(sim.api_url()),
+        ..Overrides::default()
+    };
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("do-scaler.toml");
+    let output = check_online(&example, &overrides, &env).await;
+    assert_eq!(output.exit_code, 1);
+    assert!(
+        output.stderr.contains("no DigitalOcean token"),
+        "{}",
+        output.stderr
+    );
+}
