@@ -270,12 +270,14 @@ async fn with_demand_fixed_doubling_the_droplets_halves_utilisation() {
     .unwrap();
     clock.advance(Duration::from_secs(60));
     sim.sync();
-    let first = sim.droplets()[0].id;
-    let before = sim.utilisation(first).unwrap();
+    let first = sim.droplets()[0].clone();
+    let endpoint = format!("http://{}:9110/metrics", first.private_ipv4().unwrap());
+    let before = measured_utilisation(&endpoint, &clock, &sim).await;
     assert!(
-        (before - 0.5).abs() < 1e-9,
+        (before - 0.5).abs() < 0.01,
         "4 vCPUs of work on 4 droplets of 2 vCPUs: {before}"
     );
+    assert!((sim.utilisation(first.id).unwrap() - before).abs() < 0.01);
 
     let names: Vec<String> = (1..=4).map(|i| format!("web-f{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -284,9 +286,9 @@ async fn with_demand_fixed_doubling_the_droplets_halves_utilisation() {
     client(&sim).create_droplets(&create, "web").await;
     clock.advance(Duration::from_secs(60));
     sim.sync();
-    let after = sim.utilisation(first).unwrap();
+    let after = measured_utilisation(&endpoint, &clock, &sim).await;
     assert!(
-        (after - before / 2.0).abs() < 1e-9,
+        (after - before / 2.0).abs() < 0.01,
         "{after} is not half of {before}"
     );
     let address = sim
@@ -298,4 +300,51 @@ async fn with_demand_fixed_doubling_the_droplets_halves_utilisation() {
         .unwrap()
         .to_string();
     assert!(address.starts_with(&format!("127.{}.", sim.subnet())));
+}
+
+/// CPU utilisation as a scraper sees it: two scrapes 30 simulated seconds apart,
+/// 1 − Δidle / Δall over every CPU.
+async fn measured_utilisation(
+    endpoint: &str,
+    clock: &do_scaler::clock::ManualClock,
+    sim: &Sim,
+) -> f64 {
+    fn cpu_totals(body: &str) -> (f64, f64) {
+        let (mut idle, mut all) = (0.0, 0.0);
+        for line in body
+            .lines()
+            .filter(|l| l.starts_with("node_cpu_seconds_total{"))
+        {
+            let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+            all += value;
+            if line.contains("mode=\"idle\"") {
+                idle += value;
+            }
+        }
+        (idle, all)
+    }
+    let first = reqwest::get(endpoint).await.unwrap().text().await.unwrap();
+    clock.advance(Duration::from_secs(30));
+    sim.sync();
+    let second = reqwest::get(endpoint).await.unwrap().text().await.unwrap();
+    let ((idle0, all0), (idle1, all1)) = (cpu_totals(&first), cpu_totals(&second));
+    1.0 - (idle1 - idle0) / (all1 - all0)
+}
+
+#[tokio::test]
+async fn a_delete_that_times_out_is_retried_and_found_gone() {
+    let sim = Sim::start(options(1)).await.unwrap();
+    let mut options = ClientOptions::new(sim.api_url(), ApiToken::new(sim.token()));
+    options.request_timeout = Duration::from_millis(500);
+    options.retry.base_delay = Duration::from_millis(5);
+    options.rate_limits = None;
+    let client = Client::new(options).unwrap();
+    sim.update_faults(|f| f.delete_hang = Some(Duration::from_secs(5)));
+    let id = sim.droplets()[0].id;
+    assert_eq!(
+        client.delete_droplet(id).await.unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+    assert!(sim.droplets().is_empty());
+    assert_eq!(sim.api_counts()["DELETE /v2/droplets/{id}"], 2);
 }

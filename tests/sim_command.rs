@@ -53,7 +53,10 @@ async fn sim_with_1000_droplets_prints_its_export_line_and_serves_metrics() {
         .await
         .unwrap();
     assert_eq!(list["meta"]["total"], 1000);
-    let address = list["droplets"][0]["networks"]["v4"][0]["ip_address"].as_str().unwrap().to_string();
+    let address = list["droplets"][0]["networks"]["v4"][0]["ip_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(address.starts_with("127."));
     let body = http
         .get(format!("http://{address}:9110/metrics"))
@@ -63,9 +66,19 @@ async fn sim_with_1000_droplets_prints_its_export_line_and_serves_metrics() {
         .text()
         .await
         .unwrap();
-    assert!(body.contains("# TYPE node_cpu_seconds_total counter"), "{body}");
+    assert!(
+        body.contains("# TYPE node_cpu_seconds_total counter"),
+        "{body}"
+    );
     assert!(body.contains("node_load1 "), "{body}");
-    let stats: serde_json::Value = http.get(format!("{api}/v2/_sim/stats")).send().await.unwrap().json().await.unwrap();
+    let stats: serde_json::Value = http
+        .get(format!("{api}/v2/_sim/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stats["droplets"]["active"], 1000);
     assert_eq!(stats["scrapes"]["total"], 1);
 }
