@@ -8,6 +8,7 @@
 //! - [`config`]: the base file and `conf.d/` group files, validation with `file:line:column`
 //!   diagnostics, credentials.
 //! - [`digitalocean`]: the API v2 client: retries, rate limits, pagination, safe creates.
+//! - [`metrics`]: the exposition parser, the scraper and the sample history.
 //! - [`query`]: the PromQL-subset expression language.
 //! - [`sim`]: the simulated DigitalOcean: API emulator, droplets serving metrics, load model.
 //! - [`clock`]: injected time.
@@ -19,5 +20,6 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod digitalocean;
+pub mod metrics;
 pub mod query;
 pub mod sim;
