@@ -1,24 +1,99 @@
-//! The expression language: a PromQL subset, parsed with `promql-parser`.
-//!
-//! This module owns parsing and checking expressions; evaluation over the sample history
-//! arrives with the metrics stage.
+//! The expression language: a PromQL subset, parsed with `promql-parser`, compiled into the
+//! constructs do-scaler supports (anything else is refused by name at `check` time), and
+//! evaluated over sample history with Prometheus's semantics.
 
-/// Why an expression was refused.
+pub mod compile;
+pub mod eval;
+pub mod labels;
+
+pub use compile::{Node, Selector};
+pub use eval::{EvalOptions, Outcome, Sample, SeriesSource, Value, evaluate};
+pub use labels::Labels;
+use std::time::Duration;
+
+/// Why an expression was refused or could not be evaluated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
     /// The text is not PromQL.
     #[error("invalid expression: {0}")]
     Syntax(String),
+    /// Valid PromQL that do-scaler does not evaluate.
+    #[error("unsupported in do-scaler's expressions: {0}")]
+    Unsupported(String),
+    /// The data made the expression invalid (such as a many-to-many match).
+    #[error("{0}")]
+    Eval(String),
 }
 
-/// Checks that an expression parses.
-pub fn check_syntax(expr: &str) -> Result<(), QueryError> {
-    if expr.trim().is_empty() {
+/// A compiled expression with its text.
+#[derive(Debug, Clone)]
+pub struct Expression {
+    /// As written.
+    pub text: String,
+    /// Compiled.
+    pub node: Node,
+}
+
+impl Expression {
+    /// The longest range any selector reads.
+    pub fn longest_range(&self) -> Duration {
+        self.node.longest_range()
+    }
+}
+
+/// Parses and compiles an expression.
+pub fn compile(text: &str) -> Result<Expression, QueryError> {
+    if text.trim().is_empty() {
         return Err(QueryError::Syntax("the expression is empty".into()));
     }
-    promql_parser::parser::parse(expr)
-        .map(|_| ())
-        .map_err(|reason| QueryError::Syntax(reason.trim().to_string()))
+    let parsed = promql_parser::parser::parse(text).map_err(|reason| QueryError::Syntax(reason.trim().to_string()))?;
+    Ok(Expression {
+        text: text.to_string(),
+        node: compile::compile(&parsed)?,
+    })
+}
+
+/// Checks that an expression parses and uses only what do-scaler evaluates.
+pub fn check_syntax(expr: &str) -> Result<(), QueryError> {
+    compile(expr).map(|_| ())
+}
+
+/// Series held in memory: for tests and for `do-scaler query --file`.
+#[derive(Debug, Clone, Default)]
+pub struct MemorySource {
+    series: Vec<(Labels, Vec<(i64, f64)>)>,
+}
+
+impl MemorySource {
+    /// An empty source.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a point to the series with these labels (points must come in time order).
+    pub fn push(&mut self, labels: &Labels, t_ms: i64, value: f64) {
+        match self.series.iter_mut().find(|(l, _)| l == labels) {
+            Some((_, points)) => {
+                let at = points.partition_point(|(t, _)| *t < t_ms);
+                if points.get(at).is_some_and(|(t, _)| *t == t_ms) {
+                    points[at].1 = value;
+                } else {
+                    points.insert(at, (t_ms, value));
+                }
+            }
+            None => self.series.push((labels.clone(), vec![(t_ms, value)])),
+        }
+    }
+}
+
+impl SeriesSource for MemorySource {
+    fn for_each_series(&self, selector: &Selector, visit: &mut dyn FnMut(&Labels, &[(i64, f64)])) {
+        for (labels, points) in &self.series {
+            if selector.matches(labels.name(), |name| labels.get(name)) {
+                visit(labels, points);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -28,13 +103,49 @@ mod tests {
     #[test]
     fn accepts_the_example_expressions() {
         check_syntax(r#"1 - avg(rate(node_cpu_seconds_total{mode="idle"}[2m]))"#).unwrap();
-        check_syntax("avg(node_load1) / count(node_cpu_seconds_total{mode=\"idle\"}) > 0.8")
-            .unwrap();
+        check_syntax(r#"avg(node_load5 / on (droplet_id) count by (droplet_id) (node_cpu_seconds_total{mode="idle"})) > 0.8"#).unwrap();
     }
 
     #[test]
-    fn refuses_broken_expressions() {
-        assert!(check_syntax("avg(rate(x[2m])").is_err());
+    fn refuses_broken_and_unsupported_expressions_by_name() {
+        assert!(matches!(check_syntax("avg(rate(x[2m])"), Err(QueryError::Syntax(_))));
         assert!(check_syntax("  ").is_err());
+        for (text, construct) in [
+            ("rate(x[5m] offset 1m)", "offset"),
+            ("max_over_time(rate(x[1m])[5m:30s])", "subqueries"),
+            ("topk(3, x)", "topk"),
+            ("histogram_quantile(0.9, x)", "histogram_quantile"),
+            ("x[5m]", "bare range selector"),
+            ("a * on(i) group_left b", "group_left"),
+        ] {
+            let error = check_syntax(text).unwrap_err().to_string();
+            assert!(error.contains(construct), "{text}: {error}");
+        }
+    }
+
+    fn source() -> MemorySource {
+        let mut source = MemorySource::new();
+        for droplet in ["1", "2"] {
+            let labels = Labels::new([("__name__", "requests_total"), ("droplet_id", droplet)]);
+            for i in 0..=10 {
+                source.push(&labels, i * 15_000, (i * 30) as f64);
+            }
+        }
+        source
+    }
+
+    #[test]
+    fn rate_of_a_steady_counter_and_the_three_outcomes() {
+        let source = source();
+        let at = 150_000;
+        let run = |text: &str| evaluate(&compile(text).unwrap().node, &source, at, EvalOptions::default()).unwrap();
+        assert!((run("sum(rate(requests_total[1m]))").single().unwrap() - 4.0).abs() < 1e-9);
+        assert_eq!(run("avg(rate(requests_total[1m])) > 1"), Outcome::Value(Value::Vector(vec![Sample { labels: Labels::default(), value: 2.0 }])));
+        assert!(matches!(run("avg(rate(requests_total[1m])) > 5"), Outcome::False(_)));
+        assert!(matches!(run("avg(rate(nothing_total[1m])) > 5"), Outcome::Missing(_)));
+        match run("rate(requests_total[10m])") {
+            Outcome::Missing(reason) => assert!(reason.contains("warming"), "{reason}"),
+            other => panic!("a 10m window over 150s of history is warming, got {other:?}"),
+        }
     }
 }
