@@ -70,6 +70,27 @@ enum Command {
     },
     /// Run a simulated DigitalOcean on this machine (API and droplets on loopback).
     Sim(SimArgs),
+    /// Evaluate an expression against capture files or live metrics endpoints.
+    Query {
+        /// The expression (the PromQL subset rules are written in).
+        expr: String,
+        /// Endpoints to scrape, such as http://10.110.0.5:9110/metrics.
+        #[arg(
+            long = "target",
+            required_unless_present = "files",
+            conflicts_with = "files"
+        )]
+        targets: Vec<String>,
+        /// Capture files, oldest first.
+        #[arg(long = "file")]
+        files: Vec<PathBuf>,
+        /// Time between captures or scrapes.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        gap: Duration,
+        /// Timeout of one scrape.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
 }
 
 /// Options of `do-scaler sim`.
@@ -208,6 +229,29 @@ async fn main() -> Result<ExitCode> {
             } else {
                 commands::check::check(&config.config, &overrides, &credentials::process_env)
             };
+            print!("{}", output.stdout);
+            eprint!("{}", output.stderr);
+            Ok(ExitCode::from(output.exit_code as u8))
+        }
+        Command::Query {
+            expr,
+            targets,
+            files,
+            gap,
+            timeout,
+        } => {
+            let inputs = if files.is_empty() {
+                commands::query::Inputs::Targets(targets)
+            } else {
+                commands::query::Inputs::Files(files)
+            };
+            let request = commands::query::QueryRequest {
+                expr,
+                inputs,
+                gap,
+                timeout,
+            };
+            let output = commands::query::run(&request).await;
             print!("{}", output.stdout);
             eprint!("{}", output.stderr);
             Ok(ExitCode::from(output.exit_code as u8))

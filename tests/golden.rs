@@ -46,7 +46,9 @@ struct ExpectedSample {
 }
 
 fn millis(text: &str) -> i64 {
-    do_scaler::config::duration::parse_duration(text).unwrap().as_millis() as i64
+    do_scaler::config::duration::parse_duration(text)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// Expands promtool's series notation: `a+bxn`, `a-bxn`, numbers and `_` (no sample).
@@ -76,7 +78,11 @@ fn expand(values: &str) -> Vec<Option<f64>> {
 fn series_labels(text: &str) -> Labels {
     let (name, rest) = text.split_once('{').unwrap_or((text, "}"));
     let mut pairs = vec![("__name__".to_string(), name.to_string())];
-    for pair in rest.trim_end_matches('}').split(',').filter(|p| !p.is_empty()) {
+    for pair in rest
+        .trim_end_matches('}')
+        .split(',')
+        .filter(|p| !p.is_empty())
+    {
         let (k, v) = pair.split_once('=').unwrap();
         pairs.push((k.to_string(), v.trim_matches('"').to_string()));
     }
@@ -90,7 +96,8 @@ fn read(path: &str) -> String {
 #[test]
 fn the_evaluator_agrees_with_prometheus() {
     let file: File = serde_norway::from_str(&read("tests/golden/promql.yaml")).unwrap();
-    let expected: Vec<Expected> = serde_json::from_str(&read("tests/golden/expected.json")).unwrap();
+    let expected: Vec<Expected> =
+        serde_json::from_str(&read("tests/golden/expected.json")).unwrap();
     let test = &file.tests[0];
     let interval = millis(&test.interval);
     let mut source = MemorySource::new();
@@ -102,30 +109,59 @@ fn the_evaluator_agrees_with_prometheus() {
             }
         }
     }
-    assert_eq!(test.promql_expr_test.len(), expected.len(), "regenerate expected.json");
+    assert_eq!(
+        test.promql_expr_test.len(),
+        expected.len(),
+        "regenerate expected.json"
+    );
     assert!(expected.len() >= 30);
     let mut failures = Vec::new();
     for (case, want) in test.promql_expr_test.iter().zip(&expected) {
         assert_eq!((&case.expr, &case.eval_time), (&want.expr, &want.eval_time));
         let expression = compile(&case.expr).unwrap_or_else(|e| panic!("{}: {e}", case.expr));
-        let outcome = evaluate(&expression.node, &source, millis(&case.eval_time), EvalOptions::default()).unwrap();
+        let outcome = evaluate(
+            &expression.node,
+            &source,
+            millis(&case.eval_time),
+            EvalOptions::default(),
+        )
+        .unwrap();
         let mut got: Vec<(String, f64)> = match outcome {
-            Outcome::Value(Value::Vector(samples)) => samples.iter().map(|s| (s.labels.to_string(), s.value)).collect(),
+            Outcome::Value(Value::Vector(samples)) => samples
+                .iter()
+                .map(|s| (s.labels.to_string(), s.value))
+                .collect(),
             Outcome::Value(Value::Scalar(v)) => vec![("{}".to_string(), v)],
             Outcome::False(_) | Outcome::Missing(_) => Vec::new(),
         };
         let mut want: Vec<(String, f64)> = want
             .samples
             .iter()
-            .map(|s| (Labels::new(s.labels.iter()).to_string(), s.value.parse::<f64>().unwrap()))
+            .map(|s| {
+                (
+                    Labels::new(s.labels.iter()).to_string(),
+                    s.value.parse::<f64>().unwrap(),
+                )
+            })
             .collect();
         got.sort_by(|a, b| a.0.cmp(&b.0));
         want.sort_by(|a, b| a.0.cmp(&b.0));
         let same = got.len() == want.len()
-            && got.iter().zip(&want).all(|(g, w)| g.0 == w.0 && ((g.1 - w.1).abs() <= 1e-9 || (g.1.is_nan() && w.1.is_nan())));
+            && got.iter().zip(&want).all(|(g, w)| {
+                g.0 == w.0 && ((g.1 - w.1).abs() <= 1e-9 || (g.1.is_nan() && w.1.is_nan()))
+            });
         if !same {
-            failures.push(format!("{} at {}:\n  got  {got:?}\n  want {want:?}", case.expr, case.eval_time));
+            failures.push(format!(
+                "{} at {}:\n  got  {got:?}\n  want {want:?}",
+                case.expr, case.eval_time
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases differ from Prometheus:\n{}", failures.len(), expected.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ from Prometheus:\n{}",
+        failures.len(),
+        expected.len(),
+        failures.join("\n")
+    );
 }

@@ -2,4 +2,5 @@
 //! stderr, so that `main` only prints and tests can compare the output.
 
 pub mod check;
+pub mod query;
 pub mod sim;

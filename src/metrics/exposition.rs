@@ -96,7 +96,8 @@ pub fn parse_with<'t>(
             text: line,
             at: trimmed_start,
         };
-        let sample = parse_sample(&mut cursor, &mut labels).map_err(|reason| fail(cursor.at, reason))?;
+        let sample =
+            parse_sample(&mut cursor, &mut labels).map_err(|reason| fail(cursor.at, reason))?;
         on_sample(&SampleRef {
             name: sample.0,
             labels: &labels,
@@ -133,16 +134,29 @@ fn check_comment(comment: &str) -> Result<(), (usize, String)> {
         None => (after_trim, ""),
     };
     if !is_metric_name(name) {
-        return Err((name_offset, format!("`# {keyword}` needs a metric name, found `{name}`")));
+        return Err((
+            name_offset,
+            format!("`# {keyword}` needs a metric name, found `{name}`"),
+        ));
     }
     if keyword == "TYPE" {
         const TYPES: [&str; 9] = [
-            "counter", "gauge", "histogram", "summary", "untyped", "unknown", "info", "stateset", "gaugehistogram",
+            "counter",
+            "gauge",
+            "histogram",
+            "summary",
+            "untyped",
+            "unknown",
+            "info",
+            "stateset",
+            "gaugehistogram",
         ];
         if !TYPES.contains(&kind) {
             return Err((
                 name_offset + name.len() + 1,
-                format!("unknown metric type `{kind}`: expected counter, gauge, histogram, summary or untyped"),
+                format!(
+                    "unknown metric type `{kind}`: expected counter, gauge, histogram, summary or untyped"
+                ),
             ));
         }
     }
@@ -233,7 +247,10 @@ fn parse_sample<'t>(
     Ok((name, value, timestamp))
 }
 
-fn parse_labels<'t>(cursor: &mut Cursor<'t>, labels: &mut Vec<(&'t str, Cow<'t, str>)>) -> Result<(), String> {
+fn parse_labels<'t>(
+    cursor: &mut Cursor<'t>,
+    labels: &mut Vec<(&'t str, Cow<'t, str>)>,
+) -> Result<(), String> {
     loop {
         cursor.skip_spaces();
         match cursor.peek() {
@@ -353,7 +370,9 @@ fn parse_timestamp(text: &str) -> Option<i64> {
         return Some(ms);
     }
     let seconds: f64 = text.parse().ok()?;
-    seconds.is_finite().then(|| (seconds * 1000.0).round() as i64)
+    seconds
+        .is_finite()
+        .then(|| (seconds * 1000.0).round() as i64)
 }
 
 /// Renders samples in the text format (for tests and the sim); the inverse of [`parse`].
@@ -425,10 +444,16 @@ mod tests {
     fn reads_names_labels_values_and_timestamps() {
         let s = one("node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 294.18\n");
         assert_eq!(s.name, "node_cpu_seconds_total");
-        assert_eq!(s.labels, [("cpu".into(), "0".into()), ("mode".into(), "idle".into())]);
+        assert_eq!(
+            s.labels,
+            [("cpu".into(), "0".into()), ("mode".into(), "idle".into())]
+        );
         assert_eq!(s.value, 294.18);
         let s = one("job:rate5m{a=\"b\",} 1.5e+10 1700000000000");
-        assert_eq!((s.name.as_str(), s.value, s.timestamp_ms), ("job:rate5m", 1.5e10, Some(1_700_000_000_000)));
+        assert_eq!(
+            (s.name.as_str(), s.value, s.timestamp_ms),
+            ("job:rate5m", 1.5e10, Some(1_700_000_000_000))
+        );
         assert!(one("x NaN").value.is_nan());
         assert_eq!(one("x +Inf").value, f64::INFINITY);
         assert_eq!(one("x -Inf").value, f64::NEG_INFINITY);
@@ -457,7 +482,10 @@ mod tests {
     #[test]
     fn errors_name_source_line_and_column() {
         let error = parse("ok 1\nbroken{a=\"1\" 2\n", "http://10.0.0.5:9110/metrics").unwrap_err();
-        assert_eq!(error.to_string(), "http://10.0.0.5:9110/metrics:2:14: expected `,` or `}` after a label value");
+        assert_eq!(
+            error.to_string(),
+            "http://10.0.0.5:9110/metrics:2:14: expected `,` or `}` after a label value"
+        );
         let error = parse("x 12abc", "f.prom").unwrap_err();
         assert_eq!(error.to_string(), "f.prom:1:3: `12abc` is not a number");
         let error = parse("x{a=\"b} 1", "f").unwrap_err();
@@ -478,11 +506,16 @@ mod tests {
             ("do-agent-3.18.14-with-process.prom", 130),
             ("node-exporter-1.5.0.prom", 500),
         ] {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(file);
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(file);
             let text = std::fs::read_to_string(&path).unwrap();
             let samples = parse(&text, file).unwrap();
             assert!(samples.len() >= expected, "{file}: {}", samples.len());
-            let cpu = samples.iter().filter(|s| s.name == "node_cpu_seconds_total").count();
+            let cpu = samples
+                .iter()
+                .filter(|s| s.name == "node_cpu_seconds_total")
+                .count();
             assert!(cpu >= 8, "{file}: {cpu} cpu samples");
         }
     }

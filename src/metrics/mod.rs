@@ -2,3 +2,8 @@
 //! history that expressions are evaluated over.
 
 pub mod exposition;
+pub mod history;
+pub mod scrape;
+
+pub use history::{DropletIdentity, History};
+pub use scrape::{MissingReason, Scraper, Target};

@@ -24,7 +24,11 @@ impl Selector {
             return false;
         }
         self.matchers.iter().all(|m| {
-            let value = if m.name == super::labels::METRIC_NAME { name } else { label(&m.name) };
+            let value = if m.name == super::labels::METRIC_NAME {
+                name
+            } else {
+                label(&m.name)
+            };
             m.is_match(value)
         })
     }
@@ -32,7 +36,14 @@ impl Selector {
     /// The selector as written.
     pub fn describe(&self) -> String {
         let matchers: Vec<String> = self.matchers.iter().map(|m| m.to_string()).collect();
-        format!("{}{{{}}}", self.name.as_deref().unwrap_or(""), matchers.join(","))
+        match (&self.name, matchers.is_empty()) {
+            (Some(name), true) => name.clone(),
+            (name, _) => format!(
+                "{}{{{}}}",
+                name.as_deref().unwrap_or(""),
+                matchers.join(",")
+            ),
+        }
     }
 }
 
@@ -157,7 +168,10 @@ pub enum BinaryOp {
 impl BinaryOp {
     /// Whether the operator compares (and so filters, without `bool`).
     pub fn is_comparison(self) -> bool {
-        matches!(self, BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Gt | BinaryOp::Lt | BinaryOp::Ge | BinaryOp::Le)
+        matches!(
+            self,
+            BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Gt | BinaryOp::Lt | BinaryOp::Ge | BinaryOp::Le
+        )
     }
 
     /// Whether the operator is `and`, `or` or `unless`.
@@ -245,7 +259,9 @@ impl Node {
         let mut out = Vec::new();
         self.walk(&mut |node| match node {
             Node::Instant(selector) => out.push((selector, Duration::ZERO)),
-            Node::Range { selector, range, .. } => out.push((selector, *range)),
+            Node::Range {
+                selector, range, ..
+            } => out.push((selector, *range)),
             _ => {}
         });
         out
@@ -253,7 +269,11 @@ impl Node {
 
     /// The longest range any selector uses.
     pub fn longest_range(&self) -> Duration {
-        self.selectors().into_iter().map(|(_, r)| r).max().unwrap_or_default()
+        self.selectors()
+            .into_iter()
+            .map(|(_, r)| r)
+            .max()
+            .unwrap_or_default()
     }
 
     fn walk<'a>(&'a self, visit: &mut dyn FnMut(&'a Node)) {
@@ -308,7 +328,9 @@ pub fn compile(expr: &Expr) -> Result<Node, QueryError> {
         Expr::Unary(u) => Node::Negate(Box::new(compile(&u.expr)?)),
         Expr::VectorSelector(vs) => Node::Instant(selector(vs)?),
         Expr::MatrixSelector(_) => {
-            return Err(unsupported("a bare range selector: wrap it in a function such as rate(...) or avg_over_time(...)"));
+            return Err(unsupported(
+                "a bare range selector: wrap it in a function such as rate(...) or avg_over_time(...)",
+            ));
         }
         Expr::Subquery(_) => return Err(unsupported("subqueries (`[range:step]`)")),
         Expr::StringLiteral(_) => return Err(unsupported("string literals")),
@@ -364,8 +386,16 @@ pub fn compile(expr: &Expr) -> Result<Node, QueryError> {
                 None => (Matching::Default, false),
                 Some(modifier) => {
                     match &modifier.card {
-                        VectorMatchCardinality::ManyToOne(_) => return Err(unsupported("group_left (only one-to-one matching is supported)")),
-                        VectorMatchCardinality::OneToMany(_) => return Err(unsupported("group_right (only one-to-one matching is supported)")),
+                        VectorMatchCardinality::ManyToOne(_) => {
+                            return Err(unsupported(
+                                "group_left (only one-to-one matching is supported)",
+                            ));
+                        }
+                        VectorMatchCardinality::OneToMany(_) => {
+                            return Err(unsupported(
+                                "group_right (only one-to-one matching is supported)",
+                            ));
+                        }
                         _ => {}
                     }
                     let matching = match &modifier.matching {
@@ -389,8 +419,14 @@ pub fn compile(expr: &Expr) -> Result<Node, QueryError> {
             if let Some(function) = RangeFunction::from_name(name) {
                 let ms = match call.args.args.first().map(|a| a.as_ref()) {
                     Some(Expr::MatrixSelector(ms)) => ms,
-                    Some(Expr::Subquery(_)) => return Err(unsupported("subqueries (`[range:step]`)")),
-                    _ => return Err(unsupported(format!("{name}() over anything but a range selector such as x[2m]"))),
+                    Some(Expr::Subquery(_)) => {
+                        return Err(unsupported("subqueries (`[range:step]`)"));
+                    }
+                    _ => {
+                        return Err(unsupported(format!(
+                            "{name}() over anything but a range selector such as x[2m]"
+                        )));
+                    }
                 };
                 return Ok(Node::Range {
                     function,
@@ -408,7 +444,12 @@ pub fn compile(expr: &Expr) -> Result<Node, QueryError> {
                 "vector" => Function::Vector,
                 other => return Err(unsupported(format!("the function `{other}()`"))),
             };
-            let args = call.args.args.iter().map(|a| compile(a)).collect::<Result<_, _>>()?;
+            let args = call
+                .args
+                .args
+                .iter()
+                .map(|a| compile(a))
+                .collect::<Result<_, _>>()?;
             Node::Call { function, args }
         }
     })

@@ -9,16 +9,24 @@
 //! test Prometheus uses to decide whether to extrapolate to the window's edges.
 
 use super::QueryError;
-use super::compile::{Aggregation, BinaryOp, Function, Grouping, Matching, Node, RangeFunction, Selector};
+use super::compile::{
+    Aggregation, BinaryOp, Function, Grouping, Matching, Node, RangeFunction, Selector,
+};
 use super::labels::Labels;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
+
+/// One sample in time: milliseconds since the epoch and the value.
+pub type Point = (i64, f64);
+
+/// What a [`SeriesSource`] calls for each series: its labels and its points in time order.
+pub type SeriesVisitor<'a> = dyn FnMut(&Labels, &[Point]) + 'a;
 
 /// Where series come from (the sample history, or captures for `do-scaler query`).
 pub trait SeriesSource {
     /// Calls `visit` with every series `selector` selects: its labels (`__name__` included) and
     /// its points `(milliseconds, value)` in time order.
-    fn for_each_series(&self, selector: &Selector, visit: &mut dyn FnMut(&Labels, &[(i64, f64)]));
+    fn for_each_series(&self, selector: &Selector, visit: &mut SeriesVisitor<'_>);
 }
 
 /// One element of an instant vector.
@@ -88,7 +96,12 @@ struct Context<'a> {
 }
 
 /// Evaluates `node` at `at_ms` (milliseconds since the epoch).
-pub fn evaluate(node: &Node, source: &dyn SeriesSource, at_ms: i64, options: EvalOptions) -> Result<Outcome, QueryError> {
+pub fn evaluate(
+    node: &Node,
+    source: &dyn SeriesSource,
+    at_ms: i64,
+    options: EvalOptions,
+) -> Result<Outcome, QueryError> {
     let mut ctx = Context {
         source,
         at: at_ms,
@@ -98,7 +111,13 @@ pub fn evaluate(node: &Node, source: &dyn SeriesSource, at_ms: i64, options: Eva
     // A filtering comparison at the root: remember whether its operands had data, so an empty
     // result reads as false rather than missing.
     let (value, filtered_with_input) = match node {
-        Node::Binary { op, lhs, rhs, return_bool: false, matching } if op.is_comparison() => {
+        Node::Binary {
+            op,
+            lhs,
+            rhs,
+            return_bool: false,
+            matching,
+        } if op.is_comparison() => {
             let left = ctx.eval(lhs)?;
             let right = ctx.eval(rhs)?;
             let had_input = has_data(&left) && has_data(&right);
@@ -111,7 +130,8 @@ pub fn evaluate(node: &Node, source: &dyn SeriesSource, at_ms: i64, options: Eva
             if filtered_with_input {
                 Outcome::False("the comparison holds for no series".into())
             } else if ctx.notes.is_empty() {
-                let selectors: Vec<String> = node.selectors().iter().map(|(s, _)| s.describe()).collect();
+                let selectors: Vec<String> =
+                    node.selectors().iter().map(|(s, _)| s.describe()).collect();
                 Outcome::Missing(format!("no data for {}", selectors.join(", ")))
             } else {
                 Outcome::Missing(ctx.notes.join("; "))
@@ -133,7 +153,11 @@ impl Context<'_> {
         Ok(match node {
             Node::Number(n) => Value::Scalar(*n),
             Node::Instant(selector) => self.instant(selector),
-            Node::Range { function, selector, range } => self.range(*function, selector, *range),
+            Node::Range {
+                function,
+                selector,
+                range,
+            } => self.range(*function, selector, *range),
             Node::Negate(inner) => match self.eval(inner)? {
                 Value::Scalar(v) => Value::Scalar(-v),
                 Value::Vector(samples) => Value::Vector(
@@ -146,22 +170,43 @@ impl Context<'_> {
                         .collect(),
                 ),
             },
-            Node::Binary { op, lhs, rhs, return_bool, matching } => {
+            Node::Binary {
+                op,
+                lhs,
+                rhs,
+                return_bool,
+                matching,
+            } => {
                 let left = self.eval(lhs)?;
                 let right = self.eval(rhs)?;
                 binary(*op, left, right, *return_bool, matching)?
             }
-            Node::Aggregate { op, param, grouping, expr } => {
+            Node::Aggregate {
+                op,
+                param,
+                grouping,
+                expr,
+            } => {
                 let param = match param {
                     Some(param) => match self.eval(param)? {
                         Value::Scalar(v) => Some(v),
-                        Value::Vector(_) => return Err(QueryError::Eval("quantile's parameter must be a number".into())),
+                        Value::Vector(_) => {
+                            return Err(QueryError::Eval(
+                                "quantile's parameter must be a number".into(),
+                            ));
+                        }
                     },
                     None => None,
                 };
                 match self.eval(expr)? {
-                    Value::Vector(samples) => Value::Vector(aggregate(*op, param, grouping, samples)),
-                    Value::Scalar(_) => return Err(QueryError::Eval("aggregations need a vector, not a number".into())),
+                    Value::Vector(samples) => {
+                        Value::Vector(aggregate(*op, param, grouping, samples))
+                    }
+                    Value::Scalar(_) => {
+                        return Err(QueryError::Eval(
+                            "aggregations need a vector, not a number".into(),
+                        ));
+                    }
                 }
             }
             Node::Call { function, args } => {
@@ -178,18 +223,19 @@ impl Context<'_> {
         let at = self.at;
         let from = at - self.options.lookback.as_millis() as i64;
         let mut out = Vec::new();
-        self.source.for_each_series(selector, &mut |labels, points| {
-            let end = points.partition_point(|(t, _)| *t <= at);
-            if end > 0 {
-                let (t, v) = points[end - 1];
-                if t > from {
-                    out.push(Sample {
-                        labels: labels.clone(),
-                        value: v,
-                    });
+        self.source
+            .for_each_series(selector, &mut |labels, points| {
+                let end = points.partition_point(|(t, _)| *t <= at);
+                if end > 0 {
+                    let (t, v) = points[end - 1];
+                    if t > from {
+                        out.push(Sample {
+                            labels: labels.clone(),
+                            value: v,
+                        });
+                    }
                 }
-            }
-        });
+            });
         Value::Vector(out)
     }
 
@@ -201,36 +247,39 @@ impl Context<'_> {
         let mut out = Vec::new();
         let mut warming = 0usize;
         let mut best_coverage = 0i64;
-        self.source.for_each_series(selector, &mut |labels, points| {
-            let from = points.partition_point(|(t, _)| *t < start);
-            let to = points.partition_point(|(t, _)| *t <= at);
-            let window = &points[from..to];
-            if window.is_empty() {
-                return;
-            }
-            if require_coverage {
-                let covered = coverage(window);
-                if covered * 10 < range_ms * 8 {
-                    warming += 1;
-                    best_coverage = best_coverage.max(covered);
+        self.source
+            .for_each_series(selector, &mut |labels, points| {
+                let from = points.partition_point(|(t, _)| *t < start);
+                let to = points.partition_point(|(t, _)| *t <= at);
+                let window = &points[from..to];
+                if window.is_empty() {
                     return;
                 }
-            }
-            if let Some(value) = range_value(function, window, start, at, range) {
-                let labels = if function == RangeFunction::LastOverTime {
-                    labels.clone()
-                } else {
-                    labels.drop_name()
-                };
-                out.push(Sample { labels, value });
-            }
-        });
+                if require_coverage {
+                    let covered = coverage(window);
+                    if covered * 10 < range_ms * 8 {
+                        warming += 1;
+                        best_coverage = best_coverage.max(covered);
+                        return;
+                    }
+                }
+                if let Some(value) = range_value(function, window, start, at, range) {
+                    let labels = if function == RangeFunction::LastOverTime {
+                        labels.clone()
+                    } else {
+                        labels.drop_name()
+                    };
+                    out.push(Sample { labels, value });
+                }
+            });
         if warming > 0 {
             self.notes.push(format!(
                 "{} series of {} warming: history covers {} of the {} range (needs 80 %)",
                 warming,
                 selector.describe(),
-                crate::config::duration::format_duration(Duration::from_millis(best_coverage.max(0) as u64)),
+                crate::config::duration::format_duration(Duration::from_millis(
+                    best_coverage.max(0) as u64
+                )),
                 crate::config::duration::format_duration(range)
             ));
         }
@@ -247,7 +296,13 @@ pub fn coverage(window: &[(i64, f64)]) -> i64 {
     span + span / (window.len() as i64 - 1)
 }
 
-fn range_value(function: RangeFunction, window: &[(i64, f64)], start: i64, end: i64, range: Duration) -> Option<f64> {
+fn range_value(
+    function: RangeFunction,
+    window: &[(i64, f64)],
+    start: i64,
+    end: i64,
+    range: Duration,
+) -> Option<f64> {
     let values = window.iter().map(|(_, v)| *v);
     Some(match function {
         RangeFunction::Rate => extrapolated_rate(window, start, end, range, true, true)?,
@@ -275,8 +330,18 @@ fn range_value(function: RangeFunction, window: &[(i64, f64)], start: i64, end: 
             }
             mean
         }
-        RangeFunction::MinOverTime => values.fold(f64::NAN, |acc, v| if acc.is_nan() || v < acc { v } else { acc }),
-        RangeFunction::MaxOverTime => values.fold(f64::NAN, |acc, v| if acc.is_nan() || v > acc { v } else { acc }),
+        RangeFunction::MinOverTime => {
+            values.fold(
+                f64::NAN,
+                |acc, v| if acc.is_nan() || v < acc { v } else { acc },
+            )
+        }
+        RangeFunction::MaxOverTime => {
+            values.fold(
+                f64::NAN,
+                |acc, v| if acc.is_nan() || v > acc { v } else { acc },
+            )
+        }
         RangeFunction::SumOverTime => values.sum(),
         RangeFunction::CountOverTime => window.len() as f64,
         RangeFunction::LastOverTime => window[window.len() - 1].1,
@@ -286,7 +351,14 @@ fn range_value(function: RangeFunction, window: &[(i64, f64)], start: i64, end: 
 /// Prometheus's `extrapolatedRate`: the increase over the samples, corrected for counter
 /// resets, extrapolated toward the window's edges (by at most half a sample spacing where the
 /// series does not reach an edge, and never below zero for counters).
-fn extrapolated_rate(window: &[(i64, f64)], start: i64, end: i64, range: Duration, is_counter: bool, is_rate: bool) -> Option<f64> {
+fn extrapolated_rate(
+    window: &[(i64, f64)],
+    start: i64,
+    end: i64,
+    range: Duration,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
     if window.len() < 2 {
         return None;
     }
@@ -317,8 +389,16 @@ fn extrapolated_rate(window: &[(i64, f64)], start: i64, end: i64, range: Duratio
     }
     let threshold = average_spacing * 1.1;
     let mut extrapolate_to = sampled;
-    extrapolate_to += if to_start < threshold { to_start } else { average_spacing / 2.0 };
-    extrapolate_to += if to_end < threshold { to_end } else { average_spacing / 2.0 };
+    extrapolate_to += if to_start < threshold {
+        to_start
+    } else {
+        average_spacing / 2.0
+    };
+    extrapolate_to += if to_end < threshold {
+        to_end
+    } else {
+        average_spacing / 2.0
+    };
     let mut factor = extrapolate_to / sampled;
     if is_rate {
         factor /= range.as_secs_f64();
@@ -372,28 +452,44 @@ fn element(op: BinaryOp, l: f64, r: f64, return_bool: bool, keep_value: f64) -> 
     }
 }
 
-fn binary(op: BinaryOp, left: Value, right: Value, return_bool: bool, matching: &Matching) -> Result<Value, QueryError> {
+fn binary(
+    op: BinaryOp,
+    left: Value,
+    right: Value,
+    return_bool: bool,
+    matching: &Matching,
+) -> Result<Value, QueryError> {
     let drop_name = !op.is_comparison() || return_bool;
     Ok(match (left, right) {
         (Value::Scalar(l), Value::Scalar(r)) => {
             if op.is_set() {
-                return Err(QueryError::Eval(format!("`{op:?}` needs vectors on both sides")));
+                return Err(QueryError::Eval(format!(
+                    "`{op:?}` needs vectors on both sides"
+                )));
             }
             if op.is_comparison() && !return_bool {
-                return Err(QueryError::Eval("comparisons between two numbers need `bool`".into()));
+                return Err(QueryError::Eval(
+                    "comparisons between two numbers need `bool`".into(),
+                ));
             }
             Value::Scalar(element(op, l, r, return_bool, l).unwrap_or(f64::NAN))
         }
         (Value::Vector(samples), Value::Scalar(r)) => {
             if op.is_set() {
-                return Err(QueryError::Eval("`and`, `or` and `unless` need vectors on both sides".into()));
+                return Err(QueryError::Eval(
+                    "`and`, `or` and `unless` need vectors on both sides".into(),
+                ));
             }
             Value::Vector(
                 samples
                     .into_iter()
                     .filter_map(|s| {
                         element(op, s.value, r, return_bool, s.value).map(|value| Sample {
-                            labels: if drop_name { s.labels.drop_name() } else { s.labels },
+                            labels: if drop_name {
+                                s.labels.drop_name()
+                            } else {
+                                s.labels
+                            },
                             value,
                         })
                     })
@@ -402,41 +498,68 @@ fn binary(op: BinaryOp, left: Value, right: Value, return_bool: bool, matching: 
         }
         (Value::Scalar(l), Value::Vector(samples)) => {
             if op.is_set() {
-                return Err(QueryError::Eval("`and`, `or` and `unless` need vectors on both sides".into()));
+                return Err(QueryError::Eval(
+                    "`and`, `or` and `unless` need vectors on both sides".into(),
+                ));
             }
             Value::Vector(
                 samples
                     .into_iter()
                     .filter_map(|s| {
                         element(op, l, s.value, return_bool, s.value).map(|value| Sample {
-                            labels: if drop_name { s.labels.drop_name() } else { s.labels },
+                            labels: if drop_name {
+                                s.labels.drop_name()
+                            } else {
+                                s.labels
+                            },
                             value,
                         })
                     })
                     .collect(),
             )
         }
-        (Value::Vector(lhs), Value::Vector(rhs)) => Value::Vector(vector_binary(op, lhs, rhs, return_bool, matching)?),
+        (Value::Vector(lhs), Value::Vector(rhs)) => {
+            Value::Vector(vector_binary(op, lhs, rhs, return_bool, matching)?)
+        }
     })
 }
 
-fn vector_binary(op: BinaryOp, lhs: Vec<Sample>, rhs: Vec<Sample>, return_bool: bool, matching: &Matching) -> Result<Vec<Sample>, QueryError> {
+fn vector_binary(
+    op: BinaryOp,
+    lhs: Vec<Sample>,
+    rhs: Vec<Sample>,
+    return_bool: bool,
+    matching: &Matching,
+) -> Result<Vec<Sample>, QueryError> {
     if op.is_set() {
         let right: HashSet<Labels> = rhs.iter().map(|s| signature(&s.labels, matching)).collect();
         return Ok(match op {
-            BinaryOp::And => lhs.into_iter().filter(|s| right.contains(&signature(&s.labels, matching))).collect(),
-            BinaryOp::Unless => lhs.into_iter().filter(|s| !right.contains(&signature(&s.labels, matching))).collect(),
+            BinaryOp::And => lhs
+                .into_iter()
+                .filter(|s| right.contains(&signature(&s.labels, matching)))
+                .collect(),
+            BinaryOp::Unless => lhs
+                .into_iter()
+                .filter(|s| !right.contains(&signature(&s.labels, matching)))
+                .collect(),
             _ => {
-                let left: HashSet<Labels> = lhs.iter().map(|s| signature(&s.labels, matching)).collect();
+                let left: HashSet<Labels> =
+                    lhs.iter().map(|s| signature(&s.labels, matching)).collect();
                 let mut out = lhs;
-                out.extend(rhs.into_iter().filter(|s| !left.contains(&signature(&s.labels, matching))));
+                out.extend(
+                    rhs.into_iter()
+                        .filter(|s| !left.contains(&signature(&s.labels, matching))),
+                );
                 out
             }
         });
     }
     let mut right: HashMap<Labels, &Sample> = HashMap::with_capacity(rhs.len());
     for sample in &rhs {
-        if right.insert(signature(&sample.labels, matching), sample).is_some() {
+        if right
+            .insert(signature(&sample.labels, matching), sample)
+            .is_some()
+        {
             return Err(QueryError::Eval(format!(
                 "many-to-many matching not allowed: several series on the right side match {}; aggregate them or use on(...)",
                 signature(&sample.labels, matching)
@@ -448,14 +571,22 @@ fn vector_binary(op: BinaryOp, lhs: Vec<Sample>, rhs: Vec<Sample>, return_bool: 
     let mut out = Vec::new();
     for sample in lhs {
         let key = signature(&sample.labels, matching);
-        let Some(other) = right.get(&key) else { continue };
+        let Some(other) = right.get(&key) else {
+            continue;
+        };
         if !seen.insert(key.clone()) {
             return Err(QueryError::Eval(format!(
                 "multiple matches for {key}: several series on the left side match one on the right; aggregate them or use on(...)"
             )));
         }
-        let Some(value) = element(op, sample.value, other.value, return_bool, sample.value) else { continue };
-        let mut labels = if drop_name { sample.labels.drop_name() } else { sample.labels };
+        let Some(value) = element(op, sample.value, other.value, return_bool, sample.value) else {
+            continue;
+        };
+        let mut labels = if drop_name {
+            sample.labels.drop_name()
+        } else {
+            sample.labels
+        };
         labels = match matching {
             Matching::On(names) => labels.keep(names),
             Matching::Ignoring(names) => labels.without(names),
@@ -476,7 +607,12 @@ struct Group {
     values: Vec<f64>,
 }
 
-fn aggregate(op: Aggregation, param: Option<f64>, grouping: &Grouping, samples: Vec<Sample>) -> Vec<Sample> {
+fn aggregate(
+    op: Aggregation,
+    param: Option<f64>,
+    grouping: &Grouping,
+    samples: Vec<Sample>,
+) -> Vec<Sample> {
     let mut groups: BTreeMap<Labels, Group> = BTreeMap::new();
     for sample in samples {
         let key = match grouping {
@@ -549,7 +685,9 @@ pub fn quantile(q: f64, mut values: Vec<f64>) -> f64 {
 fn call(function: Function, mut args: Vec<Value>) -> Result<Value, QueryError> {
     let scalar_arg = |value: Option<&Value>| match value {
         Some(Value::Scalar(v)) => Ok(*v),
-        _ => Err(QueryError::Eval(format!("{function:?} needs a number as its second argument"))),
+        _ => Err(QueryError::Eval(format!(
+            "{function:?} needs a number as its second argument"
+        ))),
     };
     Ok(match function {
         Function::Vector => match args.first() {
@@ -564,7 +702,11 @@ fn call(function: Function, mut args: Vec<Value>) -> Result<Value, QueryError> {
             Some(Value::Vector(_)) => Value::Scalar(f64::NAN),
             _ => return Err(QueryError::Eval("scalar() needs a vector".into())),
         },
-        Function::Abs | Function::Ceil | Function::Floor | Function::ClampMin | Function::ClampMax => {
+        Function::Abs
+        | Function::Ceil
+        | Function::Floor
+        | Function::ClampMin
+        | Function::ClampMax => {
             let bound = if matches!(function, Function::ClampMin | Function::ClampMax) {
                 scalar_arg(args.get(1))?
             } else {

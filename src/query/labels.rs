@@ -79,7 +79,14 @@ impl fmt::Display for Labels {
         let rest: Vec<String> = self
             .iter()
             .filter(|(k, _)| *k != METRIC_NAME)
-            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
+            .map(|(k, v)| {
+                format!(
+                    "{k}=\"{}\"",
+                    v.replace('\\', "\\\\")
+                        .replace('"', "\\\"")
+                        .replace('\n', "\\n")
+                )
+            })
             .collect();
         write!(f, "{{{}}}", rest.join(", "))
     }
@@ -91,7 +98,13 @@ mod tests {
 
     #[test]
     fn sorted_deduplicated_and_empty_values_dropped() {
-        let labels = Labels::new([("b", "2"), ("a", "1"), ("__name__", "up"), ("c", ""), ("a", "3")]);
+        let labels = Labels::new([
+            ("b", "2"),
+            ("a", "1"),
+            ("__name__", "up"),
+            ("c", ""),
+            ("a", "3"),
+        ]);
         assert_eq!(labels.get("a"), "3");
         assert_eq!(labels.get("c"), "");
         assert_eq!(labels.to_string(), "up{a=\"3\", b=\"2\"}");

@@ -46,7 +46,8 @@ pub fn compile(text: &str) -> Result<Expression, QueryError> {
     if text.trim().is_empty() {
         return Err(QueryError::Syntax("the expression is empty".into()));
     }
-    let parsed = promql_parser::parser::parse(text).map_err(|reason| QueryError::Syntax(reason.trim().to_string()))?;
+    let parsed = promql_parser::parser::parse(text)
+        .map_err(|reason| QueryError::Syntax(reason.trim().to_string()))?;
     Ok(Expression {
         text: text.to_string(),
         node: compile::compile(&parsed)?,
@@ -87,7 +88,11 @@ impl MemorySource {
 }
 
 impl SeriesSource for MemorySource {
-    fn for_each_series(&self, selector: &Selector, visit: &mut dyn FnMut(&Labels, &[(i64, f64)])) {
+    fn for_each_series(
+        &self,
+        selector: &Selector,
+        visit: &mut crate::query::eval::SeriesVisitor<'_>,
+    ) {
         for (labels, points) in &self.series {
             if selector.matches(labels.name(), |name| labels.get(name)) {
                 visit(labels, points);
@@ -108,7 +113,10 @@ mod tests {
 
     #[test]
     fn refuses_broken_and_unsupported_expressions_by_name() {
-        assert!(matches!(check_syntax("avg(rate(x[2m])"), Err(QueryError::Syntax(_))));
+        assert!(matches!(
+            check_syntax("avg(rate(x[2m])"),
+            Err(QueryError::Syntax(_))
+        ));
         assert!(check_syntax("  ").is_err());
         for (text, construct) in [
             ("rate(x[5m] offset 1m)", "offset"),
@@ -138,11 +146,31 @@ mod tests {
     fn rate_of_a_steady_counter_and_the_three_outcomes() {
         let source = source();
         let at = 150_000;
-        let run = |text: &str| evaluate(&compile(text).unwrap().node, &source, at, EvalOptions::default()).unwrap();
+        let run = |text: &str| {
+            evaluate(
+                &compile(text).unwrap().node,
+                &source,
+                at,
+                EvalOptions::default(),
+            )
+            .unwrap()
+        };
         assert!((run("sum(rate(requests_total[1m]))").single().unwrap() - 4.0).abs() < 1e-9);
-        assert_eq!(run("avg(rate(requests_total[1m])) > 1"), Outcome::Value(Value::Vector(vec![Sample { labels: Labels::default(), value: 2.0 }])));
-        assert!(matches!(run("avg(rate(requests_total[1m])) > 5"), Outcome::False(_)));
-        assert!(matches!(run("avg(rate(nothing_total[1m])) > 5"), Outcome::Missing(_)));
+        assert_eq!(
+            run("avg(rate(requests_total[1m])) > 1"),
+            Outcome::Value(Value::Vector(vec![Sample {
+                labels: Labels::default(),
+                value: 2.0
+            }]))
+        );
+        assert!(matches!(
+            run("avg(rate(requests_total[1m])) > 5"),
+            Outcome::False(_)
+        ));
+        assert!(matches!(
+            run("avg(rate(nothing_total[1m])) > 5"),
+            Outcome::Missing(_)
+        ));
         match run("rate(requests_total[10m])") {
             Outcome::Missing(reason) => assert!(reason.contains("warming"), "{reason}"),
             other => panic!("a 10m window over 150s of history is warming, got {other:?}"),

@@ -1,0 +1,291 @@
+//! Per-droplet sample history: only the series the group's expressions select, each a short
+//! ring of points, long enough for the longest range any expression uses plus headroom.
+//! Memory grows with the selected series, not with the size of the expositions.
+
+use super::exposition::{ParseError, parse_with};
+use crate::query::{Labels, Selector, SeriesSource};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// The labels every series of a droplet carries besides its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropletIdentity {
+    /// DigitalOcean's droplet id.
+    pub id: u64,
+    /// The droplet's name.
+    pub name: String,
+    /// `address:port` that was scraped, as Prometheus's `instance`.
+    pub instance: String,
+}
+
+/// The history of one group.
+#[derive(Debug, Clone)]
+pub struct History {
+    selectors: Vec<Selector>,
+    retention: Duration,
+    max_points: usize,
+    droplets: BTreeMap<u64, HashMap<Labels, Vec<(i64, f64)>>>,
+}
+
+impl History {
+    /// A history keeping the series `selectors` select, for `retention` (the longest range in
+    /// use plus headroom), at most `max_points` points per series.
+    pub fn new(selectors: Vec<Selector>, retention: Duration, max_points: usize) -> Self {
+        History {
+            selectors,
+            retention,
+            max_points: max_points.max(2),
+            droplets: BTreeMap::new(),
+        }
+    }
+
+    /// Replaces the selectors and retention (after a reload), dropping series no longer selected.
+    pub fn reconfigure(
+        &mut self,
+        selectors: Vec<Selector>,
+        retention: Duration,
+        max_points: usize,
+    ) {
+        self.selectors = selectors;
+        self.retention = retention;
+        self.max_points = max_points.max(2);
+        let selectors = &self.selectors;
+        for series in self.droplets.values_mut() {
+            series.retain(|labels, _| {
+                selectors
+                    .iter()
+                    .any(|s| s.matches(labels.name(), |n| labels.get(n)))
+            });
+        }
+    }
+
+    /// Parses one scrape of `droplet` taken at `at_ms` and records the selected samples. A
+    /// malformed exposition records nothing and returns the parser's error.
+    pub fn record(
+        &mut self,
+        droplet: &DropletIdentity,
+        at_ms: i64,
+        body: &str,
+        source: &str,
+    ) -> Result<usize, ParseError> {
+        let id_text = droplet.id.to_string();
+        let mut selected: Vec<(Labels, i64, f64)> = Vec::new();
+        let selectors = &self.selectors;
+        parse_with(body, source, |sample| {
+            let label = |name: &str| -> &str {
+                match name {
+                    "droplet_id" => &id_text,
+                    "droplet_name" => &droplet.name,
+                    "instance" => &droplet.instance,
+                    _ => sample
+                        .labels
+                        .iter()
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, v)| v.as_ref())
+                        .unwrap_or(""),
+                }
+            };
+            if !selectors.iter().any(|s| s.matches(sample.name, label)) {
+                return;
+            }
+            let labels = Labels::new(sample.labels.iter().map(|(k, v)| (*k, v.as_ref())).chain([
+                ("__name__", sample.name),
+                ("droplet_id", id_text.as_str()),
+                ("droplet_name", droplet.name.as_str()),
+                ("instance", droplet.instance.as_str()),
+            ]));
+            selected.push((labels, sample.timestamp_ms.unwrap_or(at_ms), sample.value));
+        })?;
+        let count = selected.len();
+        let series = self.droplets.entry(droplet.id).or_default();
+        for (labels, t, value) in selected {
+            let points = series.entry(labels).or_default();
+            match points.last() {
+                Some((last, _)) if *last >= t => {
+                    // Same or older timestamp (a repeated exposition timestamp): keep the newest.
+                    if *last == t
+                        && let Some(point) = points.last_mut()
+                    {
+                        point.1 = value;
+                    }
+                }
+                _ => points.push((t, value)),
+            }
+        }
+        self.prune(at_ms);
+        Ok(count)
+    }
+
+    /// Drops points older than the retention and series left empty.
+    pub fn prune(&mut self, now_ms: i64) {
+        let oldest = now_ms - self.retention.as_millis() as i64;
+        let max_points = self.max_points;
+        for series in self.droplets.values_mut() {
+            series.retain(|_, points| {
+                let keep_from = points
+                    .partition_point(|(t, _)| *t < oldest)
+                    .max(points.len().saturating_sub(max_points));
+                if keep_from > 0 {
+                    points.drain(..keep_from);
+                }
+                !points.is_empty()
+            });
+        }
+        self.droplets.retain(|_, series| !series.is_empty());
+    }
+
+    /// Forgets every droplet not in `alive` (deleted droplets).
+    pub fn retain_droplets(&mut self, alive: &dyn Fn(u64) -> bool) {
+        self.droplets.retain(|id, _| alive(*id));
+    }
+
+    /// Forgets one droplet (a failed scrape keeps its older points; this is for removal).
+    pub fn forget(&mut self, id: u64) {
+        self.droplets.remove(&id);
+    }
+
+    /// Series and points held, for metrics and memory checks.
+    pub fn size(&self) -> (usize, usize) {
+        let series = self.droplets.values().map(HashMap::len).sum();
+        let points = self
+            .droplets
+            .values()
+            .flat_map(|s| s.values())
+            .map(Vec::len)
+            .sum();
+        (series, points)
+    }
+}
+
+impl SeriesSource for History {
+    fn for_each_series(
+        &self,
+        selector: &Selector,
+        visit: &mut crate::query::eval::SeriesVisitor<'_>,
+    ) {
+        for series in self.droplets.values() {
+            for (labels, points) in series {
+                if selector.matches(labels.name(), |n| labels.get(n)) {
+                    visit(labels, points);
+                }
+            }
+        }
+    }
+}
+
+/// How long a history keeps points: the longest range plus two intervals and a minute.
+pub fn retention_for(longest_range: Duration, interval: Duration) -> Duration {
+    longest_range + interval * 2 + Duration::from_secs(60)
+}
+
+/// Points per series for that retention at that interval, with headroom for scrapes that run
+/// more often than the interval (such as `plan --wait`).
+pub fn points_for(retention: Duration, interval: Duration) -> usize {
+    let per_interval = retention.as_secs_f64() / interval.as_secs_f64().max(0.001);
+    (per_interval.ceil() as usize + 4).clamp(8, 100_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::{EvalOptions, compile, evaluate};
+
+    fn droplet(id: u64) -> DropletIdentity {
+        DropletIdentity {
+            id,
+            name: format!("web-{id}"),
+            instance: format!("10.0.0.{id}:9110"),
+        }
+    }
+
+    fn history(expr: &str) -> (History, crate::query::Expression) {
+        let expression = compile(expr).unwrap();
+        let selectors = expression
+            .node
+            .selectors()
+            .into_iter()
+            .map(|(s, _)| s.clone())
+            .collect();
+        (
+            History::new(selectors, Duration::from_secs(300), 100),
+            expression,
+        )
+    }
+
+    #[test]
+    fn keeps_only_selected_series_with_droplet_labels() {
+        let (mut history, _) = history(r#"rate(cpu{mode="idle"}[1m])"#);
+        let body = "cpu{mode=\"idle\"} 1\ncpu{mode=\"user\"} 2\nmemory 3\n";
+        assert_eq!(history.record(&droplet(7), 1000, body, "t").unwrap(), 1);
+        let selector = compile("cpu").unwrap().node.selectors()[0].0.clone();
+        let mut seen = Vec::new();
+        history.for_each_series(&selector, &mut |labels, points| {
+            seen.push((labels.to_string(), points.to_vec()))
+        });
+        assert_eq!(seen, [("cpu{droplet_id=\"7\", droplet_name=\"web-7\", instance=\"10.0.0.7:9110\", mode=\"idle\"}".to_string(), vec![(1000, 1.0)])]);
+    }
+
+    #[test]
+    fn a_malformed_scrape_records_nothing() {
+        let (mut history, _) = history("x");
+        assert!(
+            history
+                .record(&droplet(1), 1000, "x 1\nx{ 2\n", "http://a/metrics")
+                .is_err()
+        );
+        assert_eq!(history.size(), (0, 0));
+    }
+
+    #[test]
+    fn old_points_and_gone_droplets_are_dropped() {
+        let (mut history, _) = history("x");
+        for i in 0..100 {
+            history
+                .record(&droplet(1), i * 10_000, &format!("x {i}"), "t")
+                .unwrap();
+            history
+                .record(&droplet(2), i * 10_000, &format!("x {i}"), "t")
+                .unwrap();
+        }
+        let (series, points) = history.size();
+        assert_eq!(series, 2);
+        assert_eq!(points, 2 * 31, "300 s of retention at 10 s spacing");
+        history.retain_droplets(&|id| id == 2);
+        assert_eq!(history.size().0, 1);
+    }
+
+    #[test]
+    fn a_2m_rule_has_a_value_on_every_tick_after_two_minutes_at_a_30s_tick() {
+        let (mut history, expression) = history("rate(counter[2m])");
+        for tick in 0..20i64 {
+            let at = tick * 30_000;
+            history
+                .record(&droplet(1), at, &format!("counter {}", tick * 60), "t")
+                .unwrap();
+            let outcome = evaluate(&expression.node, &history, at, EvalOptions::default()).unwrap();
+            if at >= 120_000 {
+                let value = outcome
+                    .single()
+                    .unwrap_or_else(|| panic!("no value at {at}: {outcome:?}"));
+                assert!((value - 2.0).abs() < 1e-9, "{value}");
+            } else if at < 90_000 {
+                assert!(outcome.single().is_none(), "warming at {at}: {outcome:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_15s_range_scraped_every_5s_is_covered() {
+        let (mut history, expression) = history("rate(counter[15s])");
+        for tick in 0..10i64 {
+            let at = tick * 5_000;
+            history
+                .record(&droplet(1), at, &format!("counter {}", tick * 5), "t")
+                .unwrap();
+            let outcome = evaluate(&expression.node, &history, at, EvalOptions::default()).unwrap();
+            if tick >= 3 {
+                assert!((outcome.single().unwrap() - 1.0).abs() < 1e-9);
+            }
+        }
+    }
+}
