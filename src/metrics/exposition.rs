@@ -63,6 +63,9 @@ pub struct ParseError {
     pub reason: String,
 }
 
+/// The blanks of the format: spaces and tabs (not Unicode white space).
+const BLANK: [char; 2] = [' ', '\t'];
+
 /// Parses `text`, calling `on_sample` for every sample. `source` names the input in errors.
 pub fn parse_with<'t>(
     text: &'t str,
@@ -73,13 +76,19 @@ pub fn parse_with<'t>(
     let mut count = 0;
     for (index, raw_line) in text.split('\n').enumerate() {
         let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
-        let fail = |offset: usize, reason: String| ParseError {
-            input: source.to_string(),
-            line: index + 1,
-            column: line[..offset.min(line.len())].chars().count() + 1,
-            reason,
+        let fail = |offset: usize, reason: String| {
+            let mut offset = offset.min(line.len());
+            while !line.is_char_boundary(offset) {
+                offset -= 1;
+            }
+            ParseError {
+                input: source.to_string(),
+                line: index + 1,
+                column: line[..offset].chars().count() + 1,
+                reason,
+            }
         };
-        let trimmed_start = line.len() - line.trim_start().len();
+        let trimmed_start = line.len() - line.trim_start_matches(BLANK).len();
         let body = &line[trimmed_start..];
         if body.is_empty() {
             continue;
@@ -118,19 +127,19 @@ pub fn parse(text: &str, source: &str) -> Result<Vec<Sample>, ParseError> {
 
 /// Checks `# HELP name …` and `# TYPE name type`; other comments are free text.
 fn check_comment(comment: &str) -> Result<(), (usize, String)> {
-    let rest = comment.trim_start();
+    let rest = comment.trim_start_matches(BLANK);
     let offset = comment.len() - rest.len();
-    let (keyword, after) = match rest.split_once(char::is_whitespace) {
+    let (keyword, after) = match rest.split_once(BLANK) {
         Some(pair) => pair,
         None => (rest, ""),
     };
     if keyword != "HELP" && keyword != "TYPE" {
         return Ok(());
     }
-    let after_trim = after.trim_start();
+    let after_trim = after.trim_start_matches(BLANK);
     let name_offset = offset + keyword.len() + 1 + (after.len() - after_trim.len());
-    let (name, kind) = match after_trim.split_once(char::is_whitespace) {
-        Some((name, kind)) => (name, kind.trim()),
+    let (name, kind) = match after_trim.split_once(BLANK) {
+        Some((name, kind)) => (name, kind.trim_matches(BLANK)),
         None => (after_trim, ""),
     };
     if !is_metric_name(name) {
@@ -497,6 +506,15 @@ mod tests {
         assert!(parse("x 1 2 3", "f").is_err());
         assert!(parse("x{1a=\"b\"} 1", "f").is_err());
         assert!(parse("<html>502 Bad Gateway</html>", "f").is_err());
+    }
+
+    #[test]
+    fn fuzz_regressions() {
+        // Found by `cargo fuzz`: a multi-byte blank after `# TYPE` put an error column inside a
+        // character.
+        let found = "# \0#   \0X\\n \n  \n    \u{b}# TYPE\tUn5\u{a0}\u{a0}\u{a0}  ";
+        let error = parse(found, "f").unwrap_err();
+        assert_eq!(error.line, 3, "{error}");
     }
 
     #[test]
