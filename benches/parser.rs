@@ -43,12 +43,24 @@ fn throughput(bytes: usize, mut run: impl FnMut()) -> f64 {
 
 fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut inputs: Vec<(String, String)> = ["do-agent-3.18.14.prom", "do-agent-3.18.14-with-process.prom", "node-exporter-1.5.0.prom"]
-        .iter()
-        .map(|name| (name.to_string(), std::fs::read_to_string(dir.join(name)).expect("fixture")))
-        .collect();
+    let mut inputs: Vec<(String, String)> = [
+        "do-agent-3.18.14.prom",
+        "do-agent-3.18.14-with-process.prom",
+        "node-exporter-1.5.0.prom",
+    ]
+    .iter()
+    .map(|name| {
+        (
+            name.to_string(),
+            std::fs::read_to_string(dir.join(name)).expect("fixture"),
+        )
+    })
+    .collect();
     inputs.push(("synthetic 1 MB".to_string(), synthetic(1_000_000)));
-    println!("{:<38} {:>12} {:>14} {:>16} {:>8}", "input", "ours (MB/s)", "ours owned", "prometheus-parse", "speedup");
+    println!(
+        "{:<38} {:>12} {:>14} {:>16} {:>8}",
+        "input", "ours (MB/s)", "ours owned", "prometheus-parse", "speedup"
+    );
     for (name, text) in &inputs {
         let ours = throughput(text.len(), || {
             let mut count = 0usize;
@@ -59,12 +71,17 @@ fn main() {
             black_box(count);
         });
         let owned = throughput(text.len(), || {
-            black_box(do_scaler::metrics::exposition::parse(black_box(text), "bench").expect("parses"));
+            black_box(
+                do_scaler::metrics::exposition::parse(black_box(text), "bench").expect("parses"),
+            );
         });
         let theirs = throughput(text.len(), || {
             let lines = black_box(text).lines().map(|l| Ok(l.to_string()));
             black_box(prometheus_parse::Scrape::parse(lines).expect("parses"));
         });
-        println!("{name:<38} {ours:>12.1} {owned:>14.1} {theirs:>16.1} {:>7.1}x", ours / theirs);
+        println!(
+            "{name:<38} {ours:>12.1} {owned:>14.1} {theirs:>16.1} {:>7.1}x",
+            ours / theirs
+        );
     }
 }

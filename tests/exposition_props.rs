@@ -36,14 +36,20 @@ fn sample() -> impl Strategy<Value = Sample> {
         value(),
         prop::option::of(any::<i64>()),
     )
-        .prop_map(|(name, labels, value, timestamp_ms)| Sample { name, labels, value, timestamp_ms })
+        .prop_map(|(name, labels, value, timestamp_ms)| Sample {
+            name,
+            labels,
+            value,
+            timestamp_ms,
+        })
 }
 
 fn same(a: &Sample, b: &Sample) -> bool {
     a.name == b.name
         && a.labels == b.labels
         && a.timestamp_ms == b.timestamp_ms
-        && (a.value == b.value && a.value.is_sign_negative() == b.value.is_sign_negative() || (a.value.is_nan() && b.value.is_nan()))
+        && (a.value == b.value && a.value.is_sign_negative() == b.value.is_sign_negative()
+            || (a.value.is_nan() && b.value.is_nan()))
 }
 
 proptest! {

@@ -331,6 +331,13 @@ impl Sim {
         edit(&mut self.shared.lock().faults);
     }
 
+    /// Deletes a droplet as if through the API (its endpoints stop at once).
+    pub fn delete(&self, id: u64) -> bool {
+        let existed = self.shared.lock().droplets.remove(&id).is_some();
+        self.shared.stop_agent(id);
+        existed
+    }
+
     /// Changes the demand curve (its time still counts from the sim's start).
     pub fn set_demand(&self, demand: Demand) {
         self.shared.sync();
