@@ -10,6 +10,7 @@
 //! - [`digitalocean`]: the API v2 client: retries, rate limits, pagination, safe creates.
 //! - [`metrics`]: the exposition parser, the scraper and the sample history.
 //! - [`query`]: the PromQL-subset expression language.
+//! - [`policy`]: the decision: rules, bounds, schedules, cooldowns, stabilization, victims.
 //! - [`sim`]: the simulated DigitalOcean: API emulator, droplets serving metrics, load model.
 //! - [`clock`]: injected time.
 //! - [`commands`]: the subcommands' logic (`check`, …), producing what `main` prints.
@@ -21,5 +22,6 @@ pub mod commands;
 pub mod config;
 pub mod digitalocean;
 pub mod metrics;
+pub mod policy;
 pub mod query;
 pub mod sim;

@@ -471,3 +471,27 @@ fn tag_position(file: &Path) -> (usize, usize) {
 pub fn describe_interval(duration: Duration) -> String {
     ConfigDuration(duration).to_string()
 }
+
+/// Builds one group from TOML text, as if it were `conf.d/<name>.toml` next to a default base
+/// file (interval 30s, the shipped actions). For tests, the demo and the old-format importer.
+pub fn group_from_toml(name: &str, text: &str) -> Result<Group, Vec<Diagnostic>> {
+    let file = PathBuf::from(format!("conf.d/{name}.toml"));
+    let parsed: GroupFile =
+        toml::from_str(text).map_err(|e| vec![toml_diagnostic(&file, text, &e)])?;
+    let actions: BTreeSet<String> = SHIPPED_ACTIONS.iter().map(|s| s.to_string()).collect();
+    let ctx = GroupContext {
+        name,
+        file: &file,
+        source: text,
+        default_interval: Duration::from_secs(30),
+        base_dir: Path::new("."),
+        known_actions: &actions,
+    };
+    let (group, diagnostics) = validate_group(&ctx, parsed);
+    group.ok_or_else(|| {
+        diagnostics
+            .into_iter()
+            .filter(Diagnostic::is_error)
+            .collect()
+    })
+}

@@ -14,5 +14,5 @@ pub mod validate;
 
 pub use credentials::{ApiToken, CredentialError, TokenSource};
 pub use diagnostic::{Diagnostic, Severity};
-pub use load::{LoadError, Loaded, Overrides, load, load_base};
+pub use load::{LoadError, Loaded, Overrides, group_from_toml, load, load_base};
 pub use model::*;

@@ -1,0 +1,612 @@
+//! The decision, table by table, with an injected clock; invariants under generated input; and
+//! two scenarios driven through a small closed-loop model.
+
+use chrono::{DateTime, Duration as Span, Utc};
+use do_scaler::config::{Group, group_from_toml};
+use do_scaler::policy::{
+    Decision, Direction, GroupMemory, Input, Member, MemberState, Observation, Truth, decide,
+};
+use proptest::prelude::*;
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-06-10T12:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+const TEMPLATE: &str =
+    "[droplet]\nregion = \"nyc3\"\nsize = \"s-1vcpu-1gb\"\nimage = \"ubuntu-24-04-x64\"\n";
+
+fn group(body: &str) -> Group {
+    group_from_toml("web", &format!("tag = \"web\"\n{body}\n{TEMPLATE}"))
+        .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn target_group(extra: &str) -> Group {
+    target_group_max(10, extra)
+}
+
+fn target_group_max(max: u32, extra: &str) -> Group {
+    group(&format!(
+        "min = 1\nmax = {max}\n{extra}\n[[rule]]\nname = \"cpu\"\nexpr = 'avg(x)'\ntarget = 0.6\n"
+    ))
+}
+
+fn member(id: u64, state: MemberState, age_minutes: i64) -> Member {
+    Member {
+        id,
+        name: format!("web-{id}"),
+        created_at: t0() - Span::minutes(age_minutes),
+        state,
+        managed: true,
+        protected: false,
+        busy: None,
+    }
+}
+
+fn active(n: u64) -> Vec<Member> {
+    (1..=n)
+        .map(|id| member(id, MemberState::Active, 60 + id as i64))
+        .collect()
+}
+
+fn run(
+    group: &Group,
+    members: &[Member],
+    observations: &[Observation],
+    now: DateTime<Utc>,
+    memory: &mut GroupMemory,
+) -> Decision {
+    decide(
+        &Input {
+            group,
+            members,
+            observations,
+            now,
+        },
+        memory,
+    )
+}
+
+fn once(group: &Group, members: &[Member], observations: &[Observation]) -> Decision {
+    run(
+        group,
+        members,
+        observations,
+        t0(),
+        &mut GroupMemory::default(),
+    )
+}
+
+#[test]
+fn target_rules() {
+    let g = target_group("");
+    // (active, booting, value, expected desired)
+    for (active_n, booting_n, value, expected, why) in [
+        (2, 0, 0.9, 3, "ceil(2 × 0.9 / 0.6) = 3"),
+        (2, 0, 0.63, 2, "2.1 wanted, within the 10 % tolerance of 2"),
+        (
+            10,
+            0,
+            0.65,
+            10,
+            "10.8 wanted, within the 10 % tolerance of 10",
+        ),
+        (8, 0, 0.7, 10, "9.33 wanted, outside the tolerance: ceil"),
+        (
+            2,
+            2,
+            1.0,
+            4,
+            "booting droplets count: ceil(2 × 1 / 0.6) = 4 = current",
+        ),
+        (4, 0, 0.15, 1, "ceil(4 × 0.15 / 0.6) = 1"),
+        (3, 0, 0.6, 3, "at the target"),
+    ] {
+        let mut members = active(active_n);
+        members.extend((100..100 + booting_n).map(|id| member(id, MemberState::Booting, 1)));
+        let d = once(&g, &members, &[Observation::Number(value)]);
+        assert_eq!(d.desired, expected, "{why}: {:#?}", d.steps);
+    }
+}
+
+#[test]
+fn per_droplet_targets_and_step_limits() {
+    let g = group(
+        "min = 1\nmax = 20\n[[rule]]\nname = \"queue\"\nexpr = 'sum(q)'\ntarget = 100\nper_droplet = true\nmax_step_up = 3\nmax_step_down = 1\n",
+    );
+    assert_eq!(
+        once(&g, &active(2), &[Observation::Number(350.0)]).desired,
+        4,
+        "ceil(350/100) = 4"
+    );
+    assert_eq!(
+        once(&g, &active(2), &[Observation::Number(1000.0)]).desired,
+        5,
+        "at most +3"
+    );
+    let d = once(&g, &active(6), &[Observation::Number(100.0)]);
+    assert_eq!(d.desired, 5, "at most -1: {:#?}", d.steps);
+}
+
+fn threshold_group(condition: &str, hold: &str, change: &str) -> Group {
+    group(&format!(
+        "min = 1\nmax = 10\n[[rule]]\nname = \"t\"\n{condition}\nfor = \"{hold}\"\nchange = \"{change}\"\n"
+    ))
+}
+
+#[test]
+fn threshold_rules_fire_after_holding_for_their_duration() {
+    let g = threshold_group("when = 'x > 1'", "2m", "+2");
+    let mut memory = GroupMemory::default();
+    let yes = [Observation::Conditions(vec![Truth::True])];
+    let no = [Observation::Conditions(vec![Truth::False])];
+    let members = active(2);
+    assert_eq!(
+        run(&g, &members, &yes, t0(), &mut memory).desired,
+        2,
+        "true for 0s"
+    );
+    assert_eq!(
+        run(&g, &members, &yes, t0() + Span::seconds(60), &mut memory).desired,
+        2,
+        "true for 1m"
+    );
+    assert_eq!(
+        run(&g, &members, &no, t0() + Span::seconds(90), &mut memory).desired,
+        2,
+        "false resets"
+    );
+    assert_eq!(
+        run(&g, &members, &yes, t0() + Span::seconds(120), &mut memory).desired,
+        2
+    );
+    assert_eq!(
+        run(&g, &members, &yes, t0() + Span::seconds(240), &mut memory).desired,
+        4,
+        "true for 2m: +2"
+    );
+}
+
+#[test]
+fn changes_round_away_from_zero_and_move_at_least_one() {
+    for (change, current, expected) in [
+        ("+50%", 3, 5),
+        ("-25%", 3, 2),
+        ("+10%", 2, 3),
+        ("-50%", 4, 2),
+        ("+1", 3, 4),
+        ("-2", 5, 3),
+    ] {
+        let g = threshold_group("when = 'x > 1'", "0s", change);
+        let d = once(
+            &g,
+            &active(current),
+            &[Observation::Conditions(vec![Truth::True])],
+        );
+        assert_eq!(d.desired, expected, "{change} of {current}: {:#?}", d.steps);
+    }
+}
+
+#[test]
+fn three_valued_logic_for_when_all_and_when_any() {
+    let missing = || Truth::Missing("no data".into());
+    for (key, truths, fires) in [
+        ("when_all", vec![Truth::True, Truth::True], Some(true)),
+        ("when_all", vec![Truth::True, missing()], None),
+        ("when_all", vec![Truth::False, missing()], Some(false)),
+        ("when_any", vec![Truth::False, Truth::True], Some(true)),
+        ("when_any", vec![missing(), Truth::True], Some(true)),
+        ("when_any", vec![Truth::False, missing()], None),
+        ("when_any", vec![Truth::False, Truth::False], Some(false)),
+    ] {
+        let g = threshold_group(&format!("{key} = ['a > 1', 'b > 1']"), "0s", "+1");
+        let d = once(&g, &active(2), &[Observation::Conditions(truths.clone())]);
+        match fires {
+            Some(true) => assert_eq!(d.desired, 3, "{key} {truths:?}"),
+            Some(false) => assert_eq!(
+                (d.desired, d.rules[0].value.as_str()),
+                (2, "false"),
+                "{key} {truths:?}"
+            ),
+            None => assert_eq!(
+                (d.desired, d.rules[0].value.as_str()),
+                (2, "missing"),
+                "{key} {truths:?}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn up_beats_hold_beats_down() {
+    let g = group(
+        "min = 1\nmax = 10\n[[rule]]\nname = \"up\"\nwhen = 'a > 1'\nchange = \"+1\"\n[[rule]]\nname = \"big-up\"\nwhen = 'b > 1'\nchange = \"+3\"\n[[rule]]\nname = \"down\"\nwhen = 'c < 1'\nchange = \"-1\"\n[[rule]]\nname = \"big-down\"\nwhen = 'd < 1'\nchange = \"-3\"\n[[rule]]\nname = \"hold\"\nexpr = 'avg(e)'\ntarget = 0.5\n",
+    );
+    let t = || Observation::Conditions(vec![Truth::True]);
+    let f = || Observation::Conditions(vec![Truth::False]);
+    let members = active(5);
+    let d = once(
+        &g,
+        &members,
+        &[t(), t(), t(), t(), Observation::Number(0.5)],
+    );
+    assert_eq!(
+        (d.desired, d.winner.as_deref()),
+        (8, Some("big-up")),
+        "the largest up wins"
+    );
+    let d = once(
+        &g,
+        &members,
+        &[f(), f(), t(), t(), Observation::Number(0.5)],
+    );
+    assert_eq!(d.desired, 5, "a rule holding beats any down");
+    let d = once(
+        &g,
+        &members,
+        &[f(), f(), t(), t(), Observation::Missing("gone".into())],
+    );
+    assert_eq!(d.desired, 5, "missing data holds and so blocks downs");
+    let g2 = group(
+        "min = 1\nmax = 10\n[[rule]]\nname = \"down\"\nwhen = 'c < 1'\nchange = \"-1\"\n[[rule]]\nname = \"big-down\"\nwhen = 'd < 1'\nchange = \"-3\"\n[stabilization]\ndown = \"0s\"\n",
+    );
+    let d = once(&g2, &members, &[t(), t()]);
+    assert_eq!(
+        (d.desired, d.winner.as_deref()),
+        (4, Some("down")),
+        "among downs the smallest step wins"
+    );
+}
+
+#[test]
+fn bounds_and_schedules_apply_without_any_rule() {
+    let g = group("min = 2\nmax = 4\n");
+    assert_eq!(once(&g, &[], &[]).desired, 2, "an empty group goes to min");
+    assert_eq!(
+        once(&g, &active(6), &[]).desired,
+        4,
+        "above max goes back to max"
+    );
+    let scheduled = group(
+        "min = 1\nmax = 8\n[[schedule]]\ncron = \"0 11 * * *\"\ntimezone = \"Europe/Berlin\"\nduration = \"2h\"\nmin = 5\n",
+    );
+    // 12:00 UTC is 14:00 in Berlin in June: the window 11:00–13:00 local is closed.
+    assert_eq!(once(&scheduled, &active(2), &[]).desired, 2);
+    let d = run(
+        &scheduled,
+        &active(2),
+        &[],
+        t0() - Span::hours(2) - Span::minutes(30),
+        &mut GroupMemory::default(),
+    );
+    assert_eq!(
+        (d.desired, d.bounds.schedule.as_deref()),
+        (5, Some("schedule-1")),
+        "{:#?}",
+        d.steps
+    );
+}
+
+#[test]
+fn cooldowns_hold_but_bounds_override_them() {
+    let g = target_group("[cooldown]\nup = \"3m\"\ndown = \"5m\"\n");
+    let mut memory = GroupMemory {
+        last_up: Some(t0() - Span::minutes(1)),
+        last_down: Some(t0() - Span::minutes(1)),
+        ..GroupMemory::default()
+    };
+    let d = run(
+        &g,
+        &active(2),
+        &[Observation::Number(1.0)],
+        t0(),
+        &mut memory,
+    );
+    assert_eq!(d.desired, 2, "{:#?}", d.steps);
+    assert!(d.steps.iter().any(|s| s.contains("up cooldown")));
+    let bounded = group("min = 3\nmax = 5\n[cooldown]\nup = \"1h\"\n");
+    let mut memory = GroupMemory {
+        last_up: Some(t0()),
+        ..GroupMemory::default()
+    };
+    assert_eq!(
+        run(&bounded, &active(1), &[], t0(), &mut memory).desired,
+        3,
+        "min is restored whatever the cooldown"
+    );
+    let mut memory = GroupMemory {
+        last_up: Some(t0() - Span::minutes(4)),
+        ..GroupMemory::default()
+    };
+    assert_eq!(
+        run(
+            &g,
+            &active(2),
+            &[Observation::Number(1.0)],
+            t0(),
+            &mut memory
+        )
+        .desired,
+        4,
+        "cooldown over"
+    );
+}
+
+#[test]
+fn scale_down_uses_the_highest_recommendation_of_its_window() {
+    let g = target_group("[stabilization]\ndown = \"5m\"\n[cooldown]\ndown = \"0s\"\n");
+    let mut memory = GroupMemory::default();
+    let members = active(4);
+    assert_eq!(
+        run(&g, &members, &[Observation::Number(0.6)], t0(), &mut memory).desired,
+        4
+    );
+    let d = run(
+        &g,
+        &members,
+        &[Observation::Number(0.15)],
+        t0() + Span::minutes(2),
+        &mut memory,
+    );
+    assert_eq!(
+        d.desired, 4,
+        "4 was recommended 2 minutes ago: {:#?}",
+        d.steps
+    );
+    let d = run(
+        &g,
+        &members,
+        &[Observation::Number(0.15)],
+        t0() + Span::minutes(6),
+        &mut memory,
+    );
+    assert_eq!(d.desired, 1, "the window has passed: {:#?}", d.steps);
+}
+
+#[test]
+fn missing_data_holds_scales_up_or_goes_to_a_floor_but_never_down() {
+    let missing = [Observation::Missing("warming".into())];
+    let hold = target_group("");
+    assert_eq!(once(&hold, &active(3), &missing).desired, 3);
+    let up = target_group("on_missing = \"scale_up\"");
+    assert_eq!(once(&up, &active(3), &missing).desired, 4);
+    let floor = target_group("on_missing = { desired = 2 }");
+    assert_eq!(
+        once(&floor, &active(3), &missing).desired,
+        3,
+        "desired 2 never lowers 3"
+    );
+    assert_eq!(once(&floor, &active(1), &missing).desired, 2);
+    let from_zero = group(
+        "min = 0\nmax = 5\non_missing = { desired = 2 }\n[[rule]]\nname = \"cpu\"\nexpr = 'avg(x)'\ntarget = 0.5\n",
+    );
+    assert_eq!(
+        once(&from_zero, &[], &missing).desired,
+        2,
+        "a min = 0 group restarts through on_missing"
+    );
+}
+
+#[test]
+fn failures_back_off_and_the_spend_guard_caps_creates() {
+    let g = target_group("max_creates_per_hour = 3");
+    let mut memory = GroupMemory::default();
+    memory.up_failed(t0() - Span::seconds(30));
+    let d = run(
+        &g,
+        &active(2),
+        &[Observation::Number(1.0)],
+        t0(),
+        &mut memory,
+    );
+    assert_eq!(d.desired, 2);
+    assert!(
+        d.steps.iter().any(|s| s.contains("failure backoff")),
+        "{:#?}",
+        d.steps
+    );
+    assert_eq!(
+        run(
+            &g,
+            &active(2),
+            &[Observation::Number(1.0)],
+            t0() + Span::minutes(2),
+            &mut memory
+        )
+        .desired,
+        4
+    );
+    let mut memory = GroupMemory::default();
+    memory.created(2, t0() - Span::minutes(30));
+    let d = run(
+        &g,
+        &active(2),
+        &[Observation::Number(3.0)],
+        t0(),
+        &mut memory,
+    );
+    assert_eq!(
+        d.desired, 3,
+        "only one more create this hour: {:#?}",
+        d.steps
+    );
+}
+
+#[test]
+fn victims_are_managed_unprotected_old_enough_and_in_order() {
+    let base = "min = 0\nmax = 10\n[stabilization]\ndown = \"0s\"\n[[rule]]\nname = \"cpu\"\nexpr = 'avg(x)'\ntarget = 0.5\n";
+    let mut members = active(5);
+    members[0].managed = false;
+    members[1].protected = true;
+    members[4].created_at = t0() - Span::minutes(1);
+    let oldest = group(&format!(
+        "{base}[scale_in]\nchoose = \"oldest\"\nmin_age = \"10m\"\n"
+    ));
+    // 5 droplets at 0.1 want 1: 4 to remove, but only ids 3 and 4 may go.
+    let d = once(&oldest, &members, &[Observation::Number(0.1)]);
+    assert_eq!(d.victims, [4, 3], "oldest first");
+    assert_eq!(d.desired, 3);
+    assert!(
+        d.steps
+            .iter()
+            .any(|s| s.contains("only 2 droplet(s) may be removed")),
+        "{:#?}",
+        d.steps
+    );
+    let newest = group(&format!(
+        "{base}[scale_in]\nchoose = \"newest\"\nmin_age = \"0s\"\n"
+    ));
+    let d = once(&newest, &active(4), &[Observation::Number(0.25)]);
+    assert_eq!(
+        d.victims,
+        [1, 2],
+        "newest first (id 1 is the youngest here)"
+    );
+    let busy = group(&format!(
+        "{base}[scale_in]\nchoose = \"least_busy\"\nby = 'avg by (droplet_id) (x)'\nmin_age = \"0s\"\n"
+    ));
+    let mut members = active(4);
+    for (m, busy) in members
+        .iter_mut()
+        .zip([Some(0.9), None, Some(0.1), Some(0.5)])
+    {
+        m.busy = busy;
+    }
+    let d = once(&busy, &members, &[Observation::Number(0.25)]);
+    assert_eq!(
+        d.victims,
+        [3, 4],
+        "least busy first, droplets without a value last"
+    );
+}
+
+/// The closed loop: `demand` is in droplets' worth at the target, so the rule's value is
+/// demand × target / active; the decision is carried out at once (booting skipped).
+fn simulate(
+    g: &Group,
+    demand: impl Fn(usize) -> f64,
+    ticks: usize,
+    seconds_per_tick: i64,
+) -> Vec<(usize, Direction, u32, u32)> {
+    let mut memory = GroupMemory::default();
+    let mut size = 2u32;
+    let mut next_id = 100;
+    let mut members = active(2);
+    let mut events = Vec::new();
+    for tick in 0..ticks {
+        let now = t0() + Span::seconds(tick as i64 * seconds_per_tick);
+        let value = demand(tick) * 0.6 / size as f64;
+        let d = run(g, &members, &[Observation::Number(value)], now, &mut memory);
+        if let Some(direction) = d.direction {
+            events.push((tick, direction, size, d.desired));
+            if direction == Direction::Up {
+                for _ in size..d.desired {
+                    next_id += 1;
+                    members.push(Member {
+                        created_at: now - Span::hours(1),
+                        ..member(next_id, MemberState::Active, 0)
+                    });
+                }
+            } else {
+                members.retain(|m| !d.victims.contains(&m.id));
+            }
+            size = d.desired;
+            memory.scaled(direction, now);
+        }
+    }
+    events
+}
+
+#[test]
+fn scenario_a_step_up_and_back_with_noise_scales_a_few_times_and_never_flaps() {
+    let g = target_group_max(12, "[scale_in]\nmin_age = \"0s\"");
+    let mut rng = fastrand::Rng::with_seed(7);
+    let noise: Vec<f64> = (0..400).map(|_| 1.0 + (rng.f64() - 0.5) * 0.2).collect();
+    // 30 s ticks: 2 droplets' worth for 20 minutes, 8 for an hour, then 2 for an hour.
+    let demand = |tick: usize| {
+        let base = if tick < 40 {
+            2.0
+        } else if tick < 160 {
+            8.0
+        } else {
+            2.0
+        };
+        base * noise[tick]
+    };
+    let events = simulate(&g, demand, 400, 30);
+    let ups = events.iter().filter(|e| e.1 == Direction::Up).count();
+    let downs = events.iter().filter(|e| e.1 == Direction::Down).count();
+    assert!(ups <= 2 && downs <= 2, "{events:?}");
+    assert!(ups >= 1 && downs >= 1, "{events:?}");
+    for pair in events.windows(2) {
+        if pair[0].1 != pair[1].1 {
+            let gap = (pair[1].0 - pair[0].0) as i64 * 30;
+            assert!(
+                gap >= 300,
+                "a reversal {gap}s after the last event, inside the 5m window: {events:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn scenario_b_booting_droplets_stop_the_group_from_asking_again() {
+    let g = target_group_max(20, "[cooldown]\nup = \"0s\"");
+    let mut memory = GroupMemory::default();
+    let mut members = active(2);
+    let first = run(&g, &members, &[Observation::Number(1.0)], t0(), &mut memory);
+    assert_eq!(first.desired, 4, "ceil(2 × 1.0 / 0.6)");
+    members.extend([
+        member(50, MemberState::Booting, 0),
+        member(51, MemberState::Booting, 0),
+    ]);
+    memory.scaled(Direction::Up, t0());
+    // Three minutes of boot at a 10 s tick, the two old droplets still saturated.
+    for tick in 1..=18 {
+        let d = run(
+            &g,
+            &members,
+            &[Observation::Number(1.0)],
+            t0() + Span::seconds(tick * 10),
+            &mut memory,
+        );
+        assert!(d.desired <= first.desired, "tick {tick}: {:#?}", d.steps);
+    }
+}
+
+#[test]
+fn constant_input_settles_and_then_never_scales() {
+    let g = target_group_max(12, "[scale_in]\nmin_age = \"0s\"");
+    let events = simulate(&g, |_| 5.0, 1000, 30);
+    assert!(
+        events.iter().all(|e| e.0 < 50),
+        "events after settling: {events:?}"
+    );
+}
+
+fn observation() -> impl Strategy<Value = Observation> {
+    prop_oneof![
+        (0.0f64..5.0).prop_map(Observation::Number),
+        Just(Observation::Missing("gone".into())),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn the_decision_stays_within_the_bounds(min in 0u32..5, span in 0u32..8, size in 0u64..15, obs in observation(), minutes in 0i64..2000) {
+        let max = min + span;
+        let g = group(&format!("min = {min}\nmax = {max}\n[scale_in]\nmin_age = \"0s\"\n[[rule]]\nname = \"cpu\"\nexpr = 'avg(x)'\ntarget = 0.6\n"));
+        let d = run(&g, &active(size), &[obs], t0() + Span::minutes(minutes), &mut GroupMemory::default());
+        prop_assert!(d.desired >= d.bounds.min && d.desired <= d.bounds.max, "{:#?}", d);
+    }
+
+    #[test]
+    fn missing_data_never_scales_down(min in 0u32..3, size in 3u64..12, on_missing in 0usize..3) {
+        let on_missing = ["\"hold\"", "\"scale_up\"", "{ desired = 1 }"][on_missing];
+        let g = group(&format!("min = {min}\nmax = 20\non_missing = {on_missing}\n[[rule]]\nname = \"cpu\"\nexpr = 'avg(x)'\ntarget = 0.6\n[[rule]]\nname = \"t\"\nwhen = 'y < 1'\nchange = \"-2\"\n"));
+        let missing = [Observation::Missing("no data".into()), Observation::Conditions(vec![Truth::Missing("no data".into())])];
+        let d = once(&g, &active(size), &missing);
+        prop_assert!(d.desired >= size as u32, "{:#?}", d);
+    }
+}
