@@ -422,17 +422,17 @@ pub fn decide(input: &Input<'_>, memory: &mut GroupMemory) -> Decision {
     }
 
     // 5. Cooldowns, failure backoff, spend guard (bounds override the first two).
-    if desired > current && !forced_by_bounds {
-        if let Some(elapsed) = since(now, memory.last_up)
-            && elapsed < group.cooldown.up
-        {
-            steps.push(format!(
-                "up cooldown: the last scale-up was {} ago, {} needed: hold",
-                fmt(elapsed),
-                fmt(group.cooldown.up)
-            ));
-            desired = current;
-        }
+    if desired > current
+        && !forced_by_bounds
+        && let Some(elapsed) = since(now, memory.last_up)
+        && elapsed < group.cooldown.up
+    {
+        steps.push(format!(
+            "up cooldown: the last scale-up was {} ago, {} needed: hold",
+            fmt(elapsed),
+            fmt(group.cooldown.up)
+        ));
+        desired = current;
     }
     if desired > current {
         let backoff = memory.backoff();
@@ -461,17 +461,17 @@ pub fn decide(input: &Input<'_>, memory: &mut GroupMemory) -> Decision {
             desired = current + allowed;
         }
     }
-    if desired < current && !forced_by_bounds {
-        if let Some(elapsed) = since(now, memory.last_down)
-            && elapsed < group.cooldown.down
-        {
-            steps.push(format!(
-                "down cooldown: the last scale-down was {} ago, {} needed: hold",
-                fmt(elapsed),
-                fmt(group.cooldown.down)
-            ));
-            desired = current;
-        }
+    if desired < current
+        && !forced_by_bounds
+        && let Some(elapsed) = since(now, memory.last_down)
+        && elapsed < group.cooldown.down
+    {
+        steps.push(format!(
+            "down cooldown: the last scale-down was {} ago, {} needed: hold",
+            fmt(elapsed),
+            fmt(group.cooldown.down)
+        ));
+        desired = current;
     }
 
     // 6. Victims.
