@@ -13,6 +13,7 @@
 //! - [`policy`]: the decision: rules, bounds, schedules, cooldowns, stabilization, victims.
 //! - [`sim`]: the simulated DigitalOcean: API emulator, droplets serving metrics, load model.
 //! - [`clock`]: injected time.
+//! - [`daemon`]: one tick of a group (list, scrape, evaluate, decide), and the loop around it.
 //! - [`commands`]: the subcommands' logic (`check`, …), producing what `main` prints.
 //!
 //! `main.rs` only parses the command line and wires these together.
@@ -20,6 +21,7 @@
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod digitalocean;
 pub mod metrics;
 pub mod policy;

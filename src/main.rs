@@ -70,6 +70,19 @@ enum Command {
     },
     /// Run a simulated DigitalOcean on this machine (API and droplets on loopback).
     Sim(SimArgs),
+    /// Run one tick of every group (or one) and show the decision without acting.
+    Plan {
+        /// Only this group.
+        group: Option<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// How long to keep scraping so that rate rules cover their ranges.
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        wait: Duration,
+    },
     /// Evaluate an expression against capture files or live metrics endpoints.
     Query {
         /// The expression (the PromQL subset rules are written in).
@@ -252,6 +265,25 @@ async fn main() -> Result<ExitCode> {
                 timeout,
             };
             let output = commands::query::run(&request).await;
+            print!("{}", output.stdout);
+            eprint!("{}", output.stderr);
+            Ok(ExitCode::from(output.exit_code as u8))
+        }
+        Command::Plan {
+            group,
+            config,
+            json,
+            wait,
+        } => {
+            let request = commands::plan::PlanRequest {
+                config: config.config.clone(),
+                overrides: config.overrides(),
+                group,
+                json,
+                wait,
+            };
+            let memories = do_scaler::policy::InMemoryStore::default();
+            let output = commands::plan::run(&request, &credentials::process_env, &memories).await;
             print!("{}", output.stdout);
             eprint!("{}", output.stderr);
             Ok(ExitCode::from(output.exit_code as u8))

@@ -2,5 +2,6 @@
 //! stderr, so that `main` only prints and tests can compare the output.
 
 pub mod check;
+pub mod plan;
 pub mod query;
 pub mod sim;

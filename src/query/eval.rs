@@ -16,6 +16,9 @@ use super::labels::Labels;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+/// The word that marks a missing value as warming (a range not yet covered) in reasons.
+pub const WARMING: &str = "warming";
+
 /// One sample in time: milliseconds since the epoch and the value.
 pub type Point = (i64, f64);
 
@@ -274,11 +277,11 @@ impl Context<'_> {
             });
         if warming > 0 {
             self.notes.push(format!(
-                "{} series of {} warming: history covers {} of the {} range (needs 80 %)",
+                "{} series of {} {WARMING}: history covers {} of the {} range (needs 80 %)",
                 warming,
                 selector.describe(),
-                crate::config::duration::format_duration(Duration::from_millis(
-                    best_coverage.max(0) as u64
+                crate::config::duration::format_duration(Duration::from_secs(
+                    (best_coverage.max(0) / 1000) as u64
                 )),
                 crate::config::duration::format_duration(range)
             ));

@@ -1,0 +1,300 @@
+//! `do-scaler plan`: one tick of every group (or one) against the API and the droplets, shown
+//! without acting — droplets, rule values and verdicts, bounds, cooldowns, backoff, the winner,
+//! the actions that would run and the victims.
+
+use super::check::{CommandOutput, client_for};
+use crate::config::credentials::EnvLookup;
+use crate::config::{Overrides, load};
+use crate::daemon::tick::{GroupRuntime, TickReport};
+use crate::metrics::scrape::{DEFAULT_BODY_LIMIT, Scraper};
+use crate::policy::{GroupMemory, MemoryStore, Observation, Truth};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What `plan` was asked.
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    /// The base file.
+    pub config: PathBuf,
+    /// Command-line overrides.
+    pub overrides: Overrides,
+    /// Only this group.
+    pub group: Option<String>,
+    /// JSON on stdout instead of the report.
+    pub json: bool,
+    /// How long to keep scraping for rate rules to cover their ranges.
+    pub wait: Duration,
+}
+
+fn fail(stderr: String) -> CommandOutput {
+    CommandOutput {
+        stdout: String::new(),
+        stderr,
+        exit_code: 1,
+    }
+}
+
+/// Runs the plan. `memories` gives each group's remembered state (the daemon's state database
+/// when there is one).
+pub async fn run(
+    request: &PlanRequest,
+    env: EnvLookup<'_>,
+    memories: &dyn MemoryStore,
+) -> CommandOutput {
+    let loaded = match load(&request.config, &request.overrides) {
+        Ok(loaded) => loaded,
+        Err(error) => return fail(format!("{error}\n")),
+    };
+    let mut stderr = String::new();
+    for warning in &loaded.warnings {
+        let _ = writeln!(stderr, "{warning}");
+    }
+    let config = loaded.config;
+    if let Some(name) = &request.group
+        && !config.groups.iter().any(|g| &g.name == name)
+    {
+        let names: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
+        return fail(format!(
+            "{stderr}no group `{name}`; groups: {}\n",
+            names.join(", ")
+        ));
+    }
+    let client = match client_for(&config.base, env) {
+        Ok(client) => client,
+        Err(reason) => {
+            return fail(format!(
+                "{stderr}{}: token: {reason}\n",
+                config.base.path.display()
+            ));
+        }
+    };
+    let scraper = match Scraper::new(64, DEFAULT_BODY_LIMIT) {
+        Ok(scraper) => scraper,
+        Err(error) => return fail(format!("{stderr}{error}\n")),
+    };
+    let managed_tag = config.base.managed_by_tag();
+    let mut reports = Vec::new();
+    for group in config
+        .groups
+        .iter()
+        .filter(|g| request.group.as_ref().is_none_or(|n| n == &g.name))
+    {
+        let mut runtime = match GroupRuntime::new(group.clone(), managed_tag.clone()) {
+            Ok(runtime) => runtime,
+            Err(error) => return fail(format!("{stderr}{}: {error}\n", group.file.display())),
+        };
+        let mut memory = memories.load(&group.name);
+        match plan_group(&mut runtime, &client, &scraper, &mut memory, request.wait).await {
+            Ok(report) => reports.push((report, memory)),
+            Err(error) => return fail(format!("{stderr}{}: {error}\n", group.file.display())),
+        }
+    }
+    let stdout = if request.json {
+        let groups: Vec<serde_json::Value> = reports.iter().map(|(r, _)| report_json(r)).collect();
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&json!({ "groups": groups })).unwrap_or_default()
+        )
+    } else {
+        reports
+            .iter()
+            .map(|(r, m)| render(r, m))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    CommandOutput {
+        stdout,
+        stderr,
+        exit_code: 0,
+    }
+}
+
+/// Lists and scrapes a group until its rules are covered or `wait` has passed, then decides.
+async fn plan_group(
+    runtime: &mut GroupRuntime,
+    client: &crate::digitalocean::Client,
+    scraper: &Scraper,
+    memory: &mut GroupMemory,
+    wait: Duration,
+) -> Result<TickReport, crate::digitalocean::ApiError> {
+    let started = Instant::now();
+    let gap = runtime
+        .group
+        .interval
+        .clamp(Duration::from_secs(1), Duration::from_secs(5));
+    let range = runtime.longest_range();
+    let mut round = 0;
+    loop {
+        round += 1;
+        let now = Utc::now();
+        let droplets = client.list_droplets_by_tag(&runtime.group.tag).await?;
+        let mut members = runtime.members(&droplets, &|_| false, now);
+        let scraped = runtime.scrape(scraper, &droplets, &members, now).await;
+        let observations = runtime.observe(now);
+        let warming = observations.iter().any(is_warming);
+        let out_of_time = started.elapsed() + gap > wait;
+        if !warming || range.is_zero() || out_of_time {
+            runtime.busy_values(&mut members, now);
+            // Memory is only read here: a plan must not move cooldown or condition clocks.
+            let mut scratch = memory.clone();
+            return Ok(runtime.decide(&droplets, &members, &scraped, &mut scratch, now));
+        }
+        eprintln!(
+            "{}: scrape {round}: rules still warming (longest range {}), waiting {}",
+            runtime.group.name,
+            crate::config::duration::format_duration(range),
+            crate::config::duration::format_duration(gap)
+        );
+        tokio::time::sleep(gap).await;
+    }
+}
+
+/// Whether an observation lacks a value only because a range is not yet covered.
+fn is_warming(observation: &Observation) -> bool {
+    let warming = |reason: &str| reason.contains(crate::query::eval::WARMING);
+    match observation {
+        Observation::Missing(reason) => warming(reason),
+        Observation::Conditions(truths) => truths
+            .iter()
+            .any(|t| matches!(t, Truth::Missing(r) if warming(r))),
+        Observation::Number(_) => false,
+    }
+}
+
+/// The JSON form of one group's plan.
+pub fn report_json(report: &TickReport) -> serde_json::Value {
+    json!({
+        "name": report.group,
+        "current": report.decision.current,
+        "desired": report.decision.desired,
+        "decision": {
+            "direction": report.decision.direction,
+            "winner": report.decision.winner,
+            "bounds": report.decision.bounds,
+            "active": report.decision.active,
+            "booting": report.decision.booting,
+            "victims": report.decision.victims,
+            "actions": report.actions,
+            "steps": report.decision.steps,
+            "at": report.decision.at,
+        },
+        "rules": report.decision.rules,
+        "droplets": report.droplets,
+    })
+}
+
+fn ago(now: DateTime<Utc>, then: Option<DateTime<Utc>>) -> String {
+    match then {
+        Some(then) => format!(
+            "{} ago",
+            crate::config::duration::format_duration(Duration::from_secs(
+                (now - then).num_seconds().max(0) as u64
+            ))
+        ),
+        None => "never".into(),
+    }
+}
+
+/// The readable form of one group's plan.
+pub fn render(report: &TickReport, memory: &GroupMemory) -> String {
+    let d = &report.decision;
+    let mut out = String::new();
+    let _ = writeln!(out, "group {}: {} → {}", report.group, d.current, d.desired);
+    let _ = writeln!(
+        out,
+        "  droplets ({} active, {} booting):",
+        d.active, d.booting
+    );
+    if report.droplets.is_empty() {
+        let _ = writeln!(out, "    (none)");
+    }
+    for droplet in &report.droplets {
+        let mut flags = Vec::new();
+        if !droplet.managed {
+            flags.push("unmanaged");
+        }
+        if droplet.protected {
+            flags.push("protected");
+        }
+        let _ = writeln!(
+            out,
+            "    {:<11} {:<20} {:<7} {:<8} {:<16} {}{}",
+            droplet.id,
+            droplet.name,
+            droplet.status,
+            format!("{:?}", droplet.state).to_lowercase(),
+            droplet.address.as_deref().unwrap_or("-"),
+            droplet.scrape,
+            if flags.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", flags.join(", "))
+            }
+        );
+    }
+    let _ = writeln!(out, "  rules:");
+    if d.rules.is_empty() {
+        let _ = writeln!(out, "    (none)");
+    }
+    for rule in &d.rules {
+        let _ = writeln!(
+            out,
+            "    {:<12} {:<10} {}",
+            rule.name, rule.value, rule.verdict
+        );
+    }
+    let schedule = d
+        .bounds
+        .schedule
+        .as_ref()
+        .map(|s| format!(" (schedule `{s}` open)"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  bounds: {}..{}{schedule}",
+        d.bounds.min, d.bounds.max
+    );
+    let _ = writeln!(
+        out,
+        "  cooldowns: last scale-up {}, last scale-down {}",
+        ago(d.at, memory.last_up),
+        ago(d.at, memory.last_down)
+    );
+    if memory.up_failures > 0 {
+        let _ = writeln!(
+            out,
+            "  backoff: {} failed scale-up(s) in a row, {} backoff since the last",
+            memory.up_failures,
+            crate::config::duration::format_duration(memory.backoff())
+        );
+    }
+    let _ = writeln!(out, "  steps:");
+    for step in &d.steps {
+        let _ = writeln!(out, "    - {step}");
+    }
+    match (&d.direction, &d.winner) {
+        (Some(_), winner) => {
+            let _ = writeln!(
+                out,
+                "  would run: {} (winner: {})",
+                if report.actions.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    report.actions.join(" → ")
+                },
+                winner.as_deref().unwrap_or("-")
+            );
+        }
+        (None, _) => {
+            let _ = writeln!(out, "  would run: nothing");
+        }
+    }
+    if !d.victims.is_empty() {
+        let victims: Vec<String> = d.victims.iter().map(u64::to_string).collect();
+        let _ = writeln!(out, "  victims: {}", victims.join(", "));
+    }
+    out
+}

@@ -1,0 +1,429 @@
+//! One tick of one group: list the group through the API, scrape the droplets that count,
+//! record the samples, evaluate the rules and decide. Plain calls on plain data, in the order
+//! of the data flow; nothing here acts on the decision.
+
+use crate::config::{Group, RuleKind, ScaleInChoice};
+use crate::digitalocean::{ApiError, Client, Droplet, DropletStatus};
+use crate::metrics::history::{DropletIdentity, History, points_for, retention_for};
+use crate::metrics::scrape::{self, MissingReason, Scraper};
+use crate::policy::{
+    Decision, GroupMemory, Input, Member, MemberState, Observation, Truth, decide,
+};
+use crate::query::{EvalOptions, Expression, Node, Outcome, QueryError, Value, compile, evaluate};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Why a tick failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TickError {
+    /// The group could not be listed.
+    #[error("listing the group failed: {0}")]
+    Inventory(#[from] ApiError),
+}
+
+/// A group's compiled expressions.
+#[derive(Debug, Clone)]
+struct CompiledRule {
+    expressions: Vec<Expression>,
+    is_target: bool,
+}
+
+/// A droplet as a tick saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DropletReport {
+    /// Droplet id.
+    pub id: u64,
+    /// Name.
+    pub name: String,
+    /// API status.
+    pub status: String,
+    /// Where the decision counts it.
+    pub state: MemberState,
+    /// The scraped address, if any.
+    pub address: Option<String>,
+    /// Whether its metrics were read, or why not.
+    pub scrape: String,
+    /// Managed by this daemon.
+    pub managed: bool,
+    /// Protected from scale-in.
+    pub protected: bool,
+}
+
+/// What one tick saw and decided.
+#[derive(Debug, Clone, Serialize)]
+pub struct TickReport {
+    /// The group.
+    pub group: String,
+    /// Every member.
+    pub droplets: Vec<DropletReport>,
+    /// The decision.
+    pub decision: Decision,
+    /// The actions that would run (or ran) for it.
+    pub actions: Vec<String>,
+}
+
+/// A group's running state between ticks: compiled expressions, sample history, and when
+/// each droplet was first seen active.
+#[derive(Debug)]
+pub struct GroupRuntime {
+    /// The configuration.
+    pub group: Group,
+    rules: Vec<CompiledRule>,
+    busy: Option<Expression>,
+    /// The samples.
+    pub history: History,
+    first_active: HashMap<u64, DateTime<Utc>>,
+    managed_tag: String,
+}
+
+/// The selectors of some expressions.
+fn selectors(expressions: &[&Expression]) -> Vec<crate::query::Selector> {
+    expressions
+        .iter()
+        .flat_map(|e| e.node.selectors().into_iter().map(|(s, _)| s.clone()))
+        .collect()
+}
+
+impl GroupRuntime {
+    /// Compiles a group's expressions and makes its history.
+    pub fn new(group: Group, managed_tag: String) -> Result<GroupRuntime, QueryError> {
+        let mut rules = Vec::new();
+        for rule in &group.rules {
+            let expressions = rule
+                .kind
+                .expressions()
+                .into_iter()
+                .map(compile)
+                .collect::<Result<Vec<_>, _>>()?;
+            rules.push(CompiledRule {
+                expressions,
+                is_target: matches!(rule.kind, RuleKind::Target { .. }),
+            });
+        }
+        let busy = match &group.scale_in.choose {
+            ScaleInChoice::LeastBusy(by) => Some(compile(by)?),
+            _ => None,
+        };
+        let all: Vec<&Expression> = rules
+            .iter()
+            .flat_map(|r| r.expressions.iter())
+            .chain(busy.iter())
+            .collect();
+        let longest = all
+            .iter()
+            .map(|e| e.longest_range())
+            .max()
+            .unwrap_or_default();
+        let retention = retention_for(longest, group.interval);
+        let history = History::new(
+            selectors(&all),
+            retention,
+            points_for(retention, Duration::from_secs(1).max(group.interval / 6)),
+        );
+        Ok(GroupRuntime {
+            group,
+            rules,
+            busy,
+            history,
+            first_active: HashMap::new(),
+            managed_tag,
+        })
+    }
+
+    /// The longest range the group's expressions read.
+    pub fn longest_range(&self) -> Duration {
+        self.rules
+            .iter()
+            .flat_map(|r| r.expressions.iter())
+            .chain(self.busy.iter())
+            .map(Expression::longest_range)
+            .max()
+            .unwrap_or_default()
+    }
+
+    fn is_managed(&self, droplet: &Droplet) -> bool {
+        droplet.has_tag(&self.managed_tag)
+            || self.group.adopt_tags.iter().any(|t| droplet.has_tag(t))
+    }
+
+    /// Classifies each droplet: active past warmup, booting, or on its way out (`deleting`).
+    pub fn members(
+        &mut self,
+        droplets: &[Droplet],
+        deleting: &dyn Fn(u64) -> bool,
+        now: DateTime<Utc>,
+    ) -> Vec<Member> {
+        let warmup = chrono::Duration::from_std(self.group.warmup).unwrap_or_default();
+        let mut members = Vec::with_capacity(droplets.len());
+        for droplet in droplets {
+            let state = if deleting(droplet.id) {
+                MemberState::Deleting
+            } else if droplet.status == DropletStatus::Active {
+                // A droplet already active when first seen has been up since about its
+                // creation; one seen booting first became active now.
+                let since = *self.first_active.entry(droplet.id).or_insert_with(|| {
+                    if now - droplet.created_at > warmup {
+                        droplet.created_at
+                    } else {
+                        now
+                    }
+                });
+                if now - since >= warmup {
+                    MemberState::Active
+                } else {
+                    MemberState::Booting
+                }
+            } else if matches!(droplet.status, DropletStatus::New) {
+                MemberState::Booting
+            } else {
+                // Off or archived: neither capacity nor on its way.
+                MemberState::Deleting
+            };
+            members.push(Member {
+                id: droplet.id,
+                name: droplet.name.clone(),
+                created_at: droplet.created_at,
+                state,
+                managed: self.is_managed(droplet),
+                protected: droplet.has_tag(&self.group.protect_tag),
+                busy: None,
+            });
+        }
+        self.first_active
+            .retain(|id, _| droplets.iter().any(|d| d.id == *id));
+        members
+    }
+
+    /// Scrapes the active members and records their samples. Returns why each other droplet
+    /// was not read.
+    pub async fn scrape(
+        &mut self,
+        scraper: &Scraper,
+        droplets: &[Droplet],
+        members: &[Member],
+        now: DateTime<Utc>,
+    ) -> HashMap<u64, String> {
+        let active: Vec<Droplet> = droplets
+            .iter()
+            .zip(members)
+            .filter(|(_, m)| m.state == MemberState::Active)
+            .map(|(d, _)| d.clone())
+            .collect();
+        let (targets, missing) = scrape::targets(&active, &self.group.scrape, &|_| false);
+        let mut outcome: HashMap<u64, String> = missing
+            .into_iter()
+            .map(|(id, r)| (id, r.to_string()))
+            .collect();
+        for (droplet, member) in droplets.iter().zip(members) {
+            if member.state != MemberState::Active {
+                let reason = match member.state {
+                    MemberState::Booting if droplet.status == DropletStatus::Active => {
+                        MissingReason::WarmingUp.to_string()
+                    }
+                    _ => MissingReason::NotActive(droplet.status).to_string(),
+                };
+                outcome.insert(droplet.id, reason);
+            }
+        }
+        let results = scraper.fetch_all(&targets, self.group.scrape.timeout).await;
+        let at = now.timestamp_millis();
+        for (target, result) in targets.iter().zip(results) {
+            let identity = DropletIdentity {
+                id: target.droplet_id,
+                name: target.droplet_name.clone(),
+                instance: target.instance.clone(),
+            };
+            let recorded = result.and_then(|body| {
+                self.history
+                    .record(&identity, at, &body, &target.url)
+                    .map_err(|e| MissingReason::Garbage(e.to_string()))
+            });
+            match recorded {
+                Ok(_) => {
+                    outcome.insert(target.droplet_id, "ok".into());
+                }
+                Err(reason) => {
+                    tracing::debug!(group = %self.group.name, droplet = target.droplet_id, %reason, "scrape failed");
+                    outcome.insert(target.droplet_id, reason.to_string());
+                }
+            }
+        }
+        let alive: std::collections::HashSet<u64> = droplets.iter().map(|d| d.id).collect();
+        self.history.retain_droplets(&|id| alive.contains(&id));
+        self.history.prune(at);
+        outcome
+    }
+
+    /// Evaluates every rule at `now`.
+    pub fn observe(&self, now: DateTime<Utc>) -> Vec<Observation> {
+        let at = now.timestamp_millis();
+        let options = EvalOptions {
+            lookback: (self.group.interval * 2 + self.group.scrape.timeout)
+                .max(Duration::from_secs(30)),
+            require_coverage: true,
+        };
+        self.rules
+            .iter()
+            .map(|rule| {
+                let outcomes: Vec<Result<Outcome, QueryError>> =
+                    rule.expressions.iter().map(|e| evaluate(&e.node, &self.history, at, options)).collect();
+                if rule.is_target {
+                    match outcomes.into_iter().next() {
+                        Some(Ok(outcome)) => match (&outcome, outcome.single()) {
+                            (_, Some(value)) if value.is_finite() => Observation::Number(value),
+                            (_, Some(value)) => Observation::Missing(format!("the value is {value}")),
+                            (Outcome::Value(Value::Vector(samples)), None) => Observation::Missing(format!(
+                                "the expression gives {} series, not one number: aggregate it, such as avg(...)",
+                                samples.len()
+                            )),
+                            (Outcome::False(reason) | Outcome::Missing(reason), None) => Observation::Missing(reason.clone()),
+                            (Outcome::Value(Value::Scalar(_)), None) => Observation::Missing("no value".into()),
+                        },
+                        Some(Err(error)) => Observation::Missing(error.to_string()),
+                        None => Observation::Missing("no expression".into()),
+                    }
+                } else {
+                    Observation::Conditions(
+                        outcomes
+                            .into_iter()
+                            .zip(&rule.expressions)
+                            .map(|(outcome, expression)| truth(outcome, &expression.node))
+                            .collect(),
+                    )
+                }
+            })
+            .collect()
+    }
+
+    /// Fills each member's `busy` value from `scale_in.by`.
+    pub fn busy_values(&self, members: &mut [Member], now: DateTime<Utc>) {
+        let Some(busy) = &self.busy else { return };
+        let Ok(Outcome::Value(Value::Vector(samples))) = evaluate(
+            &busy.node,
+            &self.history,
+            now.timestamp_millis(),
+            EvalOptions::default(),
+        ) else {
+            return;
+        };
+        let by_id: HashMap<&str, f64> = samples
+            .iter()
+            .map(|s| (s.labels.get("droplet_id"), s.value))
+            .collect();
+        for member in members {
+            member.busy = by_id.get(member.id.to_string().as_str()).copied();
+        }
+    }
+
+    /// One whole tick: list, classify, scrape, evaluate, decide. `deleting` names droplets
+    /// whose deletion is in flight.
+    pub async fn tick(
+        &mut self,
+        client: &Client,
+        scraper: &Scraper,
+        memory: &mut GroupMemory,
+        deleting: &dyn Fn(u64) -> bool,
+        now: DateTime<Utc>,
+    ) -> Result<TickReport, TickError> {
+        let droplets = client.list_droplets_by_tag(&self.group.tag).await?;
+        let mut members = self.members(&droplets, deleting, now);
+        let scraped = self.scrape(scraper, &droplets, &members, now).await;
+        self.busy_values(&mut members, now);
+        Ok(self.decide(&droplets, &members, &scraped, memory, now))
+    }
+
+    /// Decides from what was observed (also used by `plan` after several scrapes).
+    pub fn decide(
+        &self,
+        droplets: &[Droplet],
+        members: &[Member],
+        scraped: &HashMap<u64, String>,
+        memory: &mut GroupMemory,
+        now: DateTime<Utc>,
+    ) -> TickReport {
+        let observations = self.observe(now);
+        let decision = decide(
+            &Input {
+                group: &self.group,
+                members,
+                observations: &observations,
+                now,
+            },
+            memory,
+        );
+        let actions = actions_for(&self.group, &decision);
+        let reports = droplets
+            .iter()
+            .zip(members)
+            .map(|(droplet, member)| DropletReport {
+                id: droplet.id,
+                name: droplet.name.clone(),
+                status: droplet.status.to_string(),
+                state: member.state,
+                address: scrape::address_of(droplet, self.group.scrape.address),
+                scrape: scraped
+                    .get(&droplet.id)
+                    .cloned()
+                    .unwrap_or_else(|| "not scraped".into()),
+                managed: member.managed,
+                protected: member.protected,
+            })
+            .collect();
+        TickReport {
+            group: self.group.name.clone(),
+            droplets: reports,
+            decision,
+            actions,
+        }
+    }
+}
+
+/// The truth of a threshold comparison: a non-empty result holds (for a `bool` comparison at
+/// the root: when a value is 1), a false comparison is false, no data is missing.
+fn truth(outcome: Result<Outcome, QueryError>, node: &Node) -> Truth {
+    let is_bool = matches!(
+        node,
+        Node::Binary {
+            return_bool: true,
+            ..
+        }
+    );
+    match outcome {
+        Ok(Outcome::Value(Value::Scalar(v))) => {
+            if v != 0.0 && !v.is_nan() {
+                Truth::True
+            } else {
+                Truth::False
+            }
+        }
+        Ok(Outcome::Value(Value::Vector(samples))) => {
+            if !is_bool || samples.iter().any(|s| s.value == 1.0) {
+                Truth::True
+            } else {
+                Truth::False
+            }
+        }
+        Ok(Outcome::False(_)) => Truth::False,
+        Ok(Outcome::Missing(reason)) => Truth::Missing(reason),
+        Err(error) => Truth::Missing(error.to_string()),
+    }
+}
+
+/// The actions a decision runs: the winning rule's own lists, else the group's.
+pub fn actions_for(group: &Group, decision: &Decision) -> Vec<String> {
+    let Some(direction) = decision.direction else {
+        return Vec::new();
+    };
+    let lists = decision
+        .winner
+        .as_ref()
+        .and_then(|w| group.rules.iter().find(|r| &r.name == w))
+        .and_then(|r| r.actions.as_ref())
+        .unwrap_or(&group.actions.lists);
+    match direction {
+        crate::policy::Direction::Up => lists.up.clone(),
+        crate::policy::Direction::Down => lists.down.clone(),
+    }
+}
