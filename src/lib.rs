@@ -13,6 +13,8 @@
 //! - [`policy`]: the decision: rules, bounds, schedules, cooldowns, stabilization, victims.
 //! - [`sim`]: the simulated DigitalOcean: API emulator, droplets serving metrics, load model.
 //! - [`clock`]: injected time.
+//! - [`script`]: the Rhai host: sandbox, host functions, shipped action scripts, runner.
+//! - [`state`]: the intent journal (and, with the daemon, the SQLite store).
 //! - [`daemon`]: one tick of a group (list, scrape, evaluate, decide), and the loop around it.
 //! - [`commands`]: the subcommands' logic (`check`, …), producing what `main` prints.
 //!
@@ -26,4 +28,6 @@ pub mod digitalocean;
 pub mod metrics;
 pub mod policy;
 pub mod query;
+pub mod script;
 pub mod sim;
+pub mod state;

@@ -361,3 +361,17 @@ fn a_broken_copy_of_the_example_exits_1_through_the_binary() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_script_syntax_error_is_reported_with_its_position() {
+    let dir = layout(BASE, &[("web.toml", GOOD_GROUP)]);
+    std::fs::create_dir(dir.path().join("actions")).unwrap();
+    std::fs::write(
+        dir.path().join("actions/my_action.rhai"),
+        "let x = 1;\nif x > { log_info(\"x\"); }\n",
+    )
+    .unwrap();
+    let output = run_check(dir.path());
+    assert_eq!(output.exit_code, 1);
+    insta::assert_snapshot!("script_syntax_error", output.stderr);
+}

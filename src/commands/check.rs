@@ -28,7 +28,37 @@ pub struct CommandOutput {
 pub fn check(config_path: &Path, overrides: &Overrides, env: EnvLookup<'_>) -> CommandOutput {
     let mut stdout = String::new();
     let mut stderr = String::new();
-    match load(config_path, overrides) {
+    // Scripts are compiled whether or not the group files load, so every error shows at once.
+    let script_errors = crate::config::load_base(config_path, overrides, &mut Vec::new())
+        .map(|base| {
+            crate::script::compile_all(&base.actions_dir)
+                .err()
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let loaded = load(config_path, overrides).and_then(|loaded| {
+        if script_errors.is_empty() {
+            Ok(loaded)
+        } else {
+            Err(LoadError {
+                diagnostics: loaded
+                    .warnings
+                    .into_iter()
+                    .chain(script_errors.iter().cloned())
+                    .collect(),
+                ignored: loaded.ignored,
+            })
+        }
+    });
+    let loaded = loaded.map_err(|mut failure| {
+        for error in &script_errors {
+            if !failure.diagnostics.contains(error) {
+                failure.diagnostics.push(error.clone());
+            }
+        }
+        failure
+    });
+    match loaded {
         Ok(loaded) => {
             for warning in &loaded.warnings {
                 let _ = writeln!(stderr, "{warning}");

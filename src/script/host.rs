@@ -1,0 +1,615 @@
+//! Host functions: everything a script can do to the world, each enforcing the invariants in
+//! Rust whatever the script asks. A run's context (its group, decision, deadline, and what it
+//! created and deleted) is bound to the blocking thread the script runs on.
+
+use super::convert;
+use crate::config::Group;
+use crate::digitalocean::{Client, CreateDroplets, Droplet, DropletStatus, ImageRef, SshKeyRef};
+use crate::policy::Decision;
+use crate::state::{Intent, Journal};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+type HostResult<T> = Result<T, Box<EvalAltResult>>;
+
+/// Everything a run's host functions need.
+pub struct RunContext {
+    /// The group.
+    pub group: Group,
+    /// The managed-by tag of this daemon.
+    pub managed_tag: String,
+    /// The decision being carried out.
+    pub decision: Decision,
+    /// The group's droplets when the decision was made.
+    pub droplets: Vec<Droplet>,
+    /// The DigitalOcean client.
+    pub client: Client,
+    /// The intent journal.
+    pub journal: Arc<dyn Journal>,
+    /// The runtime to run async calls on.
+    pub handle: tokio::runtime::Handle,
+    /// When the run must stop.
+    pub deadline: Instant,
+    /// Droplets this run created.
+    pub created: Mutex<Vec<Droplet>>,
+    /// Droplet ids this run deleted.
+    pub deleted: Mutex<Vec<u64>>,
+    /// HTTP client for webhooks.
+    pub http: reqwest::Client,
+    /// Which script is running (for errors and logs).
+    pub script: Mutex<String>,
+}
+
+impl RunContext {
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// `wanted`, capped at the time left in the run.
+    fn cap(&self, wanted: Duration) -> Duration {
+        wanted.min(self.remaining())
+    }
+
+    fn is_protected(&self, droplet: &Droplet) -> bool {
+        droplet.has_tag(&self.group.protect_tag)
+    }
+
+    fn is_managed(&self, droplet: &Droplet) -> bool {
+        droplet.has_tag(&self.managed_tag)
+            || self.group.adopt_tags.iter().any(|t| droplet.has_tag(t))
+    }
+
+    fn script_name(&self) -> String {
+        self.script.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<RunContext>>> = const { RefCell::new(None) };
+}
+
+/// Binds `context` to this thread while `run` runs.
+pub fn with_context<T>(context: Arc<RunContext>, run: impl FnOnce() -> T) -> T {
+    CURRENT.with(|current| *current.borrow_mut() = Some(context));
+    let result = run();
+    CURRENT.with(|current| *current.borrow_mut() = None);
+    result
+}
+
+fn context() -> HostResult<Arc<RunContext>> {
+    CURRENT
+        .with(|current| current.borrow().clone())
+        .ok_or_else(|| "host functions work only inside an action run".into())
+}
+
+/// A message when the current run is past its deadline (the engine's progress check).
+pub fn past_deadline() -> Option<String> {
+    CURRENT.with(|current| {
+        current.borrow().as_ref().and_then(|ctx| {
+            (Instant::now() >= ctx.deadline)
+                .then(|| format!("script `{}` ran past its deadline", ctx.script_name()))
+        })
+    })
+}
+
+fn fail<T>(message: impl Into<String>) -> HostResult<T> {
+    Err(message.into().into())
+}
+
+/// Runs a future on the runtime from the script's blocking thread, cut at the run's deadline.
+fn block_on<T>(
+    ctx: &RunContext,
+    what: &str,
+    future: impl std::future::Future<Output = T>,
+) -> HostResult<T> {
+    let remaining = ctx.remaining();
+    if remaining.is_zero() {
+        return fail(format!(
+            "{what}: script `{}` ran past its deadline",
+            ctx.script_name()
+        ));
+    }
+    ctx.handle
+        .block_on(async { tokio::time::timeout(remaining, future).await })
+        .or_else(|_| {
+            fail(format!(
+                "{what}: script `{}` ran past its deadline",
+                ctx.script_name()
+            ))
+        })
+}
+
+/// A unique droplet name: `<prefix>-<time in base 36><counter><random>`; never reused.
+fn unique_name(prefix: &str, index: usize) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut millis = chrono::Utc::now().timestamp_millis().max(0) as u64;
+    let mut stamp = Vec::new();
+    while millis > 0 {
+        stamp.push(DIGITS[(millis % 36) as usize]);
+        millis /= 36;
+    }
+    stamp.reverse();
+    let random: String = (0..3)
+        .map(|_| DIGITS[fastrand::usize(..36)] as char)
+        .collect();
+    format!(
+        "{prefix}-{}{index:x}{random}",
+        String::from_utf8_lossy(&stamp)
+    )
+}
+
+fn create_droplets(count: i64) -> HostResult<Array> {
+    let ctx = context()?;
+    if count <= 0 {
+        return fail(format!(
+            "create_droplets({count}): ask for at least one droplet"
+        ));
+    }
+    let created_so_far = ctx.created.lock().map(|c| c.len()).unwrap_or(0) as i64;
+    let deleted_so_far = ctx.deleted.lock().map(|d| d.len()).unwrap_or(0) as i64;
+    let would_be = i64::from(ctx.decision.current) + created_so_far - deleted_so_far + count;
+    let max = i64::from(ctx.decision.bounds.max);
+    if would_be > max {
+        return fail(format!(
+            "create_droplets({count}) would make {would_be} droplets (counting those booting), past the group's max {max}: nothing was created"
+        ));
+    }
+    let template = &ctx.group.template;
+    let names: Vec<String> = (0..count as usize)
+        .map(|i| unique_name(&template.name_prefix, i))
+        .collect();
+    let mut tags = vec![ctx.group.tag.clone(), ctx.managed_tag.clone()];
+    for tag in &template.tags {
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
+    let request = CreateDroplets {
+        name: None,
+        names: Some(names.clone()),
+        region: Some(template.region.clone()),
+        size: template.size.clone(),
+        image: match &template.image {
+            crate::config::Image::Slug(s) => ImageRef::Slug(s.clone()),
+            crate::config::Image::Id(id) => ImageRef::Id(*id),
+        },
+        ssh_keys: template
+            .ssh_keys
+            .iter()
+            .map(|k| match k {
+                crate::config::SshKey::Fingerprint(f) => SshKeyRef::Fingerprint(f.clone()),
+                crate::config::SshKey::Id(id) => SshKeyRef::Id(*id),
+            })
+            .collect(),
+        ipv6: template.ipv6,
+        monitoring: template.monitoring,
+        tags,
+        user_data: template.user_data.clone(),
+        vpc_uuid: template.vpc_uuid.clone(),
+    };
+    let entry = ctx
+        .journal
+        .intend(
+            &ctx.group.name,
+            &Intent::Create {
+                names: names.clone(),
+            },
+        )
+        .or_else(|e| {
+            fail(format!(
+                "create_droplets: cannot journal the create, so nothing was created: {e}"
+            ))
+        })?;
+    crate::daemon::failpoint::hit("create.after_journal");
+    let report = block_on(
+        &ctx,
+        "create_droplets",
+        ctx.client.create_droplets(&request, &ctx.group.tag),
+    )?;
+    crate::daemon::failpoint::hit("create.after_answer");
+    let ids: Vec<String> = report.created.iter().map(|d| d.id.to_string()).collect();
+    let outcome = match &report.failure {
+        None => format!("created {}", ids.join(",")),
+        Some(error) => format!(
+            "created [{}], missing {:?}: {error}",
+            ids.join(","),
+            report.missing
+        ),
+    };
+    if let Err(e) = ctx.journal.settle(entry, &outcome) {
+        tracing::error!(group = %ctx.group.name, error = %e, "cannot settle a journal entry");
+    }
+    if let Ok(mut created) = ctx.created.lock() {
+        created.extend(report.created.iter().cloned());
+    }
+    tracing::info!(group = %ctx.group.name, names = ?names, created = report.created.len(), "droplets created");
+    if let Some(error) = report.failure {
+        return fail(format!(
+            "create_droplets: {} of {count} created: {error}",
+            report.created.len()
+        ));
+    }
+    Ok(report
+        .created
+        .iter()
+        .map(|d| convert::droplet(d, true, false))
+        .collect())
+}
+
+fn destroy_droplets(ids: Array) -> HostResult<Array> {
+    let ctx = context()?;
+    let mut wanted = Vec::new();
+    for id in ids {
+        match id.as_int() {
+            Ok(id) if id > 0 => wanted.push(id as u64),
+            _ => return fail("destroy_droplets: ids must be positive integers"),
+        }
+    }
+    let created: Vec<u64> = ctx
+        .created
+        .lock()
+        .map(|c| c.iter().map(|d| d.id).collect())
+        .unwrap_or_default();
+    let already: Vec<u64> = ctx.deleted.lock().map(|d| d.clone()).unwrap_or_default();
+    let mut own_remaining = 0i64;
+    for id in &wanted {
+        if created.contains(id) {
+            continue;
+        }
+        if !ctx.decision.victims.contains(id) {
+            return fail(format!(
+                "destroy_droplets: refusing droplet {id}: it is not among the decision's victims: nothing was destroyed"
+            ));
+        }
+        if let Some(droplet) = ctx.droplets.iter().find(|d| d.id == *id) {
+            if ctx.is_protected(droplet) {
+                return fail(format!(
+                    "destroy_droplets: refusing droplet {id}: it carries the protect tag `{}`",
+                    ctx.group.protect_tag
+                ));
+            }
+            if !ctx.is_managed(droplet) && !ctx.group.allow_unmanaged {
+                return fail(format!(
+                    "destroy_droplets: refusing droplet {id}: do-scaler did not create it (no `{}` tag)",
+                    ctx.managed_tag
+                ));
+            }
+        }
+        own_remaining += 1;
+    }
+    let remaining = i64::from(ctx.decision.current) + created.len() as i64
+        - already.len() as i64
+        - own_remaining;
+    if own_remaining > 0 && remaining < i64::from(ctx.decision.bounds.min) {
+        return fail(format!(
+            "destroy_droplets would leave {remaining} droplets, below the group's min {}: nothing was destroyed",
+            ctx.decision.bounds.min
+        ));
+    }
+    let entry = ctx
+        .journal
+        .intend(
+            &ctx.group.name,
+            &Intent::Destroy {
+                ids: wanted.clone(),
+            },
+        )
+        .or_else(|e| {
+            fail(format!(
+                "destroy_droplets: cannot journal the destroy, so nothing was destroyed: {e}"
+            ))
+        })?;
+    crate::daemon::failpoint::hit("destroy.after_journal");
+    let mut gone = Array::new();
+    let mut failure = None;
+    for id in &wanted {
+        match block_on(&ctx, "destroy_droplets", ctx.client.delete_droplet(*id))? {
+            Ok(_) => {
+                gone.push(Dynamic::from(*id as i64));
+                if let Ok(mut deleted) = ctx.deleted.lock() {
+                    deleted.push(*id);
+                }
+            }
+            Err(error) => {
+                failure = Some(format!("droplet {id}: {error}"));
+                break;
+            }
+        }
+    }
+    let outcome = match &failure {
+        None => format!("destroyed {wanted:?}"),
+        Some(error) => format!("destroyed {} of {wanted:?}: {error}", gone.len()),
+    };
+    if let Err(e) = ctx.journal.settle(entry, &outcome) {
+        tracing::error!(group = %ctx.group.name, error = %e, "cannot settle a journal entry");
+    }
+    tracing::info!(group = %ctx.group.name, ids = ?wanted, "droplets destroyed");
+    match failure {
+        Some(error) => fail(format!("destroy_droplets: {error}")),
+        None => Ok(gone),
+    }
+}
+
+fn list_droplets() -> HostResult<Array> {
+    let ctx = context()?;
+    let droplets = block_on(
+        &ctx,
+        "list_droplets",
+        ctx.client.list_droplets_by_tag(&ctx.group.tag),
+    )?
+    .or_else(|e| fail(format!("list_droplets: {e}")))?;
+    Ok(droplets
+        .iter()
+        .map(|d| convert::droplet(d, ctx.is_managed(d), ctx.is_protected(d)))
+        .collect())
+}
+
+fn wait_active(ids: Array, timeout_ms: i64) -> HostResult<Array> {
+    let ctx = context()?;
+    let ids: Vec<u64> = ids
+        .iter()
+        .filter_map(|d| d.as_int().ok())
+        .map(|i| i as u64)
+        .collect();
+    let limit = ctx.cap(Duration::from_millis(timeout_ms.max(0) as u64));
+    let started = Instant::now();
+    loop {
+        let mut ready = Vec::new();
+        for id in &ids {
+            let found = block_on(&ctx, "wait_active", ctx.client.get_droplet(*id))?
+                .or_else(|e| fail(format!("wait_active: {e}")))?;
+            match found {
+                Some(d) if d.status == DropletStatus::Active && d.private_ipv4().is_some() => {
+                    ready.push(d)
+                }
+                Some(_) => {}
+                None => return fail(format!("wait_active: droplet {id} does not exist")),
+            }
+        }
+        if ready.len() == ids.len() {
+            return Ok(ready
+                .iter()
+                .map(|d| convert::droplet(d, true, false))
+                .collect());
+        }
+        if started.elapsed() >= limit {
+            if ctx.remaining().is_zero() {
+                return fail(format!(
+                    "wait_active: script `{}` ran past its deadline",
+                    ctx.script_name()
+                ));
+            }
+            return fail(format!(
+                "wait_active: {} of {} droplets active after {} ms",
+                ready.len(),
+                ids.len(),
+                limit.as_millis()
+            ));
+        }
+        let pause = ctx
+            .cap(Duration::from_millis(500))
+            .min(limit.saturating_sub(started.elapsed()));
+        std::thread::sleep(pause);
+    }
+}
+
+fn tcp_check(host: &str, port: i64, timeout_ms: i64) -> HostResult<bool> {
+    let ctx = context()?;
+    let Ok(port) = u16::try_from(port) else {
+        return fail(format!("tcp_check: {port} is not a port"));
+    };
+    let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() else {
+        return fail(format!("tcp_check: `{host}` is not an IP address"));
+    };
+    let timeout = ctx.cap(Duration::from_millis(timeout_ms.max(1) as u64));
+    if timeout.is_zero() {
+        return fail(format!(
+            "tcp_check: script `{}` ran past its deadline",
+            ctx.script_name()
+        ));
+    }
+    Ok(std::net::TcpStream::connect_timeout(&SocketAddr::new(ip, port), timeout).is_ok())
+}
+
+/// Refuses link-local (169.254.0.0/16, fe80::/10, the metadata service) and unspecified
+/// addresses for webhooks.
+fn check_webhook_url(url: &str) -> HostResult<reqwest::Url> {
+    let parsed =
+        reqwest::Url::parse(url).or_else(|e| fail(format!("`{url}` is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return fail(format!("`{url}`: only http and https"));
+    }
+    let host = parsed
+        .host_str()
+        .unwrap_or("")
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => (host.as_str(), port)
+            .to_socket_addrs()
+            .map(|a| a.map(|s| s.ip()).collect())
+            .unwrap_or_default(),
+    };
+    for ip in addresses {
+        let forbidden = match ip {
+            IpAddr::V4(v4) => v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast(),
+            IpAddr::V6(v6) => v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80,
+        };
+        if forbidden {
+            return fail(format!(
+                "`{url}` resolves to {ip}, a link-local or metadata address: refused"
+            ));
+        }
+    }
+    Ok(parsed)
+}
+
+fn http_call(
+    method: reqwest::Method,
+    url: &str,
+    body: Option<serde_json::Value>,
+    timeout_ms: i64,
+) -> HostResult<Map> {
+    let ctx = context()?;
+    let parsed = check_webhook_url(url)?;
+    let timeout = ctx.cap(Duration::from_millis(timeout_ms.max(1) as u64));
+    let mut request = ctx.http.request(method, parsed).timeout(timeout);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let answer = block_on(&ctx, "http", async move {
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await?;
+        Ok::<_, reqwest::Error>((status, bytes))
+    })?;
+    let (status, bytes) = answer.or_else(|e| fail(format!("{url}: {e}")))?;
+    let text: String = String::from_utf8_lossy(&bytes[..bytes.len().min(1 << 20)]).into_owned();
+    let mut map = Map::new();
+    map.insert("status".into(), i64::from(status).into());
+    map.insert("body".into(), text.into());
+    Ok(map)
+}
+
+/// The API paths scripts may call, by method. Droplet writes go only through
+/// `create_droplets` and `destroy_droplets`.
+fn allowed(method: &str, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    matches!(
+        (method, segments.as_slice()),
+        ("GET", ["v2", "load_balancers", ..])
+            | ("POST" | "DELETE", ["v2", "load_balancers", _, "droplets"])
+            | ("GET", ["v2", "tags", ..])
+            | ("GET", ["v2", "actions", ..])
+            | ("GET", ["v2", "droplets", ..])
+    )
+}
+
+fn digitalocean(method: &str, path: &str, body: Dynamic) -> HostResult<Map> {
+    let ctx = context()?;
+    let method = method.to_uppercase();
+    if !path.starts_with("/v2/") || path.contains("://") || path.contains("..") {
+        return fail(format!(
+            "digitalocean: `{path}` must be a relative API path such as /v2/load_balancers/ID"
+        ));
+    }
+    if !allowed(&method, path) {
+        return fail(format!(
+            "digitalocean: {method} {path} is not allowed from scripts (only load balancers, reading tags, actions and droplets; create and destroy droplets with create_droplets and destroy_droplets)"
+        ));
+    }
+    let parsed_method = reqwest::Method::from_bytes(method.as_bytes())
+        .or_else(|_| fail(format!("digitalocean: bad method {method}")))?;
+    let json = if body.is_unit() {
+        None
+    } else {
+        Some(convert::to_json(&body))
+    };
+    let (status, value) = block_on(
+        &ctx,
+        "digitalocean",
+        ctx.client.call(parsed_method, path, json.as_ref()),
+    )?
+    .or_else(|e| fail(format!("digitalocean: {e}")))?;
+    let mut map = Map::new();
+    map.insert("status".into(), i64::from(status).into());
+    map.insert("body".into(), convert::from_json(&value));
+    Ok(map)
+}
+
+fn sleep_ms(ms: i64) -> HostResult<()> {
+    let ctx = context()?;
+    let wanted = Duration::from_millis(ms.max(0) as u64);
+    let capped = ctx.cap(wanted);
+    std::thread::sleep(capped);
+    if capped < wanted {
+        return fail(format!(
+            "sleep: script `{}` ran past its deadline",
+            ctx.script_name()
+        ));
+    }
+    Ok(())
+}
+
+fn parse_duration_ms(text: &str) -> HostResult<i64> {
+    crate::config::duration::parse_duration(text)
+        .map(|d| d.as_millis() as i64)
+        .or_else(|e| fail(format!("parse_duration: {e}")))
+}
+
+/// Registers every host function on the engine.
+pub fn register(engine: &mut Engine) {
+    engine.register_fn("create_droplets", create_droplets);
+    engine.register_fn("destroy_droplets", destroy_droplets);
+    engine.register_fn("list_droplets", list_droplets);
+    engine.register_fn("wait_active", wait_active);
+    engine.register_fn("tcp_check", tcp_check);
+    engine.register_fn("http_get", |url: &str, timeout_ms: i64| {
+        http_call(reqwest::Method::GET, url, None, timeout_ms)
+    });
+    engine.register_fn(
+        "http_post_json",
+        |url: &str, body: Dynamic, timeout_ms: i64| {
+            http_call(
+                reqwest::Method::POST,
+                url,
+                Some(convert::to_json(&body)),
+                timeout_ms,
+            )
+        },
+    );
+    engine.register_fn("digitalocean", |method: &str, path: &str| {
+        digitalocean(method, path, Dynamic::UNIT)
+    });
+    engine.register_fn("digitalocean", digitalocean);
+    engine.register_fn("log_info", |message: &str| {
+        let group = context().map(|c| c.group.name.clone()).unwrap_or_default();
+        tracing::info!(target: "do_scaler::script", group = %group, "{message}");
+    });
+    engine.register_fn("log_warn", |message: &str| {
+        let group = context().map(|c| c.group.name.clone()).unwrap_or_default();
+        tracing::warn!(target: "do_scaler::script", group = %group, "{message}");
+    });
+    engine.register_fn("sleep", sleep_ms);
+    engine.register_fn("now", || chrono::Utc::now().timestamp());
+    engine.register_fn("parse_duration", parse_duration_ms);
+    engine.register_fn("parse_duration", |ms: i64| ms);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_may_not_write_droplets_through_the_generic_call() {
+        assert!(!allowed("POST", "/v2/droplets"));
+        assert!(!allowed("DELETE", "/v2/droplets?tag_name=web"));
+        assert!(!allowed("DELETE", "/v2/droplets/123"));
+        assert!(!allowed("POST", "/v2/droplets/123/actions"));
+        assert!(allowed("POST", "/v2/load_balancers/abc/droplets"));
+        assert!(allowed("GET", "/v2/load_balancers/abc"));
+        assert!(!allowed("DELETE", "/v2/load_balancers/abc"));
+    }
+
+    #[test]
+    fn webhooks_to_the_metadata_service_are_refused() {
+        assert!(check_webhook_url("http://169.254.169.254/metadata/v1/").is_err());
+        assert!(check_webhook_url("http://[fe80::1]/").is_err());
+        assert!(check_webhook_url("file:///etc/passwd").is_err());
+        assert!(check_webhook_url("http://127.0.0.1:8080/hook").is_ok());
+    }
+
+    #[test]
+    fn names_are_unique_and_valid() {
+        let a = unique_name("web", 0);
+        let b = unique_name("web", 1);
+        assert_ne!(a, b);
+        assert!(a.starts_with("web-") && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    }
+}

@@ -1,0 +1,449 @@
+//! Action scripts against the in-process sim: what the sim saw is the evidence.
+
+use chrono::Utc;
+use do_scaler::config::{ApiToken, Group, group_from_toml};
+use do_scaler::daemon::GroupRuntime;
+use do_scaler::digitalocean::{Client, ClientOptions, Droplet};
+use do_scaler::policy::{Decision, GroupMemory};
+use do_scaler::script::runner::{ActionRequest, RunReport, Runner};
+use do_scaler::script::{Scripts, compile_all};
+use do_scaler::sim::{Sim, SimOptions, api::new_load_balancer};
+use do_scaler::state::{Intent, MemoryJournal};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const MANAGED: &str = "do-scaler:default";
+
+fn group(extra: &str) -> Group {
+    group_from_toml(
+        "web",
+        &format!(
+            "tag = \"web\"\nmin = 1\nmax = 4\n{extra}\n[droplet]\nregion = \"nyc3\"\nsize = \"s-1vcpu-1gb\"\nimage = \"ubuntu-24-04-x64\"\ntags = [\"frontend\"]\n[scale_in]\nmin_age = \"0s\"\n[stabilization]\ndown = \"0s\"\n[[rule]]\nname = \"cpu\"\nexpr = '1 - avg(rate(node_cpu_seconds_total{{mode=\"idle\"}}[1m]))'\ntarget = 0.5\n"
+        ),
+    )
+    .unwrap()
+}
+
+struct World {
+    sim: Sim,
+    client: Client,
+    journal: Arc<MemoryJournal>,
+}
+
+async fn world(seed: u32, managed: bool) -> World {
+    world_booting(seed, managed, Duration::from_millis(300)).await
+}
+
+async fn world_booting(seed: u32, managed: bool, boot_delay: Duration) -> World {
+    let sim = Sim::start(SimOptions {
+        seed_droplets: seed,
+        seed_managed_tag: managed.then(|| MANAGED.to_string()),
+        boot_delay,
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut options = ClientOptions::new(sim.api_url(), ApiToken::new(sim.token()));
+    options.rate_limits = None;
+    let client = Client::new(options).unwrap();
+    World {
+        sim,
+        client,
+        journal: Arc::new(MemoryJournal::default()),
+    }
+}
+
+fn scripts(extra: &[(&str, &str)]) -> Arc<Scripts> {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, source) in extra {
+        std::fs::write(dir.path().join(format!("{name}.rhai")), source).unwrap();
+    }
+    Arc::new(compile_all(dir.path()).unwrap())
+}
+
+/// Decides for `group` against the sim with the rule's value forced to `value`.
+fn decision(group: &Group, droplets: &[Droplet], value: f64) -> Decision {
+    let mut runtime = GroupRuntime::new(group.clone(), MANAGED.into()).unwrap();
+    let members = runtime.members(droplets, &|_| false, Utc::now());
+    do_scaler::policy::decide(
+        &do_scaler::policy::Input {
+            group,
+            members: &members,
+            observations: &[do_scaler::policy::Observation::Number(value)],
+            now: Utc::now(),
+        },
+        &mut GroupMemory::default(),
+    )
+}
+
+async fn run(
+    w: &World,
+    group: &Group,
+    decision: Decision,
+    actions: &[&str],
+    scripts: Arc<Scripts>,
+    deadline: Duration,
+) -> RunReport {
+    let runner = Runner::new(scripts, w.client.clone(), w.journal.clone());
+    runner
+        .run(ActionRequest {
+            group: group.clone(),
+            managed_tag: MANAGED.into(),
+            decision,
+            droplets: w.sim.droplets(),
+            actions: actions.iter().map(|s| s.to_string()).collect(),
+            deadline,
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_scale_up_creates_then_health_checks_with_unique_names_and_tags() {
+    let w = world(2, true).await;
+    let g = group(
+        "[actions.params.health_check_tcp]\nports = [22, 80]\ntimeout = \"1s\"\ninterval = \"200ms\"\ntries = 5\n",
+    );
+    let d = decision(&g, &w.sim.droplets(), 0.9);
+    assert_eq!((d.current, d.desired), (2, 4));
+    let report = run(
+        &w,
+        &g,
+        d,
+        &["digitalocean_create_droplet", "health_check_tcp"],
+        scripts(&[]),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(report.failure(), None, "{:?}", report.results);
+    assert_eq!(report.created.len(), 2);
+    let droplets = w.sim.droplets();
+    assert_eq!(droplets.len(), 4);
+    let mut names: Vec<&str> = droplets.iter().map(|d| d.name.as_str()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 4, "unique names");
+    for created in &report.created {
+        let now = droplets.iter().find(|d| d.id == created.id).unwrap();
+        assert!(
+            now.has_tag("web") && now.has_tag(MANAGED) && now.has_tag("frontend"),
+            "{:?}",
+            now.tags
+        );
+        assert!(now.name.starts_with("web-"));
+    }
+    let entries = w.journal.entries();
+    assert_eq!(entries.len(), 1);
+    assert!(matches!(&entries[0].0.intent, Intent::Create { names } if names.len() == 2));
+    assert!(
+        entries[0].1.as_deref().unwrap().starts_with("created"),
+        "settled after the answer"
+    );
+}
+
+#[tokio::test]
+async fn a_script_asking_past_max_gets_an_error_and_nothing_is_created() {
+    let w = world(3, true).await;
+    let g = group("");
+    let d = decision(&g, &w.sim.droplets(), 0.9);
+    let report = run(
+        &w,
+        &g,
+        d,
+        &["greedy"],
+        scripts(&[("greedy", "create_droplets(5);")]),
+        Duration::from_secs(10),
+    )
+    .await;
+    let failure = report.failure().unwrap();
+    assert!(
+        failure.contains("past the group's max 4: nothing was created"),
+        "{failure}"
+    );
+    assert_eq!(w.sim.droplets().len(), 3);
+    assert!(!w.sim.api_counts().contains_key("POST /v2/droplets"));
+}
+
+#[tokio::test]
+async fn destroy_refuses_protected_unmanaged_and_non_victim_droplets() {
+    let w = world(4, true).await;
+    let g = group("");
+    let droplets = w.sim.droplets();
+    // The decision chose two victims.
+    let d = decision(&g, &droplets, 0.2);
+    assert_eq!(d.victims.len(), 2, "{:#?}", d.steps);
+    let not_victim = droplets
+        .iter()
+        .find(|x| !d.victims.contains(&x.id))
+        .unwrap()
+        .id;
+    let script = format!("destroy_droplets([{not_victim}]);");
+    let report = run(
+        &w,
+        &g,
+        d.clone(),
+        &["rogue"],
+        scripts(&[("rogue", &script)]),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        report
+            .failure()
+            .unwrap()
+            .contains("not among the decision's victims"),
+        "{:?}",
+        report.failure()
+    );
+    // A victim that turns out protected or unmanaged is refused too.
+    let victim = d.victims[0];
+    for (tag, expected) in [
+        ("do-scaler-protect", "protect tag"),
+        ("", "did not create it"),
+    ] {
+        let mut droplets = droplets.clone();
+        let droplet = droplets.iter_mut().find(|x| x.id == victim).unwrap();
+        if tag.is_empty() {
+            droplet.tags.retain(|t| t != MANAGED);
+        } else {
+            droplet.tags.push(tag.into());
+        }
+        let runner = Runner::new(scripts(&[]), w.client.clone(), w.journal.clone());
+        let report = runner
+            .run(ActionRequest {
+                group: g.clone(),
+                managed_tag: MANAGED.into(),
+                decision: d.clone(),
+                droplets: droplets.clone(),
+                actions: vec!["digitalocean_destroy_droplet".into()],
+                deadline: Duration::from_secs(10),
+            })
+            .await;
+        assert!(
+            report.failure().unwrap().contains(expected),
+            "{:?}",
+            report.failure()
+        );
+    }
+    assert_eq!(w.sim.droplets().len(), 4, "nothing was destroyed");
+    // The decision's own victims go.
+    let report = run(
+        &w,
+        &g,
+        d,
+        &["digitalocean_destroy_droplet"],
+        scripts(&[]),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(report.failure(), None);
+    assert_eq!(w.sim.droplets().len(), 2);
+}
+
+#[tokio::test]
+async fn droplet_writes_through_the_generic_call_are_refused() {
+    let w = world(1, true).await;
+    let g = group("");
+    let d = decision(&g, &w.sim.droplets(), 0.5);
+    for script in [
+        r#"digitalocean("POST", "/v2/droplets", #{ name: "x", size: "s-1vcpu-1gb", image: "ubuntu-24-04-x64" });"#,
+        r#"digitalocean("DELETE", "/v2/droplets?tag_name=web", ());"#,
+        r#"digitalocean("GET", "https://evil.example/v2/droplets", ());"#,
+    ] {
+        let report = run(
+            &w,
+            &g,
+            d.clone(),
+            &["sneaky"],
+            scripts(&[("sneaky", script)]),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(
+            report.failure().unwrap().contains("digitalocean:"),
+            "{:?}",
+            report.failure()
+        );
+    }
+    assert_eq!(w.sim.droplets().len(), 1);
+    assert!(!w.sim.api_counts().contains_key("POST /v2/droplets"));
+    assert!(!w.sim.api_counts().contains_key("DELETE /v2/droplets"));
+}
+
+#[tokio::test]
+async fn runaway_and_blocked_scripts_stop_at_their_deadline_and_the_next_run_works() {
+    // Droplets boot for an hour: wait_active blocks.
+    let w = world_booting(1, true, Duration::from_secs(3600)).await;
+    let g = group("");
+    let d = decision(&g, &w.sim.droplets(), 0.5);
+    let stuck = "let x = create_droplets(1); wait_active([x[0].id], 3600000);";
+    let scripts = scripts(&[("spin", "let i = 0; loop { i += 1; }"), ("stuck", stuck)]);
+    for name in ["spin", "stuck"] {
+        let started = Instant::now();
+        let report = run(
+            &w,
+            &g,
+            d.clone(),
+            &[name],
+            scripts.clone(),
+            Duration::from_secs(2),
+        )
+        .await;
+        let took = started.elapsed();
+        let failure = report.failure().unwrap().to_string();
+        assert!(
+            took >= Duration::from_secs(1) && took <= Duration::from_secs(3),
+            "{name} took {took:?}: {failure}"
+        );
+        assert!(
+            failure.contains(name) && failure.contains("deadline"),
+            "{failure}"
+        );
+    }
+    let report = run(
+        &w,
+        &g,
+        d,
+        &["digitalocean_create_droplet"],
+        scripts,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(report.failure(), None, "the next run works");
+}
+
+#[tokio::test]
+async fn a_failed_health_check_destroys_what_it_made_and_reports() {
+    let w = world(2, true).await;
+    // Nothing listens on port 5999 of the sim's droplets.
+    let g = group(
+        "[actions.params.health_check_tcp]\nports = [5999]\ntimeout = \"200ms\"\ninterval = \"50ms\"\ntries = 2\n",
+    );
+    let d = decision(&g, &w.sim.droplets(), 0.9);
+    let report = run(
+        &w,
+        &g,
+        d,
+        &["digitalocean_create_droplet", "health_check_tcp"],
+        scripts(&[]),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(
+        report.failure().unwrap().contains("health check failed"),
+        "{:?}",
+        report.results
+    );
+    assert_eq!(report.deleted.len(), 2, "both new droplets destroyed");
+    assert_eq!(w.sim.droplets().len(), 2, "back where it started");
+}
+
+#[tokio::test]
+async fn the_load_balancer_follows_the_group() {
+    let w = world(2, true).await;
+    w.sim.add_load_balancer(new_load_balancer(
+        "4de7ac8b-495b-4884-9a69-1050c6793cd6",
+        "lb",
+    ));
+    let params = "[actions.params.digitalocean_load_balancer]\nload_balancer_id = \"4de7ac8b-495b-4884-9a69-1050c6793cd6\"\n";
+    let g = group(params);
+    let up = decision(&g, &w.sim.droplets(), 0.9);
+    let report = run(
+        &w,
+        &g,
+        up,
+        &["digitalocean_create_droplet", "digitalocean_load_balancer"],
+        scripts(&[]),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(report.failure(), None, "{:?}", report.results);
+    let lb = w
+        .sim
+        .load_balancer("4de7ac8b-495b-4884-9a69-1050c6793cd6")
+        .unwrap();
+    let mut created: Vec<u64> = report.created.iter().map(|d| d.id).collect();
+    created.sort();
+    let mut members = lb.droplet_ids.clone();
+    members.sort();
+    assert_eq!(members, created);
+    let down = decision(&g, &w.sim.droplets(), 0.1);
+    let victims = down.victims.clone();
+    let report = run(
+        &w,
+        &g,
+        down,
+        &["digitalocean_load_balancer", "digitalocean_destroy_droplet"],
+        scripts(&[]),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(report.failure(), None, "{:?}", report.results);
+    let lb = w
+        .sim
+        .load_balancer("4de7ac8b-495b-4884-9a69-1050c6793cd6")
+        .unwrap();
+    assert!(
+        victims.iter().all(|v| !lb.droplet_ids.contains(v)),
+        "victims removed from the balancer first"
+    );
+}
+
+#[tokio::test]
+async fn the_webhook_reports_scale_events_and_failures() {
+    let received: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let w = world(2, true).await;
+    let g = group(&format!(
+        "[actions.params.notify_webhook]\nurl = \"{url}\"\n"
+    ));
+    let d = decision(&g, &w.sim.droplets(), 0.9);
+    let report = run(
+        &w,
+        &g,
+        d.clone(),
+        &["digitalocean_create_droplet", "notify_webhook"],
+        scripts(&[]),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(report.failure(), None, "{:?}", report.results);
+    let failing = scripts(&[("broken", "throw \"boom\";")]);
+    let report = run(
+        &w,
+        &g,
+        d,
+        &["broken", "digitalocean_create_droplet", "notify_webhook"],
+        failing,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(report.failure().unwrap().contains("boom"));
+    assert_eq!(
+        report.results.len(),
+        2,
+        "the create was skipped, the webhook ran"
+    );
+    let received = received.lock().unwrap();
+    assert_eq!(received.len(), 2);
+    let first = received[0]["text"].as_str().unwrap();
+    assert!(first.contains("scaled up from 2 to 4"), "{first}");
+    let second = received[1]["text"].as_str().unwrap();
+    assert!(
+        second.contains("failed") && second.contains("boom"),
+        "{second}"
+    );
+}
