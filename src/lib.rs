@@ -16,10 +16,12 @@
 //! - [`script`]: the Rhai host: sandbox, host functions, shipped action scripts, runner.
 //! - [`state`]: the intent journal (and, with the daemon, the SQLite store).
 //! - [`daemon`]: one tick of a group (list, scrape, evaluate, decide), and the loop around it.
+//! - [`api`]: the status API and the daemon's own metrics.
 //! - [`commands`]: the subcommands' logic (`check`, …), producing what `main` prints.
 //!
 //! `main.rs` only parses the command line and wires these together.
 
+pub mod api;
 pub mod clock;
 pub mod commands;
 pub mod config;

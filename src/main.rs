@@ -70,6 +70,20 @@ enum Command {
     },
     /// Run a simulated DigitalOcean on this machine (API and droplets on loopback).
     Sim(SimArgs),
+    /// Run the daemon: tick every group, act on decisions, serve the status API.
+    Run {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Decide and log every decision, but run no action.
+        #[arg(long)]
+        dry_run: bool,
+        /// One tick of every group, wait for the actions it started, exit (1 if any failed).
+        #[arg(long)]
+        once: bool,
+        /// Wall-clock limit of one action run.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        action_timeout: Duration,
+    },
     /// Run one tick of every group (or one) and show the decision without acting.
     Plan {
         /// Only this group.
@@ -268,6 +282,51 @@ async fn main() -> Result<ExitCode> {
             print!("{}", output.stdout);
             eprint!("{}", output.stderr);
             Ok(ExitCode::from(output.exit_code as u8))
+        }
+        Command::Run {
+            config,
+            dry_run,
+            once,
+            action_timeout,
+        } => {
+            let options = do_scaler::daemon::RunOptions {
+                dry_run,
+                action_deadline: action_timeout,
+            };
+            let env: credentials::SharedEnv = Arc::new(credentials::process_env);
+            let daemon = match do_scaler::daemon::run::prepare(
+                config.config.clone(),
+                config.overrides(),
+                env,
+                Arc::new(SystemClock),
+                options,
+            )
+            .await
+            {
+                Ok(daemon) => daemon,
+                Err(error) => {
+                    eprintln!("do-scaler: {error}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            if once {
+                let failures = do_scaler::daemon::serve::run_once(&daemon).await;
+                return Ok(ExitCode::from(u8::from(failures > 0)));
+            }
+            let listen = daemon.generation().config.base.status_api.listen;
+            let listener = match tokio::net::TcpListener::bind(listen).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    eprintln!(
+                        "do-scaler: cannot listen on {listen} for the status API: {error}; set status_api.listen or --listen"
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            tracing::info!(%listen, "status API listening");
+            do_scaler::daemon::serve::serve(daemon, listener, commands::sim::shutdown_signal())
+                .await;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Plan {
             group,

@@ -82,6 +82,9 @@ pub enum CredentialError {
 /// The environment as a lookup function, so tests need not change the process environment.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// The environment as a shared lookup function, for tasks that outlive a call.
+pub type SharedEnv = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// The process environment.
 pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()

@@ -1,7 +1,12 @@
-//! The daemon: one tick of a group as a pipeline of plain calls (`tick`); the scheduler, reload
-//! and run loop build on it.
+//! The daemon: one tick of a group as a pipeline of plain calls (`tick`), the group tasks that
+//! schedule it (`group`), the shared state, reload and reconciliation (`run`), the ways it runs
+//! (`serve`), and failpoints for crash tests.
 
 pub mod failpoint;
+pub mod group;
+pub mod run;
+pub mod serve;
 pub mod tick;
 
+pub use run::{Daemon, DaemonError, RunOptions};
 pub use tick::{GroupRuntime, TickError, TickReport};

@@ -62,6 +62,9 @@ pub struct TickReport {
     pub decision: Decision,
     /// The actions that would run (or ran) for it.
     pub actions: Vec<String>,
+    /// The listing the decision was made from (for the actions).
+    #[serde(skip)]
+    pub listing: Vec<Droplet>,
 }
 
 /// A group's running state between ticks: compiled expressions, sample history, and when
@@ -152,7 +155,7 @@ impl GroupRuntime {
     pub fn members(
         &mut self,
         droplets: &[Droplet],
-        deleting: &dyn Fn(u64) -> bool,
+        deleting: &(dyn Fn(u64) -> bool + Sync),
         now: DateTime<Utc>,
     ) -> Vec<Member> {
         let warmup = chrono::Duration::from_std(self.group.warmup).unwrap_or_default();
@@ -324,7 +327,7 @@ impl GroupRuntime {
         client: &Client,
         scraper: &Scraper,
         memory: &mut GroupMemory,
-        deleting: &dyn Fn(u64) -> bool,
+        deleting: &(dyn Fn(u64) -> bool + Sync),
         now: DateTime<Utc>,
     ) -> Result<TickReport, TickError> {
         let droplets = client.list_droplets_by_tag(&self.group.tag).await?;
@@ -376,6 +379,7 @@ impl GroupRuntime {
             droplets: reports,
             decision,
             actions,
+            listing: droplets.to_vec(),
         }
     }
 }

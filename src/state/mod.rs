@@ -1,7 +1,12 @@
-//! State that outlives a tick: the intent journal of creates and destroys. Every create and
+//! State that outlives a tick: the intent journal of creates and destroys, group memories,
+//! decisions and pause flags, in SQLite (`sqlite`) or in memory. Every create and
 //! destroy is written here before the API call and settled after it, so a crash in between
 //! is reconciled against the tag listing on the next start.
 
+pub mod sqlite;
+
+pub use sqlite::Store;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// What an action was about to do.
@@ -36,6 +41,12 @@ pub enum StateError {
     /// The store failed.
     #[error("state store: {0}")]
     Store(String),
+    /// Another process holds the database.
+    #[error(
+        "{} is in use by another do-scaler (run, --once or plan with state): only one process may write a state database; stop it or pass another --state",
+        .0.display()
+    )]
+    Locked(PathBuf),
 }
 
 /// Where intents are written before they are carried out.

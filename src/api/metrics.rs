@@ -1,0 +1,214 @@
+//! The daemon's own Prometheus metrics, all prefixed `do_scaler_`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// Labels as name/value pairs.
+pub type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Every metric the daemon exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Ticks by group and result.
+    pub ticks: Family<Labels, Counter>,
+    /// Ticks skipped because the previous one overran.
+    pub ticks_skipped: Family<Labels, Counter>,
+    /// Tick duration by group.
+    pub tick_duration: Family<Labels, Histogram>,
+    /// Scrape failures by group and reason.
+    pub scrape_failures: Family<Labels, Counter>,
+    /// Decisions by group and direction.
+    pub decisions: Family<Labels, Counter>,
+    /// Actions by group, action and result.
+    pub actions: Family<Labels, Counter>,
+    /// Desired size by group.
+    pub desired: Family<Labels, Gauge>,
+    /// Actual size by group.
+    pub actual: Family<Labels, Gauge>,
+    /// 1 when a group is at max and its rules want more.
+    pub at_max_wanting_more: Family<Labels, Gauge>,
+    /// Consecutive failed scale-ups by group.
+    pub action_failures: Family<Labels, Gauge>,
+    /// Time of the last successful tick by group.
+    pub last_success: Family<Labels, Gauge<f64, AtomicU64>>,
+    /// DigitalOcean API calls by endpoint and status.
+    pub api_calls: Family<Labels, Gauge>,
+    /// `ratelimit-remaining` as last reported.
+    pub ratelimit_remaining: Gauge,
+    /// The configuration generation in force.
+    pub generation: Gauge,
+    /// 1 when the last reload succeeded.
+    pub reload_success: Gauge,
+    /// Time of the last reload attempt.
+    pub reload_time: Gauge<f64, AtomicU64>,
+    /// 1 when a group is paused.
+    pub paused: Family<Labels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("do_scaler");
+        let build_info: Family<Labels, Gauge> = Family::default();
+        build_info
+            .get_or_create(&labels(&[("version", env!("CARGO_PKG_VERSION"))]))
+            .set(1);
+        registry.register("build_info", "Build information (always 1)", build_info);
+        let metrics = Metrics {
+            ticks: Family::default(),
+            ticks_skipped: Family::default(),
+            tick_duration: Family::new_with_constructor(|| {
+                Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+            }),
+            scrape_failures: Family::default(),
+            decisions: Family::default(),
+            actions: Family::default(),
+            desired: Family::default(),
+            actual: Family::default(),
+            at_max_wanting_more: Family::default(),
+            action_failures: Family::default(),
+            last_success: Family::default(),
+            api_calls: Family::default(),
+            ratelimit_remaining: Gauge::default(),
+            generation: Gauge::default(),
+            reload_success: Gauge::default(),
+            reload_time: Gauge::default(),
+            paused: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("ticks", "Ticks by group and result", metrics.ticks.clone());
+        registry.register(
+            "ticks_skipped",
+            "Ticks skipped because the previous one overran",
+            metrics.ticks_skipped.clone(),
+        );
+        registry.register(
+            "tick_duration_seconds",
+            "How long ticks take",
+            metrics.tick_duration.clone(),
+        );
+        registry.register(
+            "scrape_failures",
+            "Droplets not scraped, by reason",
+            metrics.scrape_failures.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Decisions by direction",
+            metrics.decisions.clone(),
+        );
+        registry.register("actions", "Actions run, by result", metrics.actions.clone());
+        registry.register(
+            "desired_size",
+            "The size the last decision asked for",
+            metrics.desired.clone(),
+        );
+        registry.register(
+            "actual_size",
+            "Droplets counting toward the size",
+            metrics.actual.clone(),
+        );
+        registry.register(
+            "at_max_wanting_more",
+            "1 when the group is at max and its rules want more",
+            metrics.at_max_wanting_more.clone(),
+        );
+        registry.register(
+            "consecutive_action_failures",
+            "Scale-ups that failed in a row",
+            metrics.action_failures.clone(),
+        );
+        registry.register(
+            "last_successful_tick_timestamp_seconds",
+            "When the group last ticked successfully",
+            metrics.last_success.clone(),
+        );
+        registry.register(
+            "digitalocean_api_calls",
+            "DigitalOcean API calls by endpoint and status",
+            metrics.api_calls.clone(),
+        );
+        registry.register(
+            "digitalocean_ratelimit_remaining",
+            "ratelimit-remaining as last reported",
+            metrics.ratelimit_remaining.clone(),
+        );
+        registry.register(
+            "config_generation",
+            "The configuration generation in force",
+            metrics.generation.clone(),
+        );
+        registry.register(
+            "config_last_reload_success",
+            "1 when the last reload succeeded",
+            metrics.reload_success.clone(),
+        );
+        registry.register(
+            "config_last_reload_timestamp_seconds",
+            "When the configuration was last reloaded",
+            metrics.reload_time.clone(),
+        );
+        registry.register(
+            "group_paused",
+            "1 when the group is paused",
+            metrics.paused.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Labels for a group.
+    pub fn group(name: &str) -> Labels {
+        labels(&[("group", name)])
+    }
+
+    /// Labels for a group and one more pair.
+    pub fn group_and(name: &str, key: &str, value: &str) -> Labels {
+        labels(&[("group", name), (key, value)])
+    }
+
+    /// Copies the client's call counts and rate limit into the metrics.
+    pub fn sync_api(&self, client: &crate::digitalocean::Client) {
+        for ((method, endpoint, status), count) in client.call_counts() {
+            self.api_calls
+                .get_or_create(&labels(&[
+                    ("method", &method),
+                    ("endpoint", &endpoint),
+                    ("status", &status.to_string()),
+                ]))
+                .set(count as i64);
+        }
+        if let Some(remaining) = client.rate_limit().remaining {
+            self.ratelimit_remaining.set(remaining as i64);
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The status API (loopback by default): health, readiness, the daemon's metrics, groups with
+//! their last decisions, and pause, resume and reload behind the status API token.
+
+pub mod metrics;
+
+use crate::daemon::run::Daemon;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+type Shared = State<Arc<Daemon>>;
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+/// Whether the request carries the status API token. Without a configured token, never.
+fn authorized(daemon: &Daemon, headers: &HeaderMap) -> bool {
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Ok(token) = daemon.api_token.read() else {
+        return false;
+    };
+    match (token.as_ref(), presented) {
+        (Some(token), Some(presented)) => {
+            constant_time_eq(token.expose().as_bytes(), presented.as_bytes())
+        }
+        _ => false,
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn reads_allowed(daemon: &Daemon, headers: &HeaderMap) -> bool {
+    daemon.generation().config.base.status_api.open_reads || authorized(daemon, headers)
+}
+
+/// The router.
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/groups", get(groups))
+        .route("/api/v1/groups/{name}", get(group))
+        .route("/api/v1/groups/{name}/decisions", get(decisions))
+        .route("/api/v1/groups/{name}/pause", post(pause))
+        .route("/api/v1/groups/{name}/resume", post(resume))
+        .route("/api/v1/reload", post(reload))
+        .with_state(daemon)
+}
+
+async fn readyz(State(daemon): Shared) -> Response {
+    let ready = daemon
+        .groups
+        .lock()
+        .map(|g| {
+            g.values()
+                .all(|h| h.status.lock().map(|s| s.ticks > 0).unwrap_or(false))
+        })
+        .unwrap_or(false);
+    if ready {
+        "ready".into_response()
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not every group has ticked yet",
+        )
+    }
+}
+
+async fn metrics(State(daemon): Shared, headers: HeaderMap) -> Response {
+    if !reads_allowed(&daemon, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "this API needs the status token");
+    }
+    daemon.metrics.sync_api(&daemon.client());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        daemon.metrics.render(),
+    )
+        .into_response()
+}
+
+fn group_summary(daemon: &Daemon, name: &str) -> Option<serde_json::Value> {
+    let generation = daemon.generation();
+    let group = generation.config.groups.iter().find(|g| g.name == name)?;
+    let status = daemon.group_status(name).unwrap_or_default();
+    let decision = status
+        .last_decision
+        .clone()
+        .unwrap_or(serde_json::Value::Null);
+    Some(json!({
+        "name": group.name,
+        "tag": group.tag,
+        "min": group.min,
+        "max": group.max,
+        "bounds": decision.pointer("/decision/bounds"),
+        "current": decision.get("current"),
+        "desired": decision.get("desired"),
+        "paused": daemon.store.is_paused(name),
+        "running_action": status.running_action,
+        "last_action": status.last_action,
+        "last_error": status.last_error,
+        "last_success": status.last_success,
+        "ticks": status.ticks,
+        "generation": generation.number,
+        "reload_error": daemon.reload_error.lock().ok().and_then(|e| e.clone()),
+        "last_decision": decision,
+    }))
+}
+
+async fn groups(State(daemon): Shared, headers: HeaderMap) -> Response {
+    if !reads_allowed(&daemon, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "this API needs the status token");
+    }
+    let names: Vec<String> = daemon
+        .generation()
+        .config
+        .groups
+        .iter()
+        .map(|g| g.name.clone())
+        .collect();
+    let list: Vec<serde_json::Value> = names
+        .iter()
+        .filter_map(|n| group_summary(&daemon, n))
+        .collect();
+    axum::Json(json!({ "groups": list })).into_response()
+}
+
+async fn group(State(daemon): Shared, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if !reads_allowed(&daemon, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "this API needs the status token");
+    }
+    match group_summary(&daemon, &name) {
+        Some(summary) => axum::Json(summary).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such group"),
+    }
+}
+
+async fn decisions(
+    State(daemon): Shared,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !reads_allowed(&daemon, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "this API needs the status token");
+    }
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse::<u32>().ok())
+        .unwrap_or(20)
+        .min(1000);
+    match daemon.store.decisions(&name, limit) {
+        Ok(list) => axum::Json(json!({ "group": name, "decisions": list })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+async fn set_paused(
+    daemon: Arc<Daemon>,
+    headers: HeaderMap,
+    name: String,
+    paused: bool,
+) -> Response {
+    if !authorized(&daemon, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "POST endpoints need the status API token (Authorization: Bearer …)",
+        );
+    }
+    if !daemon
+        .generation()
+        .config
+        .groups
+        .iter()
+        .any(|g| g.name == name)
+    {
+        return error(StatusCode::NOT_FOUND, "no such group");
+    }
+    match daemon.store.set_paused(&name, paused) {
+        Ok(()) => {
+            tracing::info!(group = %name, paused, "pause flag changed through the status API");
+            axum::Json(json!({ "group": name, "paused": paused })).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+async fn pause(State(daemon): Shared, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    set_paused(daemon, headers, name, true).await
+}
+
+async fn resume(State(daemon): Shared, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    set_paused(daemon, headers, name, false).await
+}
+
+async fn reload(State(daemon): Shared, headers: HeaderMap) -> Response {
+    if !authorized(&daemon, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "POST endpoints need the status API token (Authorization: Bearer …)",
+        );
+    }
+    match daemon.reload() {
+        Ok(generation) => axum::Json(json!({ "generation": generation })).into_response(),
+        Err(message) => error(StatusCode::UNPROCESSABLE_ENTITY, &message),
+    }
+}

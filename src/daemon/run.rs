@@ -1,0 +1,455 @@
+//! `do-scaler run`: load a generation, reconcile the journal, start one task per group, serve
+//! the status API, reload on change, and stop cleanly.
+
+use super::group::{self, GroupHandle, GroupStatus};
+use crate::api::metrics::Metrics;
+use crate::clock::Clock;
+use crate::config::credentials::{self, EnvLookup};
+use crate::config::{Config, Overrides, load};
+use crate::digitalocean::{Client, ClientOptions};
+use crate::metrics::scrape::{DEFAULT_BODY_LIMIT, Scraper};
+use crate::policy::MemoryStore;
+use crate::script::Scripts;
+use crate::script::runner::Runner;
+use crate::state::{Intent, Journal, Store};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The configuration does not load.
+    #[error("{0}")]
+    Config(String),
+    /// The state database cannot be used.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// No token, or the client cannot be built.
+    #[error("{0}")]
+    Client(String),
+}
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Decide and log, never act.
+    pub dry_run: bool,
+    /// Wall-clock limit of one action run.
+    pub action_deadline: Duration,
+}
+
+/// A loaded configuration and its compiled scripts.
+pub struct Generation {
+    /// Increases with every successful reload.
+    pub number: u64,
+    /// The configuration.
+    pub config: Config,
+    /// The scripts.
+    pub scripts: Arc<Scripts>,
+    /// Each group file's text, to tell which groups changed.
+    pub sources: BTreeMap<String, String>,
+}
+
+/// Everything the daemon's tasks share.
+pub struct Daemon {
+    /// The state database.
+    pub store: Arc<Store>,
+    /// The scraper (one connection pool for all groups).
+    pub scraper: Scraper,
+    /// The daemon's metrics.
+    pub metrics: Metrics,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// The managed-by tag.
+    pub managed_tag: String,
+    /// Options.
+    pub options: RunOptions,
+    config_path: PathBuf,
+    overrides: Overrides,
+    env: credentials::SharedEnv,
+    client: RwLock<Client>,
+    generation: RwLock<Arc<Generation>>,
+    /// Running group tasks by name.
+    pub groups: Mutex<BTreeMap<String, GroupHandle>>,
+    /// The last reload's error, until a reload succeeds.
+    pub reload_error: Mutex<Option<String>>,
+    /// The status API's POST token, if one is configured.
+    pub api_token: RwLock<Option<crate::config::ApiToken>>,
+}
+
+impl Daemon {
+    /// The current client (rebuilt on reload, so a rotated token is picked up).
+    pub fn client(&self) -> Client {
+        self.client
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// The generation in force.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.generation
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// A runner with the current scripts.
+    pub fn runner(&self) -> Runner {
+        let store: Arc<dyn Journal> = self.store.clone();
+        Runner::new(self.generation().scripts.clone(), self.client(), store)
+    }
+
+    /// The status of a group, if it runs.
+    pub fn group_status(&self, name: &str) -> Option<GroupStatus> {
+        let groups = self.groups.lock().ok()?;
+        groups
+            .get(name)
+            .and_then(|h| h.status.lock().ok().map(|s| s.clone()))
+    }
+
+    fn env(&self) -> impl Fn(&str) -> Option<String> + '_ {
+        |name| (self.env)(name)
+    }
+}
+
+fn build_generation(
+    path: &std::path::Path,
+    overrides: &Overrides,
+    number: u64,
+) -> Result<Generation, String> {
+    let loaded = load(path, overrides).map_err(|e| e.to_string())?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let scripts =
+        crate::script::compile_all(&loaded.config.base.actions_dir).map_err(|errors| {
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
+    for group in &loaded.config.groups {
+        super::tick::GroupRuntime::new(group.clone(), loaded.config.base.managed_by_tag())
+            .map_err(|e| format!("{}: {e}", group.file.display()))?;
+    }
+    let sources = loaded
+        .config
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.name.clone(),
+                std::fs::read_to_string(&g.file).unwrap_or_default(),
+            )
+        })
+        .collect();
+    Ok(Generation {
+        number,
+        config: loaded.config,
+        scripts: Arc::new(scripts),
+        sources,
+    })
+}
+
+fn build_client(config: &Config, env: EnvLookup<'_>) -> Result<Client, String> {
+    let (token, source) = credentials::digitalocean_token(env, config.base.token_file.as_deref())
+        .map_err(|e| e.to_string())?;
+    tracing::info!(%source, "DigitalOcean token found");
+    Client::new(ClientOptions::new(config.base.api_url.clone(), token)).map_err(|e| e.to_string())
+}
+
+/// Loads the configuration, opens the state database and reconciles the journal. The status
+/// API and group tasks start with [`Daemon::start_groups`].
+pub async fn prepare(
+    config_path: PathBuf,
+    overrides: Overrides,
+    env: credentials::SharedEnv,
+    clock: Arc<dyn Clock>,
+    options: RunOptions,
+) -> Result<Arc<Daemon>, DaemonError> {
+    let generation = build_generation(&config_path, &overrides, 1).map_err(DaemonError::Config)?;
+    let store = Arc::new(Store::open(&generation.config.base.state_path)?);
+    let lookup = |name: &str| env(name);
+    let client = build_client(&generation.config, &lookup).map_err(DaemonError::Client)?;
+    let api_token = credentials::status_api_token(
+        &lookup,
+        generation.config.base.status_api.token_file.as_deref(),
+    )
+    .ok()
+    .map(|(token, _)| token);
+    let scraper =
+        Scraper::new(64, DEFAULT_BODY_LIMIT).map_err(|e| DaemonError::Client(e.to_string()))?;
+    let metrics = Metrics::new();
+    metrics.generation.set(1);
+    metrics.reload_success.set(1);
+    metrics
+        .reload_time
+        .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+    let daemon = Arc::new(Daemon {
+        store,
+        scraper,
+        metrics,
+        clock,
+        managed_tag: generation.config.base.managed_by_tag(),
+        options,
+        config_path,
+        overrides,
+        env,
+        client: RwLock::new(client),
+        generation: RwLock::new(Arc::new(generation)),
+        groups: Mutex::new(BTreeMap::new()),
+        reload_error: Mutex::new(None),
+        api_token: RwLock::new(api_token),
+    });
+    reconcile(&daemon).await;
+    preflight_warnings(&daemon).await;
+    Ok(daemon)
+}
+
+/// Settles every journal entry a crash left open, against the tag listing: creates that
+/// landed are adopted, those that did not are settled as not made; nothing is created again
+/// here (the next decision asks afresh, with new names).
+pub async fn reconcile(daemon: &Daemon) {
+    let pending = match daemon.store.pending() {
+        Ok(pending) => pending,
+        Err(error) => {
+            tracing::error!(%error, "cannot read the journal");
+            return;
+        }
+    };
+    let generation = daemon.generation();
+    let client = daemon.client();
+    for entry in pending {
+        let Some(group) = generation
+            .config
+            .groups
+            .iter()
+            .find(|g| g.name == entry.group)
+        else {
+            let _ = daemon.store.settle(entry.id, "group no longer configured");
+            continue;
+        };
+        let listing = match client.list_droplets_by_tag(&group.tag).await {
+            Ok(listing) => listing,
+            Err(error) => {
+                tracing::warn!(group = %group.name, %error, "cannot reconcile the journal yet");
+                continue;
+            }
+        };
+        let outcome = match &entry.intent {
+            Intent::Create { names } => {
+                let found: Vec<String> = listing
+                    .iter()
+                    .filter(|d| names.contains(&d.name))
+                    .map(|d| format!("{}={}", d.name, d.id))
+                    .collect();
+                if !found.is_empty() {
+                    let mut memory = daemon.store.load(&group.name);
+                    memory.created(found.len() as u32, daemon.clock.now());
+                    daemon.store.save(&group.name, &memory);
+                }
+                format!(
+                    "reconciled after restart: {} of {} created ({})",
+                    found.len(),
+                    names.len(),
+                    found.join(", ")
+                )
+            }
+            Intent::Destroy { ids } => {
+                let left: Vec<u64> = ids
+                    .iter()
+                    .copied()
+                    .filter(|id| listing.iter().any(|d| d.id == *id))
+                    .collect();
+                format!(
+                    "reconciled after restart: {} of {} destroyed; still present {left:?}",
+                    ids.len() - left.len(),
+                    ids.len()
+                )
+            }
+        };
+        tracing::info!(group = %group.name, entry = entry.id, %outcome, "journal entry settled");
+        let _ = daemon.store.settle(entry.id, &outcome);
+    }
+}
+
+async fn preflight_warnings(daemon: &Daemon) {
+    let generation = daemon.generation();
+    for finding in
+        crate::digitalocean::preflight::preflight(&daemon.client(), &generation.config).await
+    {
+        if finding.level != crate::digitalocean::preflight::Level::Info {
+            tracing::warn!("preflight: {finding}");
+        }
+    }
+}
+
+impl Daemon {
+    /// Starts a task for every group of the current generation that has none.
+    pub fn start_groups(self: &Arc<Self>) {
+        let generation = self.generation();
+        let Ok(mut groups) = self.groups.lock() else {
+            return;
+        };
+        for group in &generation.config.groups {
+            if !groups.contains_key(&group.name) {
+                let source = generation
+                    .sources
+                    .get(&group.name)
+                    .cloned()
+                    .unwrap_or_default();
+                groups.insert(
+                    group.name.clone(),
+                    group::spawn(self.clone(), group.clone(), source),
+                );
+            }
+        }
+    }
+
+    /// Reloads: builds a whole new generation and swaps it in; on any error keeps the old one
+    /// running and reports the error. Unchanged groups keep running untouched.
+    pub fn reload(self: &Arc<Self>) -> Result<u64, String> {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        self.metrics.reload_time.set(now);
+        let next = self.generation().number + 1;
+        let result =
+            build_generation(&self.config_path, &self.overrides, next).and_then(|generation| {
+                let lookup = self.env();
+                let client = build_client(&generation.config, &lookup)?;
+                let api_token = credentials::status_api_token(
+                    &lookup,
+                    generation.config.base.status_api.token_file.as_deref(),
+                )
+                .ok()
+                .map(|(token, _)| token);
+                Ok((generation, client, api_token))
+            });
+        let outcome = match result {
+            Err(error) => {
+                tracing::error!(%error, "reload failed: the last good configuration keeps running");
+                self.metrics.reload_success.set(0);
+                if let Ok(mut slot) = self.reload_error.lock() {
+                    *slot = Some(error.clone());
+                }
+                Err(error)
+            }
+            Ok((generation, client, api_token)) => {
+                let generation = Arc::new(generation);
+                if let Ok(mut slot) = self.client.write() {
+                    *slot = client;
+                }
+                if let Ok(mut slot) = self.api_token.write() {
+                    *slot = api_token;
+                }
+                if let Ok(mut slot) = self.generation.write() {
+                    *slot = generation.clone();
+                }
+                if let Ok(mut groups) = self.groups.lock() {
+                    let stale: Vec<String> = groups
+                        .iter()
+                        .filter(|(name, handle)| {
+                            generation.sources.get(*name) != Some(&handle.source)
+                        })
+                        .map(|(name, _)| name.clone())
+                        .collect();
+                    for name in stale {
+                        if let Some(handle) = groups.remove(&name) {
+                            tracing::info!(group = %name, "group changed or removed: restarting its task");
+                            let _ = handle.stop.send(true);
+                        }
+                    }
+                }
+                self.start_groups();
+                self.metrics.generation.set(generation.number as i64);
+                self.metrics.reload_success.set(1);
+                if let Ok(mut slot) = self.reload_error.lock() {
+                    *slot = None;
+                }
+                tracing::info!(generation = generation.number, "configuration reloaded");
+                Ok(generation.number)
+            }
+        };
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        outcome
+    }
+
+    /// Stops every group task, letting running actions end (bounded), then settles.
+    pub async fn stop(self: &Arc<Self>) {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        let handles: Vec<GroupHandle> = self
+            .groups
+            .lock()
+            .map(|mut g| std::mem::take(&mut *g).into_values().collect())
+            .unwrap_or_default();
+        for handle in &handles {
+            let _ = handle.stop.send(true);
+        }
+        for handle in handles {
+            let _ = tokio::time::timeout(
+                self.options.action_deadline + Duration::from_secs(5),
+                handle.task,
+            )
+            .await;
+        }
+    }
+}
+
+/// Watches the base file's folder, `conf.d/` and `actions/` (the folders, not the files:
+/// editors save by rename) and sends a reload request after changes settle.
+pub fn watch(
+    daemon: &Arc<Daemon>,
+) -> Option<(
+    notify_debouncer_full::Debouncer<
+        notify::RecommendedWatcher,
+        notify_debouncer_full::RecommendedCache,
+    >,
+    mpsc::Receiver<()>,
+)> {
+    use notify::RecursiveMode;
+    let (sender, receiver) = mpsc::channel(8);
+    let mut debouncer = notify_debouncer_full::new_debouncer(
+        Duration::from_millis(300),
+        None,
+        move |result: notify_debouncer_full::DebounceEventResult| {
+            let relevant = match result {
+                Ok(events) => events.iter().any(|e| {
+                    e.paths.iter().any(|p| {
+                        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                        !name.starts_with('.')
+                            && (name.ends_with(".toml")
+                                || name.ends_with(".rhai")
+                                || name.ends_with(".yaml")
+                                || name.ends_with(".yml"))
+                    })
+                }),
+                Err(_) => true,
+            };
+            if relevant {
+                let _ = sender.try_send(());
+            }
+        },
+    )
+    .ok()?;
+    let generation = daemon.generation();
+    let base = &generation.config.base;
+    let base_dir = base
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    for dir in [base_dir, base.conf_dir.clone(), base.actions_dir.clone()] {
+        if dir.is_dir()
+            && let Err(error) = debouncer.watch(&dir, RecursiveMode::NonRecursive)
+        {
+            tracing::warn!(dir = %dir.display(), %error, "cannot watch for changes");
+        }
+    }
+    Some((debouncer, receiver))
+}

@@ -1,0 +1,342 @@
+//! The SQLite state database: the intent journal (written with a synchronous commit before each
+//! create and destroy), group memories (cooldown clocks, backoff), decisions with their
+//! explanations, and pause flags. One process writes a database: an exclusive lock on a file
+//! beside it refuses a second daemon.
+
+use super::{Intent, Journal, Pending, StateError};
+use crate::policy::{GroupMemory, MemoryStore};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The schema version this binary writes; older databases are migrated step by step.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Decisions kept per group.
+const DECISIONS_KEPT: i64 = 1000;
+
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE journal (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        grp TEXT NOT NULL,
+        intent TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        settled_at TEXT,
+        outcome TEXT
+    );
+    CREATE TABLE memory (grp TEXT PRIMARY KEY, body TEXT NOT NULL);
+    CREATE TABLE decisions (id INTEGER PRIMARY KEY AUTOINCREMENT, grp TEXT NOT NULL, at TEXT NOT NULL, body TEXT NOT NULL);
+    CREATE INDEX decisions_by_group ON decisions (grp, id);
+    CREATE TABLE paused (grp TEXT PRIMARY KEY, since TEXT NOT NULL);
+"];
+
+fn store_error(error: impl std::fmt::Display) -> StateError {
+    StateError::Store(error.to_string())
+}
+
+/// The state database.
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn intent_json(intent: &Intent) -> String {
+    match intent {
+        Intent::Create { names } => serde_json::json!({ "create": names }).to_string(),
+        Intent::Destroy { ids } => serde_json::json!({ "destroy": ids }).to_string(),
+    }
+}
+
+fn intent_from_json(text: &str) -> Option<Intent> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    if let Some(names) = value.get("create") {
+        return Some(Intent::Create {
+            names: serde_json::from_value(names.clone()).ok()?,
+        });
+    }
+    Some(Intent::Destroy {
+        ids: serde_json::from_value(value.get("destroy")?.clone()).ok()?,
+    })
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, taking its writer lock.
+    pub fn open(path: &Path) -> Result<Store, StateError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StateError::Store(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StateError::Store(format!("cannot open {}: {e}", lock_path.display())))?;
+        // SAFETY: flock on a file descriptor we own; the lock lives as long as the File.
+        let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if !locked {
+            return Err(StateError::Locked(path.to_path_buf()));
+        }
+        let conn = Connection::open(path)
+            .map_err(|e| StateError::Store(format!("cannot open {}: {e}", path.display())))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(store_error)?;
+        let store = Store {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            _lock: lock,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> Result<(), StateError> {
+        let conn = self.conn.lock().map_err(store_error)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(store_error)?;
+        if version > SCHEMA_VERSION {
+            return Err(StateError::Store(format!(
+                "{} has schema version {version}, newer than this do-scaler ({SCHEMA_VERSION}): upgrade do-scaler",
+                self.path.display()
+            )));
+        }
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            conn.execute_batch(&format!(
+                "BEGIN; {migration}; PRAGMA user_version = {}; COMMIT;",
+                index + 1
+            ))
+            .map_err(store_error)?;
+        }
+        Ok(())
+    }
+
+    /// Records a decision (its JSON), keeping the last thousand per group.
+    pub fn record_decision(&self, group: &str, at: &str, body: &str) -> Result<(), StateError> {
+        let conn = self.conn.lock().map_err(store_error)?;
+        conn.execute(
+            "INSERT INTO decisions (grp, at, body) VALUES (?1, ?2, ?3)",
+            params![group, at, body],
+        )
+        .map_err(store_error)?;
+        conn.execute(
+            "DELETE FROM decisions WHERE grp = ?1 AND id <= (SELECT id FROM decisions WHERE grp = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            params![group, DECISIONS_KEPT],
+        )
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// The last `limit` decisions of a group, newest first.
+    pub fn decisions(&self, group: &str, limit: u32) -> Result<Vec<serde_json::Value>, StateError> {
+        let conn = self.conn.lock().map_err(store_error)?;
+        let mut statement = conn
+            .prepare("SELECT body FROM decisions WHERE grp = ?1 ORDER BY id DESC LIMIT ?2")
+            .map_err(store_error)?;
+        let rows = statement
+            .query_map(params![group, limit], |row| row.get::<_, String>(0))
+            .map_err(store_error)?;
+        Ok(rows
+            .flatten()
+            .filter_map(|body| serde_json::from_str(&body).ok())
+            .collect())
+    }
+
+    /// Pauses or resumes a group (kept across restarts).
+    pub fn set_paused(&self, group: &str, paused: bool) -> Result<(), StateError> {
+        let conn = self.conn.lock().map_err(store_error)?;
+        if paused {
+            conn.execute(
+                "INSERT OR IGNORE INTO paused (grp, since) VALUES (?1, ?2)",
+                params![group, chrono::Utc::now().to_rfc3339()],
+            )
+        } else {
+            conn.execute("DELETE FROM paused WHERE grp = ?1", params![group])
+        }
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Whether a group is paused.
+    pub fn is_paused(&self, group: &str) -> bool {
+        self.conn
+            .lock()
+            .ok()
+            .and_then(|conn| {
+                conn.query_row(
+                    "SELECT 1 FROM paused WHERE grp = ?1",
+                    params![group],
+                    |_| Ok(()),
+                )
+                .optional()
+                .ok()
+                .flatten()
+            })
+            .is_some()
+    }
+
+    /// Drops settled journal entries older than a week.
+    pub fn prune(&self) -> Result<(), StateError> {
+        let conn = self.conn.lock().map_err(store_error)?;
+        let cutoff = (chrono::Utc::now() - chrono::Duration::days(7)).to_rfc3339();
+        conn.execute(
+            "DELETE FROM journal WHERE settled_at IS NOT NULL AND settled_at < ?1",
+            params![cutoff],
+        )
+        .map_err(store_error)?;
+        Ok(())
+    }
+}
+
+impl Journal for Store {
+    fn intend(&self, group: &str, intent: &Intent) -> Result<u64, StateError> {
+        let conn = self.conn.lock().map_err(store_error)?;
+        conn.execute(
+            "INSERT INTO journal (grp, intent, created_at) VALUES (?1, ?2, ?3)",
+            params![group, intent_json(intent), chrono::Utc::now().to_rfc3339()],
+        )
+        .map_err(store_error)?;
+        Ok(conn.last_insert_rowid() as u64)
+    }
+
+    fn settle(&self, entry: u64, outcome: &str) -> Result<(), StateError> {
+        let conn = self.conn.lock().map_err(store_error)?;
+        conn.execute(
+            "UPDATE journal SET settled_at = ?1, outcome = ?2 WHERE id = ?3",
+            params![chrono::Utc::now().to_rfc3339(), outcome, entry as i64],
+        )
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    fn pending(&self) -> Result<Vec<Pending>, StateError> {
+        let conn = self.conn.lock().map_err(store_error)?;
+        let mut statement = conn
+            .prepare("SELECT id, grp, intent FROM journal WHERE settled_at IS NULL ORDER BY id")
+            .map_err(store_error)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(store_error)?;
+        Ok(rows
+            .flatten()
+            .filter_map(|(id, group, intent)| {
+                Some(Pending {
+                    id: id as u64,
+                    group,
+                    intent: intent_from_json(&intent)?,
+                })
+            })
+            .collect())
+    }
+}
+
+impl MemoryStore for Store {
+    fn load(&self, group: &str) -> GroupMemory {
+        self.conn
+            .lock()
+            .ok()
+            .and_then(|conn| {
+                conn.query_row(
+                    "SELECT body FROM memory WHERE grp = ?1",
+                    params![group],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()
+                .ok()
+                .flatten()
+            })
+            .and_then(|body| serde_json::from_str(&body).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(&self, group: &str, memory: &GroupMemory) {
+        let Ok(body) = serde_json::to_string(memory) else {
+            return;
+        };
+        if let Ok(conn) = self.conn.lock()
+            && let Err(error) = conn.execute(
+                "INSERT INTO memory (grp, body) VALUES (?1, ?2) ON CONFLICT (grp) DO UPDATE SET body = excluded.body",
+                params![group, body],
+            )
+        {
+            tracing::error!(group, %error, "cannot save the group's memory");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_memory_pause_and_decisions_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let store = Store::open(&path).unwrap();
+            let entry = store
+                .intend(
+                    "web",
+                    &Intent::Create {
+                        names: vec!["web-a".into()],
+                    },
+                )
+                .unwrap();
+            store
+                .intend("web", &Intent::Destroy { ids: vec![7] })
+                .unwrap();
+            store.settle(entry, "created 1").unwrap();
+            let mut memory = GroupMemory::default();
+            memory.up_failed(chrono::Utc::now());
+            store.save("web", &memory);
+            store.set_paused("web", true).unwrap();
+            for i in 0..3 {
+                store
+                    .record_decision("web", "now", &format!("{{\"n\": {i}}}"))
+                    .unwrap();
+            }
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.pending().unwrap().len(), 1);
+        assert_eq!(
+            store.pending().unwrap()[0].intent,
+            Intent::Destroy { ids: vec![7] }
+        );
+        assert_eq!(store.load("web").up_failures, 1);
+        assert!(store.is_paused("web"));
+        assert!(!store.is_paused("worker"));
+        let decisions = store.decisions("web", 2).unwrap();
+        assert_eq!(
+            decisions,
+            [serde_json::json!({"n": 2}), serde_json::json!({"n": 1})]
+        );
+    }
+
+    #[test]
+    fn a_second_writer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let _first = Store::open(&path).unwrap();
+        let error = Store::open(&path).unwrap_err();
+        assert!(error.to_string().contains("another do-scaler"), "{error}");
+    }
+}
