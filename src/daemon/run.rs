@@ -51,6 +51,33 @@ pub struct Generation {
     pub scripts: Arc<Scripts>,
     /// Each group file's text, to tell which groups changed.
     pub sources: BTreeMap<String, String>,
+    /// The text of every file the generation was built from, to skip reloads that change
+    /// nothing (an editor's save can arrive as several events).
+    pub fingerprint: String,
+}
+
+/// The text of the base file, the group files and the scripts, in a stable order.
+fn fingerprint(config: &Config, sources: &BTreeMap<String, String>) -> String {
+    let mut text = std::fs::read_to_string(&config.base.path).unwrap_or_default();
+    for (name, source) in sources {
+        text.push_str(&format!("\n--group {name}\n{source}"));
+    }
+    if let Ok(entries) = std::fs::read_dir(&config.base.actions_dir) {
+        let mut paths: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            text.push_str(&format!(
+                "\n--script {}\n{}",
+                path.display(),
+                std::fs::read_to_string(&path).unwrap_or_default()
+            ));
+        }
+    }
+    text
 }
 
 /// Everything the daemon's tasks share.
@@ -150,6 +177,7 @@ fn build_generation(
         .collect();
     Ok(Generation {
         number,
+        fingerprint: fingerprint(&loaded.config, &sources),
         config: loaded.config,
         scripts: Arc::new(scripts),
         sources,
@@ -338,6 +366,14 @@ impl Daemon {
                     *slot = Some(error.clone());
                 }
                 Err(error)
+            }
+            Ok((generation, _, _)) if generation.fingerprint == self.generation().fingerprint => {
+                tracing::debug!("reload: nothing changed");
+                if let Ok(mut slot) = self.reload_error.lock() {
+                    *slot = None;
+                }
+                self.metrics.reload_success.set(1);
+                Ok(self.generation().number)
             }
             Ok((generation, client, api_token)) => {
                 let generation = Arc::new(generation);

@@ -1,0 +1,471 @@
+//! The daemon against the in-process sim, on real time with short intervals.
+
+use do_scaler::clock::SystemClock;
+use do_scaler::config::Overrides;
+use do_scaler::daemon::run::{Daemon, prepare};
+use do_scaler::daemon::{RunOptions, serve};
+use do_scaler::sim::{Demand, Sim, SimOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const API_TOKEN: &str = "status-secret";
+
+const GROUP: &str = r#"tag = "web"
+min = 1
+max = 5
+warmup = "0s"
+[droplet]
+region = "nyc3"
+size = "s-2vcpu-4gb"
+image = "ubuntu-24-04-x64"
+[cooldown]
+up = "3s"
+down = "2s"
+[stabilization]
+down = "2s"
+[scale_in]
+min_age = "0s"
+[[rule]]
+name = "cpu"
+expr = '1 - avg(rate(node_cpu_seconds_total{mode="idle"}[3s]))'
+target = 0.5
+"#;
+
+fn config_dir(group: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("do-scaler.toml"),
+        "interval = \"1s\"\nstate = \"state.db\"\n[status_api]\ntoken_file = \"api-token\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("api-token"), API_TOKEN).unwrap();
+    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+    std::fs::create_dir(dir.path().join("actions")).unwrap();
+    std::fs::write(dir.path().join("conf.d/web.toml"), group).unwrap();
+    dir
+}
+
+async fn sim(droplets: u32, demand: Demand, boot: Duration) -> Sim {
+    Sim::start(SimOptions {
+        seed_droplets: droplets,
+        seed_managed_tag: Some("do-scaler:default".into()),
+        open_ports: vec![22],
+        demand,
+        boot_delay: boot,
+        rate_limit: None,
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+async fn daemon(dir: &Path, sim: &Sim) -> Result<Arc<Daemon>, do_scaler::daemon::DaemonError> {
+    let token = sim.token().to_string();
+    prepare(
+        dir.join("do-scaler.toml"),
+        Overrides {
+            api_url: Some(sim.api_url()),
+            ..Overrides::default()
+        },
+        Arc::new(move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| token.clone())),
+        Arc::new(SystemClock),
+        RunOptions {
+            dry_run: false,
+            action_deadline: Duration::from_secs(20),
+        },
+    )
+    .await
+}
+
+struct Running {
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn serve_daemon(daemon: Arc<Daemon>) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve::serve(daemon, listener, async {
+        let _ = stopped.await;
+    }));
+    Running { url, stop, task }
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+    }
+}
+
+/// Polls `check` every 100 ms until it holds or `limit` passes.
+async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn get(url: &str) -> serde_json::Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_scales_up_under_demand_and_back_down_after_it() {
+    // 3.2 vCPUs of work on one 2-vCPU droplet (160 %), then almost none from 12 s on.
+    let sim = sim(
+        1,
+        Demand::Step {
+            before: 3.2,
+            after: 0.2,
+            at: Duration::from_secs(12),
+        },
+        Duration::from_millis(500),
+    )
+    .await;
+    let dir = config_dir(GROUP);
+    let running = serve_daemon(daemon(dir.path(), &sim).await.unwrap()).await;
+    let mut sizes: Vec<(Instant, usize)> = vec![(Instant::now(), 1)];
+    let mut record = |sim: &Sim| {
+        let size = sim.droplets().len();
+        if sizes.last().map(|s| s.1) != Some(size) {
+            sizes.push((Instant::now(), size));
+        }
+        sizes.clone()
+    };
+    eventually(Duration::from_secs(15), "a scale-up", || {
+        record(&sim).iter().any(|s| s.1 >= 3)
+    })
+    .await;
+    eventually(Duration::from_secs(25), "the scale-down", || {
+        record(&sim).last().unwrap().1 == 1
+    })
+    .await;
+    let sizes = record(&sim);
+    for pair in sizes.windows(2) {
+        if pair[1].1 > pair[0].1 && pair[0].0 != sizes[0].0 {
+            // Two increases in a row are at least the up cooldown apart.
+            assert!(
+                pair[1].0 - pair[0].0 >= Duration::from_millis(2900),
+                "{sizes:?}"
+            );
+        }
+    }
+    let group = get(&format!("{}/api/v1/groups/web", running.url)).await;
+    assert!(group["ticks"].as_u64().unwrap() >= 10, "{group}");
+    let decisions = get(&format!(
+        "{}/api/v1/groups/web/decisions?limit=5",
+        running.url
+    ))
+    .await;
+    assert_eq!(decisions["decisions"].as_array().unwrap().len(), 5);
+    let metrics = reqwest::get(format!("{}/metrics", running.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "do_scaler_build_info",
+        "do_scaler_ticks_total",
+        "do_scaler_desired_size",
+        "do_scaler_digitalocean_api_calls",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from\n{metrics}");
+    }
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_action_does_not_stop_the_ticks_and_no_second_run_starts() {
+    let sim = sim(1, Demand::Constant(3.2), Duration::from_millis(500)).await;
+    // The up actions only wait: the decision keeps asking for more while they run.
+    let group = format!("{GROUP}\n[actions]\nup = [\"slow_check\"]\n");
+    let dir = config_dir(&group);
+    std::fs::write(dir.path().join("actions/slow_check.rhai"), "sleep(3500);").unwrap();
+    let daemon = daemon(dir.path(), &sim).await.unwrap();
+    let running = serve_daemon(daemon.clone()).await;
+    eventually(Duration::from_secs(10), "the action to start", || {
+        daemon
+            .group_status("web")
+            .is_some_and(|s| s.running_action.is_some())
+    })
+    .await;
+    let ticks_at_start = daemon.group_status("web").unwrap().ticks;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let status = daemon.group_status("web").unwrap();
+    assert!(
+        status.ticks >= ticks_at_start + 3,
+        "ticks went on during the run: {} → {}",
+        ticks_at_start,
+        status.ticks
+    );
+    assert!(status.running_action.is_some(), "still the first run");
+    let metrics = daemon.metrics.render();
+    assert!(
+        !metrics.contains("action=\"slow_check\""),
+        "no run has finished yet, so none was counted twice"
+    );
+    eventually(Duration::from_secs(5), "the run to end", || {
+        daemon
+            .group_status("web")
+            .is_some_and(|s| s.last_action.is_some())
+    })
+    .await;
+    let runs: u64 = daemon
+        .metrics
+        .render()
+        .lines()
+        .filter(|l| l.contains("action=\"slow_check\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        runs <= 2,
+        "{runs} runs in about four seconds: one at a time"
+    );
+    running.stop().await;
+}
+
+async fn generation(url: &str) -> u64 {
+    get(&format!("{url}/api/v1/groups/web")).await["generation"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_of_a_group_file_reload_once_each_and_broken_ones_keep_the_old_rules() {
+    let sim = sim(1, Demand::Constant(1.0), Duration::from_millis(500)).await;
+    let dir = config_dir(GROUP);
+    let daemon = daemon(dir.path(), &sim).await.unwrap();
+    let running = serve_daemon(daemon.clone()).await;
+    let file = dir.path().join("conf.d/web.toml");
+    let mut expected = generation(&running.url).await;
+    for edit in 0..20u32 {
+        let max = 6 + edit;
+        let text = GROUP.replace("max = 5", &format!("max = {max}"));
+        let broken = edit % 5 == 4;
+        match edit % 4 {
+            // Written in place.
+            0 => std::fs::write(
+                &file,
+                if broken {
+                    &text[..text.len() / 3]
+                } else {
+                    &text
+                },
+            )
+            .unwrap(),
+            // An editor's save: a new file renamed over the old one.
+            1 | 2 => {
+                let temp = dir.path().join("conf.d/.web.toml.swp");
+                std::fs::write(
+                    &temp,
+                    if broken {
+                        "tag = \"web\"\nmin = = 1\n"
+                    } else {
+                        &text
+                    },
+                )
+                .unwrap();
+                std::fs::rename(&temp, &file).unwrap();
+            }
+            // `mv` of a file from elsewhere.
+            _ => {
+                let outside = dir.path().join(format!("web-{edit}.toml.new"));
+                std::fs::write(&outside, if broken { "tag = 7\n" } else { &text }).unwrap();
+                std::fs::rename(&outside, &file).unwrap();
+            }
+        }
+        if broken {
+            eventually(
+                Duration::from_secs(3),
+                "the broken edit to be reported",
+                || daemon.reload_error.lock().unwrap().is_some(),
+            )
+            .await;
+            let group = get(&format!("{}/api/v1/groups/web", running.url)).await;
+            assert!(
+                group["reload_error"].as_str().unwrap().contains("web.toml"),
+                "{group}"
+            );
+            assert_eq!(
+                group["generation"].as_u64().unwrap(),
+                expected,
+                "the old generation keeps running"
+            );
+            assert!(
+                daemon
+                    .metrics
+                    .render()
+                    .contains("do_scaler_config_last_reload_success 0")
+            );
+            assert_eq!(
+                daemon.generation().config.groups[0].max,
+                max - 1,
+                "the old rules keep running"
+            );
+        } else {
+            expected += 1;
+            let url = running.url.clone();
+            let started = Instant::now();
+            while generation(&url).await != expected {
+                assert!(
+                    started.elapsed() < Duration::from_secs(3),
+                    "edit {edit} was not live within 3 s (reload error: {:?})",
+                    daemon.reload_error.lock().unwrap()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(daemon.generation().config.groups[0].max, max);
+            assert!(
+                daemon
+                    .metrics
+                    .render()
+                    .contains("do_scaler_config_last_reload_success 1")
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        generation(&running.url).await,
+        expected,
+        "one generation per valid change, no more"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_needs_the_token_and_survives_a_restart_and_one_writer_per_state() {
+    let sim = sim(1, Demand::Constant(1.0), Duration::from_millis(500)).await;
+    let dir = config_dir(GROUP);
+    let first = daemon(dir.path(), &sim).await.unwrap();
+    let second = daemon(dir.path(), &sim).await;
+    assert!(
+        second
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("in use by another do-scaler")
+    );
+    let running = serve_daemon(first).await;
+    let http = reqwest::Client::new();
+    let pause = format!("{}/api/v1/groups/web/pause", running.url);
+    assert_eq!(http.post(&pause).send().await.unwrap().status(), 401);
+    assert_eq!(
+        http.post(&pause)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        http.post(&pause)
+            .bearer_auth(sim.token())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401,
+        "the DigitalOcean token is not the status token"
+    );
+    assert_eq!(
+        http.post(&pause)
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    running.stop().await;
+    let restarted = serve_daemon(daemon(dir.path(), &sim).await.unwrap()).await;
+    let group = get(&format!("{}/api/v1/groups/web", restarted.url)).await;
+    assert_eq!(group["paused"], true, "{group}");
+    restarted.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_twice_on_an_empty_group_brings_it_to_min_then_adds_nothing() {
+    let sim = sim(0, Demand::Constant(1.0), Duration::from_secs(3600)).await;
+    let dir = config_dir(&GROUP.replace("min = 1", "min = 2"));
+    for _ in 0..2 {
+        let daemon = daemon(dir.path(), &sim).await.unwrap();
+        assert_eq!(serve::run_once(&daemon).await, 0);
+    }
+    assert_eq!(sim.droplets().len(), 2);
+    assert_eq!(sim.created_names().len(), 2);
+}
+
+/// Runs the binary once against the sim, with a failpoint armed.
+fn run_binary(
+    dir: &Path,
+    sim_url: &str,
+    token: &str,
+    failpoint: Option<&str>,
+) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_do-scaler"));
+    command
+        .args(["run", "--once", "--config"])
+        .arg(dir.join("do-scaler.toml"))
+        .env("DIGITALOCEAN_API_URL", sim_url)
+        .env("DIGITALOCEAN_TOKEN", token)
+        .env_remove("DO_SCALER_FAILPOINT");
+    if let Some(point) = failpoint {
+        command.env("DO_SCALER_FAILPOINT", point);
+    }
+    command.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_between_journal_and_answer_then_a_restart_creates_nothing_twice() {
+    for point in ["create.after_journal", "create.after_answer"] {
+        let sim = sim(0, Demand::Constant(1.0), Duration::from_secs(3600)).await;
+        let dir = config_dir(&GROUP.replace("min = 1", "min = 3"));
+        let (url, token, path): (String, String, PathBuf) =
+            (sim.api_url(), sim.token().into(), dir.path().into());
+        let killed = tokio::task::spawn_blocking({
+            let (url, token, path) = (url.clone(), token.clone(), path.clone());
+            move || run_binary(&path, &url, &token, Some(point))
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&killed.stderr);
+        assert!(
+            stderr.contains(&format!("FAILPOINT {point}")),
+            "{point}: {stderr}"
+        );
+        assert_eq!(killed.status.code(), Some(137), "{point}");
+        let restarted = tokio::task::spawn_blocking(move || run_binary(&path, &url, &token, None))
+            .await
+            .unwrap();
+        assert!(
+            restarted.status.success(),
+            "{}",
+            String::from_utf8_lossy(&restarted.stderr)
+        );
+        let names = sim.created_names();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            names.len(),
+            "{point}: a name was created twice: {names:?}"
+        );
+        assert_eq!(sim.droplets().len(), 3, "{point}: the group ends at min");
+        let reconciled = String::from_utf8_lossy(&restarted.stderr);
+        assert!(
+            reconciled.contains("journal entry settled"),
+            "{point}: {reconciled}"
+        );
+    }
+}
