@@ -469,3 +469,30 @@ async fn a_kill_between_journal_and_answer_then_a_restart_creates_nothing_twice(
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_keeps_the_sample_history_so_rates_work_across_invocations() {
+    let sim = sim(2, Demand::Constant(1.0), Duration::from_millis(500)).await;
+    let dir = config_dir(&GROUP.replace("[3s]", "[2s]"));
+    for round in 0..2 {
+        if round == 1 {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        }
+        let daemon = daemon(dir.path(), &sim).await.unwrap();
+        assert_eq!(serve::run_once(&daemon).await, 0);
+    }
+    let store = do_scaler::state::Store::open(&dir.path().join("state.db")).unwrap();
+    let decisions = store.decisions("web", 2).unwrap();
+    let value = |d: &serde_json::Value| d["rules"][0]["value"].as_str().unwrap().to_string();
+    assert_eq!(
+        value(&decisions[1]),
+        "missing",
+        "the first invocation has one sample"
+    );
+    assert_ne!(
+        value(&decisions[0]),
+        "missing",
+        "the second sees the first's samples: {}",
+        decisions[0]
+    );
+}

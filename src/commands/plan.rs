@@ -86,7 +86,28 @@ pub async fn run(
             Ok(runtime) => runtime,
             Err(error) => return fail(format!("{stderr}{}: {error}\n", group.file.display())),
         };
-        let mut memory = memories.load(&group.name);
+        // The daemon's state, when there is one: remembered clocks and sample history, read
+        // without taking its lock.
+        let kept = config
+            .base
+            .state_path
+            .exists()
+            .then(|| crate::state::Store::open_read_only(&config.base.state_path).ok())
+            .flatten();
+        let mut memory = match &kept {
+            Some(store) => store.load(&group.name),
+            None => memories.load(&group.name),
+        };
+        if let Some(history) = kept.as_ref().and_then(|s| s.load_history(&group.name)) {
+            runtime
+                .history
+                .import(&history, Utc::now().timestamp_millis());
+            eprintln!(
+                "{}: using the sample history kept in {}",
+                group.name,
+                config.base.state_path.display()
+            );
+        }
         match plan_group(&mut runtime, &client, &scraper, &mut memory, request.wait).await {
             Ok(report) => reports.push((report, memory)),
             Err(error) => return fail(format!("{stderr}{}: {error}\n", group.file.display())),

@@ -71,6 +71,12 @@ pub fn spawn(daemon: Arc<Daemon>, group: Group, source: String) -> GroupHandle {
             }
         };
         let mut memory = daemon.store.load(&name);
+        if let Some(kept) = daemon.store.load_history(&name) {
+            runtime
+                .history
+                .import(&kept, daemon.clock.now().timestamp_millis());
+        }
+        let mut ticks = 0u64;
         let mut ticker = tokio::time::interval(runtime.group.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut running: Option<Running> = None;
@@ -116,8 +122,13 @@ pub fn spawn(daemon: Arc<Daemon>, group: Group, source: String) -> GroupHandle {
                 maybe_start_run(&daemon, &runtime, report, &mut running, &task_status);
             }
             daemon.store.save(&name, &memory);
+            ticks += 1;
+            if ticks.is_multiple_of(10) {
+                save_history(&daemon, &runtime);
+            }
             daemon.metrics.sync_api(&daemon.client());
         }
+        save_history(&daemon, &runtime);
         // Stopping: let a running action end (bounded), and record its outcome.
         if let Some(run) = running.as_ref()
             && !run.task.is_finished()
@@ -148,6 +159,15 @@ pub fn spawn(daemon: Arc<Daemon>, group: Group, source: String) -> GroupHandle {
     }
 }
 
+fn save_history(daemon: &Daemon, runtime: &GroupRuntime) {
+    if let Err(error) = daemon
+        .store
+        .save_history(&runtime.group.name, &runtime.history.export())
+    {
+        tracing::warn!(group = %runtime.group.name, %error, "cannot keep the sample history");
+    }
+}
+
 /// One tick with its deadline; records the decision and metrics.
 async fn tick_once(
     daemon: &Daemon,
@@ -167,9 +187,13 @@ async fn tick_once(
         .unwrap_or_default();
     let deleting = |id: u64| in_flight.contains(&id) || recently_deleted.contains_key(&id);
     let now = daemon.clock.now();
-    let outcome = tokio::time::timeout(
-        runtime.group.tick_timeout,
-        runtime.tick(&client, &daemon.scraper, memory, &deleting, now),
+    let span = tracing::info_span!("tick", group = %name);
+    let outcome = tracing::Instrument::instrument(
+        tokio::time::timeout(
+            runtime.group.tick_timeout,
+            runtime.tick(&client, &daemon.scraper, memory, &deleting, now),
+        ),
+        span,
     )
     .await;
     daemon

@@ -27,6 +27,9 @@ pub async fn run_once(daemon: &Arc<Daemon>) -> usize {
         };
         let mut memory = daemon.store.load(&name);
         let now = daemon.clock.now();
+        if let Some(kept) = daemon.store.load_history(&name) {
+            runtime.history.import(&kept, now.timestamp_millis());
+        }
         let tick = tokio::time::timeout(
             group.tick_timeout,
             runtime.tick(
@@ -86,6 +89,9 @@ pub async fn run_once(daemon: &Arc<Daemon>) -> usize {
             }
         }
         daemon.store.save(&name, &memory);
+        if let Err(error) = daemon.store.save_history(&name, &runtime.history.export()) {
+            tracing::warn!(group = %name, %error, "cannot keep the sample history");
+        }
     }
     failures
 }

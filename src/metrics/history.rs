@@ -144,6 +144,57 @@ impl History {
         self.droplets.remove(&id);
     }
 
+    /// The history as JSON, for the state database (so `--once` from cron and `plan` see rates
+    /// across invocations).
+    pub fn export(&self) -> serde_json::Value {
+        let droplets: Vec<serde_json::Value> = self
+            .droplets
+            .iter()
+            .map(|(id, series)| {
+                let series: Vec<serde_json::Value> = series
+                    .iter()
+                    .map(|(labels, points)| {
+                        let labels: Vec<(&str, &str)> = labels.iter().collect();
+                        serde_json::json!({ "labels": labels, "points": points })
+                    })
+                    .collect();
+                serde_json::json!({ "id": id, "series": series })
+            })
+            .collect();
+        serde_json::Value::Array(droplets)
+    }
+
+    /// Restores an exported history, keeping only series the selectors still select.
+    pub fn import(&mut self, exported: &serde_json::Value, now_ms: i64) {
+        #[derive(serde::Deserialize)]
+        struct Series {
+            labels: Vec<(String, String)>,
+            points: Vec<(i64, f64)>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Droplet {
+            id: u64,
+            series: Vec<Series>,
+        }
+        let Ok(droplets) = serde_json::from_value::<Vec<Droplet>>(exported.clone()) else {
+            return;
+        };
+        for droplet in droplets {
+            let entry = self.droplets.entry(droplet.id).or_default();
+            for series in droplet.series {
+                let labels = Labels::new(series.labels);
+                if self
+                    .selectors
+                    .iter()
+                    .any(|s| s.matches(labels.name(), |n| labels.get(n)))
+                {
+                    entry.insert(labels, series.points);
+                }
+            }
+        }
+        self.prune(now_ms);
+    }
+
     /// Series and points held, for metrics and memory checks.
     pub fn size(&self) -> (usize, usize) {
         let series = self.droplets.values().map(HashMap::len).sum();

@@ -12,12 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The schema version this binary writes; older databases are migrated step by step.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Decisions kept per group.
 const DECISIONS_KEPT: i64 = 1000;
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE journal (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         grp TEXT NOT NULL,
@@ -30,7 +31,9 @@ const MIGRATIONS: &[&str] = &["
     CREATE TABLE decisions (id INTEGER PRIMARY KEY AUTOINCREMENT, grp TEXT NOT NULL, at TEXT NOT NULL, body TEXT NOT NULL);
     CREATE INDEX decisions_by_group ON decisions (grp, id);
     CREATE TABLE paused (grp TEXT PRIMARY KEY, since TEXT NOT NULL);
-"];
+",
+    "CREATE TABLE history (grp TEXT PRIMARY KEY, body TEXT NOT NULL);",
+];
 
 fn store_error(error: impl std::fmt::Display) -> StateError {
     StateError::Store(error.to_string())
@@ -100,6 +103,7 @@ impl Store {
             _lock: lock,
         };
         store.migrate()?;
+        store.prune()?;
         Ok(store)
     }
 
@@ -186,6 +190,45 @@ impl Store {
                 .flatten()
             })
             .is_some()
+    }
+
+    /// Keeps a group's sample history (bounded by the history's own retention).
+    pub fn save_history(&self, group: &str, history: &serde_json::Value) -> Result<(), StateError> {
+        let conn = self.conn.lock().map_err(store_error)?;
+        conn.execute(
+            "INSERT INTO history (grp, body) VALUES (?1, ?2) ON CONFLICT (grp) DO UPDATE SET body = excluded.body",
+            params![group, history.to_string()],
+        )
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// A group's kept sample history.
+    pub fn load_history(&self, group: &str) -> Option<serde_json::Value> {
+        let conn = self.conn.lock().ok()?;
+        let body: String = conn
+            .query_row(
+                "SELECT body FROM history WHERE grp = ?1",
+                params![group],
+                |r| r.get(0),
+            )
+            .optional()
+            .ok()
+            .flatten()?;
+        serde_json::from_str(&body).ok()
+    }
+
+    /// Opens a database another process may be writing, to read memories and history
+    /// (`plan`). Takes no lock and writes nothing.
+    pub fn open_read_only(path: &Path) -> Result<Store, StateError> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| StateError::Store(format!("cannot open {}: {e}", path.display())))?;
+        let lock = File::open(path).map_err(|e| StateError::Store(e.to_string()))?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
     }
 
     /// Drops settled journal entries older than a week.
