@@ -70,6 +70,23 @@ enum Command {
     },
     /// Run a simulated DigitalOcean on this machine (API and droplets on loopback).
     Sim(SimArgs),
+    /// Try do-scaler on one machine: the simulated DigitalOcean and the daemon, under a
+    /// demand that rises then falls; prints each decision, a summary and a chart.
+    Demo {
+        /// Where the configuration copy, the state and the chart go.
+        #[arg(long, default_value = "demo-out")]
+        out: PathBuf,
+        /// How long to run.
+        #[arg(long, default_value = "120s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Demand in vCPUs instead of the built-in curve: N, step:A:B:AT, sine:BASE:AMP:PERIOD, csv:FILE.
+        #[arg(long)]
+        curve: Option<String>,
+        /// A base file of your own instead of the built-in configuration (its groups' tag should
+        /// be `web`, the tag of the simulated droplets).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Run the daemon: tick every group, act on decisions, serve the status API.
     Run {
         #[command(flatten)]
@@ -230,9 +247,9 @@ impl SimArgs {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DO_SCALER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -246,7 +263,13 @@ fn init_logging(format: LogFormat) {
 #[tokio::main]
 async fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The demo's result is its stdout; its logs stay quiet unless asked for.
+    let level = if matches!(cli.command, Command::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_logging(cli.log_format, level);
     match cli.command {
         Command::Check { config, online } => {
             let overrides = config.overrides();
@@ -282,6 +305,21 @@ async fn main() -> Result<ExitCode> {
             print!("{}", output.stdout);
             eprint!("{}", output.stderr);
             Ok(ExitCode::from(output.exit_code as u8))
+        }
+        Command::Demo {
+            out,
+            duration,
+            curve,
+            config,
+        } => {
+            let request = commands::demo::DemoRequest {
+                out,
+                duration,
+                curve,
+                config,
+            };
+            commands::demo::run(&request).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run {
             config,

@@ -2,6 +2,7 @@
 //! stderr, so that `main` only prints and tests can compare the output.
 
 pub mod check;
+pub mod demo;
 pub mod plan;
 pub mod query;
 pub mod sim;

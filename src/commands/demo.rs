@@ -1,0 +1,344 @@
+//! `do-scaler demo`: the simulated DigitalOcean and the daemon together on a built-in
+//! configuration with short intervals, under a demand that rises then falls. One line per
+//! decision on stdout, a summary at the end, and an SVG chart of demand, desired and actual size.
+
+use crate::clock::SystemClock;
+use crate::config::Overrides;
+use crate::daemon::run::prepare;
+use crate::daemon::{RunOptions, serve};
+use crate::sim::{Demand, Sim, SimOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The demo's base file.
+pub const DEMO_BASE: &str = r#"# The demo's base file: short intervals so that nothing waits ten minutes.
+interval = "2s"
+state = "state.db"
+conf_dir = "conf.d"
+actions_dir = "actions"
+[status_api]
+listen = "127.0.0.1:0"
+"#;
+
+/// The demo's group.
+pub const DEMO_GROUP: &str = r#"# The demo's group: keep CPU near 60 % on 2-vCPU droplets, 1 to 8 of them.
+tag = "web"
+min = 1
+max = 8
+warmup = "2s"
+
+[droplet]
+name_prefix = "web"
+region = "nyc3"
+size = "s-2vcpu-4gb"
+image = "ubuntu-24-04-x64"
+
+[cooldown]
+up = "4s"
+down = "8s"
+
+[stabilization]
+down = "10s"
+
+[scale_in]
+choose = "newest"
+min_age = "0s"
+
+[[rule]]
+name = "cpu"
+expr = '1 - avg(rate(node_cpu_seconds_total{mode="idle"}[6s]))'
+target = 0.6
+
+[actions]
+up = ["digitalocean_create_droplet", "health_check_tcp"]
+down = ["digitalocean_destroy_droplet"]
+
+[actions.params.health_check_tcp]
+ports = [80]
+timeout = "1s"
+interval = "500ms"
+tries = 20
+"#;
+
+/// The demo's default demand in vCPUs: quiet, a rise to 7 vCPUs, a plateau, a fall.
+pub const DEMO_CURVE: &[(u64, f64)] = &[
+    (0, 1.5),
+    (15, 1.5),
+    (30, 7.0),
+    (60, 7.0),
+    (72, 1.0),
+    (200, 1.0),
+];
+
+/// What `demo` was asked.
+#[derive(Debug, Clone)]
+pub struct DemoRequest {
+    /// Where the configuration copy, the state and the chart go.
+    pub out: PathBuf,
+    /// How long to run.
+    pub duration: Duration,
+    /// A demand curve instead of the built-in one (see `do-scaler sim --demand`).
+    pub curve: Option<String>,
+    /// A base file instead of the built-in configuration.
+    pub config: Option<PathBuf>,
+}
+
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// Files could not be written.
+    #[error("{0}")]
+    Io(String),
+    /// The sim did not start.
+    #[error(transparent)]
+    Sim(#[from] crate::sim::SimError),
+    /// The daemon did not start.
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::DaemonError),
+    /// The demand curve is invalid.
+    #[error(transparent)]
+    Demand(#[from] crate::sim::load::DemandError),
+}
+
+/// One observation of the demo.
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    seconds: f64,
+    demand: f64,
+    desired: f64,
+    actual: f64,
+}
+
+fn io(error: impl std::fmt::Display) -> DemoError {
+    DemoError::Io(error.to_string())
+}
+
+/// Writes the built-in configuration under `out` and returns its base file.
+fn write_config(out: &Path) -> Result<PathBuf, DemoError> {
+    std::fs::create_dir_all(out.join("conf.d")).map_err(io)?;
+    std::fs::create_dir_all(out.join("actions")).map_err(io)?;
+    std::fs::write(out.join("do-scaler.toml"), DEMO_BASE).map_err(io)?;
+    std::fs::write(out.join("conf.d/web.toml"), DEMO_GROUP).map_err(io)?;
+    let _ = std::fs::remove_file(out.join("state.db"));
+    let _ = std::fs::remove_file(out.join("state.db-wal"));
+    let _ = std::fs::remove_file(out.join("state.db-shm"));
+    Ok(out.join("do-scaler.toml"))
+}
+
+/// Runs the demo; returns what it printed at the end.
+pub async fn run(request: &DemoRequest) -> Result<(), DemoError> {
+    let out = std::path::absolute(&request.out).map_err(io)?;
+    std::fs::create_dir_all(&out).map_err(io)?;
+    let config = match &request.config {
+        Some(config) => config.clone(),
+        None => write_config(&out)?,
+    };
+    let demand = match &request.curve {
+        Some(curve) => Demand::parse(curve)?,
+        None => Demand::Series(
+            DEMO_CURVE
+                .iter()
+                .map(|(t, d)| (Duration::from_secs(*t), *d))
+                .collect(),
+        ),
+    };
+    let sim = Sim::start(SimOptions {
+        seed_droplets: 1,
+        seed_managed_tag: Some("do-scaler:default".into()),
+        seed_tag: "web".into(),
+        boot_delay: Duration::from_secs(3),
+        rate_limit: None,
+        demand: demand.clone(),
+        open_ports: vec![22, 80],
+        ..SimOptions::default()
+    })
+    .await?;
+    let token = sim.token().to_string();
+    let daemon = prepare(
+        config,
+        Overrides {
+            api_url: Some(sim.api_url()),
+            state: Some(out.join("state.db")),
+            listen: None,
+        },
+        Arc::new(move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| token.clone())),
+        Arc::new(SystemClock),
+        RunOptions {
+            dry_run: false,
+            action_deadline: Duration::from_secs(60),
+        },
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(io)?;
+    eprintln!(
+        "demo: simulated DigitalOcean at {}, status API at http://{}, {} of demand",
+        sim.api_url(),
+        listener.local_addr().map_err(io)?,
+        crate::config::duration::format_duration(request.duration)
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve::serve(daemon.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+
+    let started = Instant::now();
+    let mut points = Vec::new();
+    let mut last_decision = String::new();
+    let (mut ups, mut downs, mut peak) = (0u32, 0u32, 0usize);
+    let mut last_size = sim.droplets().len();
+    let (mut droplet_seconds, mut demand_seconds, mut served_seconds) = (0.0, 0.0, 0.0);
+    let mut previous = Instant::now();
+    println!(
+        "{:>5}  {:>7}  {:>6}  {:>7}  {:>8}  decision",
+        "time", "demand", "active", "booting", "cpu"
+    );
+    while started.elapsed() < request.duration {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let dt = previous.elapsed().as_secs_f64();
+        previous = Instant::now();
+        let droplets = sim.droplets();
+        let active = droplets
+            .iter()
+            .filter(|d| d.status == crate::digitalocean::DropletStatus::Active)
+            .count();
+        let size = droplets.len();
+        peak = peak.max(size);
+        let now_demand = demand.at(started.elapsed());
+        droplet_seconds += size as f64 * dt;
+        demand_seconds += now_demand * dt;
+        served_seconds += now_demand.min(active as f64 * 2.0) * dt;
+        if size != last_size {
+            if size > last_size {
+                ups += 1;
+            } else {
+                downs += 1;
+            }
+            last_size = size;
+        }
+        let Some(status) = daemon.group_status("web") else {
+            continue;
+        };
+        let Some(decision) = status.last_decision else {
+            continue;
+        };
+        let at = decision
+            .pointer("/decision/at")
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let desired = decision["desired"].as_f64().unwrap_or(0.0);
+        points.push(Point {
+            seconds: started.elapsed().as_secs_f64(),
+            demand: now_demand / (2.0 * 0.6),
+            desired,
+            actual: size as f64,
+        });
+        if at != last_decision {
+            last_decision = at;
+            let cpu = decision["rules"][0]["value"]
+                .as_str()
+                .unwrap_or("-")
+                .to_string();
+            let step = decision
+                .pointer("/decision/steps")
+                .and_then(|s| s.as_array())
+                .and_then(|s| s.last())
+                .and_then(|s| s.as_str())
+                .unwrap_or("")
+                .trim_start_matches("decision: ")
+                .to_string();
+            println!(
+                "{:>4.0}s  {:>5.1}vC  {:>6}  {:>7}  {:>8}  {}",
+                started.elapsed().as_secs_f64(),
+                now_demand,
+                decision
+                    .pointer("/decision/active")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0),
+                decision
+                    .pointer("/decision/booting")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0),
+                cpu,
+                step
+            );
+        }
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+    let chart = out.join("demo.svg");
+    draw(&chart, &points).map_err(io)?;
+    println!();
+    println!("summary: {ups} scale-up(s), {downs} scale-down(s), peak {peak} droplets");
+    println!(
+        "summary: {:.1} droplet-minutes, {:.1} % of the demand served",
+        droplet_seconds / 60.0,
+        if demand_seconds > 0.0 {
+            100.0 * served_seconds / demand_seconds
+        } else {
+            100.0
+        }
+    );
+    println!("chart: {}", chart.display());
+    Ok(())
+}
+
+/// Draws demand (in droplets' worth at the target), desired and actual size over time.
+fn draw(path: &Path, points: &[Point]) -> Result<(), String> {
+    use plotters::prelude::*;
+    let error = |e: &dyn std::fmt::Display| e.to_string();
+    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| error(&e))?;
+    let end = points.last().map(|p| p.seconds).unwrap_or(1.0).max(1.0);
+    let top = points
+        .iter()
+        .map(|p| p.demand.max(p.desired).max(p.actual))
+        .fold(1.0f64, f64::max)
+        + 1.0;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("do-scaler demo: demand and group size", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(44)
+        .build_cartesian_2d(0f64..end, 0f64..top)
+        .map_err(|e| error(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("droplets")
+        .draw()
+        .map_err(|e| error(&e))?;
+    let series: [(&str, RGBColor, fn(&Point) -> f64); 3] = [
+        (
+            "demand (droplets at 60 % CPU)",
+            RGBColor(200, 120, 0),
+            |p| p.demand,
+        ),
+        ("desired", RGBColor(30, 90, 200), |p| p.desired),
+        ("actual (active + booting)", RGBColor(20, 150, 60), |p| {
+            p.actual
+        }),
+    ];
+    for (label, color, value) in series {
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().map(|p| (p.seconds, value(p))),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| error(&e))?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| error(&e))?;
+    root.present().map_err(|e| error(&e))?;
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! `do-scaler demo` as a newcomer runs it (with a shorter curve): it scales up and down,
+//! prints one line per decision and a summary, and leaves the chart where it says.
+
+use std::process::Command;
+
+#[test]
+fn the_demo_scales_up_and_down_and_draws_its_chart() {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_do-scaler"))
+        .args([
+            "demo",
+            "--duration",
+            "40s",
+            "--curve",
+            "step:7:1:12s",
+            "--out",
+        ])
+        .arg(out.path())
+        .env_remove("DIGITALOCEAN_TOKEN")
+        .env_remove("DIGITALOCEAN_API_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.lines().any(|l| l.contains("scale up from")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.contains("scale down from")),
+        "{stdout}"
+    );
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("summary:") && l.contains("scale-up"))
+        .unwrap();
+    assert!(!summary.contains(" 0 scale"), "{summary}");
+    let chart = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("chart: "))
+        .unwrap();
+    let svg = std::fs::read_to_string(chart).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("polyline"),
+        "a chart with lines"
+    );
+    assert!(
+        out.path().join("conf.d/web.toml").exists(),
+        "the demo's configuration is written beside it"
+    );
+}
