@@ -285,6 +285,9 @@ pub async fn run(request: &DemoRequest) -> Result<(), DemoError> {
     Ok(())
 }
 
+/// One line of the chart: its label, its colour, and how to read it from a point.
+type Series = (&'static str, plotters::style::RGBColor, fn(&Point) -> f64);
+
 /// Draws demand (in droplets' worth at the target), desired and actual size over time.
 fn draw(path: &Path, points: &[Point]) -> Result<(), String> {
     use plotters::prelude::*;
@@ -310,7 +313,7 @@ fn draw(path: &Path, points: &[Point]) -> Result<(), String> {
         .y_desc("droplets")
         .draw()
         .map_err(|e| error(&e))?;
-    let series: [(&str, RGBColor, fn(&Point) -> f64); 3] = [
+    let series: [Series; 3] = [
         (
             "demand (droplets at 60 % CPU)",
             RGBColor(200, 120, 0),
