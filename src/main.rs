@@ -87,6 +87,14 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Convert the original Python do-scaler's configuration into the native format.
+    Migrate {
+        /// The old base file, do-scaler.cfg.
+        cfg: PathBuf,
+        /// Where to write the native configuration.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run the daemon: tick every group, act on decisions, serve the status API.
     Run {
         #[command(flatten)]
@@ -320,6 +328,12 @@ async fn main() -> Result<ExitCode> {
             };
             commands::demo::run(&request).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { cfg, out } => {
+            let output = commands::migrate::migrate(&cfg, &out);
+            print!("{}", output.stdout);
+            eprint!("{}", output.stderr);
+            Ok(ExitCode::from(output.exit_code as u8))
         }
         Command::Run {
             config,

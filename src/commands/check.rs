@@ -63,7 +63,7 @@ pub fn check(config_path: &Path, overrides: &Overrides, env: EnvLookup<'_>) -> C
             for warning in &loaded.warnings {
                 let _ = writeln!(stderr, "{warning}");
             }
-            match credentials::digitalocean_token(env, loaded.config.base.token_file.as_deref()) {
+            match credentials::digitalocean_token_for(env, &loaded.config.base) {
                 Ok(_) => {}
                 Err(CredentialError::Missing) => {
                     let _ = writeln!(
@@ -184,8 +184,8 @@ pub fn summarize(group: &Group) -> String {
 /// Builds a DigitalOcean client for the configured API with the token from the environment,
 /// the systemd credential or the token file. Commands that call the API fail without one.
 pub fn client_for(base: &Base, env: EnvLookup<'_>) -> Result<Client, String> {
-    let (token, source) = credentials::digitalocean_token(env, base.token_file.as_deref())
-        .map_err(|e| e.to_string())?;
+    let (token, source) =
+        credentials::digitalocean_token_for(env, base).map_err(|e| e.to_string())?;
     tracing::debug!(source = %source, "DigitalOcean token found");
     Client::new(ClientOptions::new(base.api_url.clone(), token)).map_err(|e| e.to_string())
 }

@@ -44,6 +44,8 @@ pub enum TokenSource {
     Credential(PathBuf),
     /// A token file named in the base file.
     File(PathBuf),
+    /// `do_token` in the original tool's configuration.
+    OldConfiguration,
 }
 
 impl fmt::Display for TokenSource {
@@ -52,6 +54,7 @@ impl fmt::Display for TokenSource {
             TokenSource::Environment(name) => write!(f, "environment variable {name}"),
             TokenSource::Credential(path) => write!(f, "systemd credential {}", path.display()),
             TokenSource::File(path) => write!(f, "token file {}", path.display()),
+            TokenSource::OldConfiguration => f.write_str("do_token in the old configuration"),
         }
     }
 }
@@ -148,6 +151,21 @@ pub fn digitalocean_token(
         token_file,
         "DigitalOcean token file",
     )
+}
+
+/// The DigitalOcean token for a configuration: the usual sources, then a `do_token` from the
+/// original tool's files.
+pub fn digitalocean_token_for(
+    env: EnvLookup<'_>,
+    base: &super::Base,
+) -> Result<(ApiToken, TokenSource), CredentialError> {
+    match digitalocean_token(env, base.token_file.as_deref()) {
+        Err(CredentialError::Missing) => match &base.inline_token {
+            Some(token) => Ok((token.clone(), TokenSource::OldConfiguration)),
+            None => Err(CredentialError::Missing),
+        },
+        other => other,
+    }
 }
 
 /// The status API token (for POST endpoints): the systemd credential `api-token`, then the

@@ -156,6 +156,9 @@ fn string_or<'a>(value: &'a Option<Spanned<String>>, default: &'a str) -> &'a st
 
 /// Loads and validates the base file, every group file and the cross-file rules.
 pub fn load(config_path: &Path, overrides: &Overrides) -> Result<Loaded, LoadError> {
+    if is_legacy(config_path) {
+        return load_legacy(config_path, overrides);
+    }
     let mut diagnostics = Vec::new();
     let base = match load_base(config_path, overrides, &mut diagnostics) {
         Some(base) => base,
@@ -222,6 +225,14 @@ pub fn load_base(
     overrides: &Overrides,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Base> {
+    if is_legacy(config_path) {
+        let converted = super::legacy::convert(config_path)
+            .map_err(|e| diagnostics.extend(e))
+            .ok()?;
+        let mut base = base_from_text(config_path, &converted.base, overrides, diagnostics)?;
+        base.inline_token = converted.token.map(super::credentials::ApiToken::new);
+        return Some(base);
+    }
     let source = match std::fs::read_to_string(config_path) {
         Ok(source) => source,
         Err(e) => {
@@ -233,6 +244,22 @@ pub fn load_base(
             return None;
         }
     };
+    base_from_text(config_path, &source, overrides, diagnostics)
+}
+
+/// Whether a base file is the original Python tool's (`*.cfg`).
+pub fn is_legacy(config_path: &Path) -> bool {
+    config_path.extension().is_some_and(|e| e == "cfg")
+}
+
+/// Builds the base settings from the base file's text.
+fn base_from_text(
+    config_path: &Path,
+    source: &str,
+    overrides: &Overrides,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Base> {
+    let source = source.to_string();
     let file: BaseFile = match toml::from_str(&source) {
         Ok(file) => file,
         Err(e) => {
@@ -318,6 +345,7 @@ pub fn load_base(
                 .map(|f| resolve(&base_dir, f.get_ref())),
             open_reads: file.status_api.open_reads.unwrap_or(true),
         },
+        inline_token: None,
     };
     let errors_after = diagnostics.iter().filter(|d| d.is_error()).count();
     (errors_after == errors_before).then_some(base)
@@ -493,5 +521,68 @@ pub fn group_from_toml(name: &str, text: &str) -> Result<Group, Vec<Diagnostic>>
             .into_iter()
             .filter(Diagnostic::is_error)
             .collect()
+    })
+}
+
+/// Loads the original Python tool's configuration through the native model: each old group is
+/// converted into a native group file's text and validated like one.
+fn load_legacy(config_path: &Path, overrides: &Overrides) -> Result<Loaded, LoadError> {
+    let mut diagnostics = Vec::new();
+    let converted = match super::legacy::convert(config_path) {
+        Ok(converted) => converted,
+        Err(errors) => {
+            return Err(LoadError {
+                diagnostics: errors,
+                ignored: Vec::new(),
+            });
+        }
+    };
+    diagnostics.extend(converted.warnings.iter().cloned());
+    let Some(mut base) = base_from_text(config_path, &converted.base, overrides, &mut diagnostics)
+    else {
+        return Err(LoadError {
+            diagnostics,
+            ignored: Vec::new(),
+        });
+    };
+    base.inline_token = converted
+        .token
+        .clone()
+        .map(super::credentials::ApiToken::new);
+    let known_actions = known_actions(&base.actions_dir);
+    let base_dir = parent_dir(config_path);
+    let mut groups = Vec::new();
+    for (name, text, old_file) in &converted.groups {
+        let file = PathBuf::from(format!("{} (converted)", old_file.display()));
+        let parsed: GroupFile = match toml::from_str(text) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                diagnostics.push(toml_diagnostic(&file, text, &e));
+                continue;
+            }
+        };
+        let ctx = GroupContext {
+            name,
+            file: &file,
+            source: text,
+            default_interval: base.interval,
+            base_dir: &base_dir,
+            known_actions: &known_actions,
+        };
+        let (group, found) = validate_group(&ctx, parsed);
+        diagnostics.extend(found);
+        groups.extend(group);
+    }
+    check_across_groups(&groups, &mut diagnostics);
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        return Err(LoadError {
+            diagnostics,
+            ignored: Vec::new(),
+        });
+    }
+    Ok(Loaded {
+        config: Config { base, groups },
+        warnings: diagnostics,
+        ignored: Vec::new(),
     })
 }

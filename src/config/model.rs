@@ -36,6 +36,9 @@ pub struct Base {
     pub actions_dir: PathBuf,
     /// Status API settings.
     pub status_api: StatusApi,
+    /// A token written in the original tool's files (`do_token`), used only when no other
+    /// source has one.
+    pub inline_token: Option<super::credentials::ApiToken>,
 }
 
 impl Base {

@@ -185,8 +185,8 @@ fn build_generation(
 }
 
 fn build_client(config: &Config, env: EnvLookup<'_>) -> Result<Client, String> {
-    let (token, source) = credentials::digitalocean_token(env, config.base.token_file.as_deref())
-        .map_err(|e| e.to_string())?;
+    let (token, source) =
+        credentials::digitalocean_token_for(env, &config.base).map_err(|e| e.to_string())?;
     tracing::info!(%source, "DigitalOcean token found");
     Client::new(ClientOptions::new(config.base.api_url.clone(), token)).map_err(|e| e.to_string())
 }

@@ -380,6 +380,18 @@ impl State {
             }
             self.last_advance = next;
         }
+        // Droplets due now (a zero boot delay, or a clock that has not moved) boot at once.
+        let due: Vec<u64> = self
+            .droplets
+            .iter()
+            .filter(|(_, d)| {
+                d.droplet.status == DropletStatus::New && d.ready_at <= self.last_advance
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            activated.extend(self.activate(id));
+        }
         activated
     }
 

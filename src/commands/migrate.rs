@@ -1,0 +1,87 @@
+//! `do-scaler migrate`: writes the native configuration equivalent to the original tool's,
+//! and says what changed in meaning.
+
+use super::check::CommandOutput;
+use crate::config::legacy::convert;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Converts `cfg` into `out` (`do-scaler.toml`, `conf.d/<group>.toml`, and the old token in
+/// `digitalocean-token`, mode 0600).
+pub fn migrate(cfg: &Path, out: &Path) -> CommandOutput {
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    let converted = match convert(cfg) {
+        Ok(converted) => converted,
+        Err(errors) => {
+            for error in errors {
+                let _ = writeln!(stderr, "{error}");
+            }
+            return CommandOutput {
+                stdout,
+                stderr,
+                exit_code: 1,
+            };
+        }
+    };
+    for warning in &converted.warnings {
+        let _ = writeln!(stderr, "{warning}");
+    }
+    let write = |path: &Path, text: &str| {
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    let result = (|| -> Result<(), String> {
+        std::fs::create_dir_all(out.join("conf.d"))
+            .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+        let mut base = converted.base.clone();
+        if let Some(token) = &converted.token {
+            let path = out.join("digitalocean-token");
+            write(&path, &format!("{token}\n"))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| e.to_string())?;
+            }
+            base.push_str("# The old do_token, moved out of the group files. Better: a systemd credential\n# (/etc/do-scaler/credentials/digitalocean-token), then delete this line and the file.\ntoken_file = \"digitalocean-token\"\n");
+        }
+        write(&out.join("do-scaler.toml"), &base)?;
+        for (name, text, _) in &converted.groups {
+            write(&out.join("conf.d").join(format!("{name}.toml")), text)?;
+        }
+        Ok(())
+    })();
+    if let Err(error) = result {
+        let _ = writeln!(stderr, "{error}");
+        return CommandOutput {
+            stdout,
+            stderr,
+            exit_code: 1,
+        };
+    }
+    let _ = writeln!(stdout, "wrote {}", out.join("do-scaler.toml").display());
+    for (name, _, old) in &converted.groups {
+        let _ = writeln!(
+            stdout,
+            "wrote {} (from {})",
+            out.join("conf.d").join(format!("{name}.toml")).display(),
+            old.display()
+        );
+    }
+    if converted.token.is_some() {
+        let _ = writeln!(
+            stdout,
+            "wrote {} (mode 0600): move it to a systemd credential",
+            out.join("digitalocean-token").display()
+        );
+    }
+    let _ = writeln!(stdout, "what changes in meaning:");
+    for note in &converted.notes {
+        let _ = writeln!(stdout, "  - {note}");
+    }
+    CommandOutput {
+        stdout,
+        stderr,
+        exit_code: 0,
+    }
+}

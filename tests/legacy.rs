@@ -1,0 +1,226 @@
+//! The original Python do-scaler's configuration (tests/legacy, its example layout written from
+//! its description): loaded unchanged, migrated, and scaling against the sim.
+
+use chrono::{DateTime, Utc};
+use do_scaler::clock::ManualClock;
+use do_scaler::commands::check::check;
+use do_scaler::commands::migrate::migrate;
+use do_scaler::config::{ApiToken, Overrides, load};
+use do_scaler::daemon::GroupRuntime;
+use do_scaler::digitalocean::{Client, ClientOptions};
+use do_scaler::metrics::scrape::Scraper;
+use do_scaler::policy::{Direction, GroupMemory, InMemoryStore};
+use do_scaler::script::compile_all;
+use do_scaler::script::runner::{ActionRequest, Runner};
+use do_scaler::sim::{Demand, Sim, SimOptions};
+use do_scaler::state::MemoryJournal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn old_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/legacy/do-scaler.cfg")
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+#[test]
+fn the_old_configuration_loads_into_the_native_model() {
+    let output = check(&old_config(), &Overrides::default(), &no_env);
+    assert_eq!(output.exit_code, 0, "{}", output.stderr);
+    assert!(
+        output.stderr.contains("do_token is read from this file"),
+        "{}",
+        output.stderr
+    );
+    let config = load(&old_config(), &Overrides::default()).unwrap().config;
+    let web = &config.groups[0];
+    assert_eq!((web.tag.as_str(), web.min, web.max), ("web", 2, 8));
+    assert_eq!(web.interval, Duration::from_secs(30));
+    assert_eq!(web.adopt_tags, ["autoscaled"]);
+    assert_eq!(web.template.name_prefix, "web");
+    assert_eq!(web.scrape.port, 9110);
+    let names: Vec<&str> = web.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["mem_avail", "loadavg", "down"]);
+    assert_eq!(
+        config.base.inline_token.as_ref().map(ApiToken::expose),
+        Some("dop_v1_0123456789abcdef0123456789abcdef")
+    );
+}
+
+#[test]
+fn old_format_errors_name_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("do-scaler.cfg"),
+        "[scheduler]\ninterval = 30\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("conf.d/policies")).unwrap();
+    std::fs::write(dir.path().join("conf.d/web.cfg"), "[scaler]\ntag_name = web\npolicy_files = p.json\n[digitalocean_create_droplet]\nmax = eight\ndroplet = web.json\n").unwrap();
+    let output = check(
+        &dir.path().join("do-scaler.cfg"),
+        &Overrides::default(),
+        &no_env,
+    );
+    assert_eq!(output.exit_code, 1);
+    assert!(
+        output
+            .stderr
+            .contains("web.cfg:5:1: `max` must be a whole number, found `eight`"),
+        "{}",
+        output.stderr
+    );
+}
+
+#[tokio::test]
+async fn migrate_writes_a_configuration_that_checks_and_plans_the_same() {
+    let out = tempfile::tempdir().unwrap();
+    let migrated = migrate(&old_config(), out.path());
+    assert_eq!(migrated.exit_code, 0, "{}", migrated.stderr);
+    assert!(migrated.stdout.contains("what changes in meaning"));
+    let token = out.path().join("digitalocean-token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&token).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let native = out.path().join("do-scaler.toml");
+    let checked = check(&native, &Overrides::default(), &no_env);
+    assert_eq!(checked.exit_code, 0, "{}", checked.stderr);
+
+    // Both forms plan the same decision for the same sim state.
+    let sim = Sim::start(SimOptions {
+        seed_droplets: 3,
+        seed_managed_tag: Some("autoscaled".into()),
+        open_ports: Vec::new(),
+        demand: Demand::Constant(12.0),
+        seed_age: Duration::from_secs(3 * 3600),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    let sim_token = sim.token().to_string();
+    let env = move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| sim_token.clone());
+    let mut plans = Vec::new();
+    for config in [old_config(), native] {
+        let request = do_scaler::commands::plan::PlanRequest {
+            config,
+            overrides: Overrides {
+                api_url: Some(sim.api_url()),
+                state: Some(out.path().join("none.db")),
+                ..Overrides::default()
+            },
+            group: None,
+            json: true,
+            wait: Duration::ZERO,
+        };
+        let output =
+            do_scaler::commands::plan::run(&request, &env, &InMemoryStore::default()).await;
+        assert_eq!(output.exit_code, 0, "{}", output.stderr);
+        let plan: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
+        let group = &plan["groups"][0];
+        let verdicts: Vec<String> = group["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| format!("{}={}", r["name"], r["value"]))
+            .collect();
+        plans.push((group["desired"].clone(), verdicts));
+    }
+    assert_eq!(plans[0], plans[1]);
+    assert_eq!(
+        plans[0].0, 4,
+        "memory is short on every droplet: +1 ({:?})",
+        plans[0]
+    );
+}
+
+fn at(clock: &ManualClock) -> DateTime<Utc> {
+    do_scaler::clock::Clock::now(clock)
+}
+
+#[tokio::test]
+async fn the_old_example_scales_up_under_load_and_down_when_idle_within_its_bounds() {
+    let clock = ManualClock::new(
+        DateTime::parse_from_rfc3339("2026-06-10T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc),
+    );
+    // Two droplets the old tool made (tag "autoscaled"), ten vCPUs of work for ten minutes,
+    // then almost none.
+    let sim = Sim::start(SimOptions {
+        seed_droplets: 2,
+        seed_managed_tag: Some("autoscaled".into()),
+        demand: Demand::Step {
+            before: 10.0,
+            after: 0.1,
+            at: Duration::from_secs(600),
+        },
+        boot_delay: Duration::ZERO,
+        seed_age: Duration::from_secs(3600),
+        clock: Arc::new(clock.clone()),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    let config = load(&old_config(), &Overrides::default()).unwrap().config;
+    let group = config.groups[0].clone();
+    let mut options = ClientOptions::new(sim.api_url(), ApiToken::new(sim.token()));
+    options.rate_limits = None;
+    let client = Client::new(options).unwrap();
+    let scraper = Scraper::new(8, 1 << 20).unwrap();
+    let runner = Runner::new(
+        Arc::new(compile_all(Path::new("/nonexistent")).unwrap()),
+        client.clone(),
+        Arc::new(MemoryJournal::default()),
+    );
+    let mut runtime = GroupRuntime::new(group.clone(), "do-scaler:default".into()).unwrap();
+    let mut memory = GroupMemory::default();
+    let mut sizes = Vec::new();
+    // 45 simulated minutes at the old interval of 30 s: long enough for load15 to rise and fall.
+    for _ in 0..90 {
+        let now = at(&clock);
+        let report = runtime
+            .tick(&client, &scraper, &mut memory, &|_| false, now)
+            .await
+            .unwrap();
+        if let Some(direction) = report.decision.direction {
+            let run = runner
+                .run(ActionRequest {
+                    group: group.clone(),
+                    managed_tag: "do-scaler:default".into(),
+                    decision: report.decision.clone(),
+                    droplets: report.listing.clone(),
+                    actions: report.actions.clone(),
+                    deadline: Duration::from_secs(30),
+                })
+                .await;
+            assert_eq!(run.failure(), None, "{:?}", run.results);
+            memory.created(run.created.len() as u32, now);
+            memory.scaled(direction, now);
+        }
+        clock.advance(Duration::from_secs(30));
+        sim.sync();
+        let size = sim.droplets().len();
+        assert!((2..=8).contains(&size), "size {size} outside 2..8");
+        sizes.push(size);
+    }
+    let peak = *sizes.iter().max().unwrap();
+    assert!(peak > 2, "it scaled up under load: {sizes:?}");
+    assert!(
+        *sizes.last().unwrap() < peak,
+        "it scaled down when idle: {sizes:?}"
+    );
+    let names = sim.created_names();
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "a name was reused: {names:?}");
+    let _ = Direction::Up;
+}
