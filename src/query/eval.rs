@@ -462,7 +462,6 @@ fn binary(
     return_bool: bool,
     matching: &Matching,
 ) -> Result<Value, QueryError> {
-    let drop_name = !op.is_comparison() || return_bool;
     Ok(match (left, right) {
         (Value::Scalar(l), Value::Scalar(r)) => {
             if op.is_set() {
@@ -478,53 +477,45 @@ fn binary(
             Value::Scalar(element(op, l, r, return_bool, l).unwrap_or(f64::NAN))
         }
         (Value::Vector(samples), Value::Scalar(r)) => {
-            if op.is_set() {
-                return Err(QueryError::Eval(
-                    "`and`, `or` and `unless` need vectors on both sides".into(),
-                ));
-            }
-            Value::Vector(
-                samples
-                    .into_iter()
-                    .filter_map(|s| {
-                        element(op, s.value, r, return_bool, s.value).map(|value| Sample {
-                            labels: if drop_name {
-                                s.labels.drop_name()
-                            } else {
-                                s.labels
-                            },
-                            value,
-                        })
-                    })
-                    .collect(),
-            )
+            Value::Vector(with_scalar(op, samples, return_bool, |v| (v, r))?)
         }
         (Value::Scalar(l), Value::Vector(samples)) => {
-            if op.is_set() {
-                return Err(QueryError::Eval(
-                    "`and`, `or` and `unless` need vectors on both sides".into(),
-                ));
-            }
-            Value::Vector(
-                samples
-                    .into_iter()
-                    .filter_map(|s| {
-                        element(op, l, s.value, return_bool, s.value).map(|value| Sample {
-                            labels: if drop_name {
-                                s.labels.drop_name()
-                            } else {
-                                s.labels
-                            },
-                            value,
-                        })
-                    })
-                    .collect(),
-            )
+            Value::Vector(with_scalar(op, samples, return_bool, |v| (l, v))?)
         }
         (Value::Vector(lhs), Value::Vector(rhs)) => {
             Value::Vector(vector_binary(op, lhs, rhs, return_bool, matching)?)
         }
     })
+}
+
+/// Applies `op` between each element and a number; `operands` orders the two (the element's
+/// value, the number) as written. A filtering comparison keeps the element's own value.
+fn with_scalar(
+    op: BinaryOp,
+    samples: Vec<Sample>,
+    return_bool: bool,
+    operands: impl Fn(f64) -> (f64, f64),
+) -> Result<Vec<Sample>, QueryError> {
+    if op.is_set() {
+        return Err(QueryError::Eval(
+            "`and`, `or` and `unless` need vectors on both sides".into(),
+        ));
+    }
+    let drop_name = !op.is_comparison() || return_bool;
+    Ok(samples
+        .into_iter()
+        .filter_map(|s| {
+            let (l, r) = operands(s.value);
+            element(op, l, r, return_bool, s.value).map(|value| Sample {
+                labels: if drop_name {
+                    s.labels.drop_name()
+                } else {
+                    s.labels
+                },
+                value,
+            })
+        })
+        .collect())
 }
 
 fn vector_binary(
