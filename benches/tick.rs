@@ -53,7 +53,10 @@ async fn measure(droplets: u32) -> (Duration, u64, u64) {
     let mut memory = GroupMemory::default();
     // Warm up the connection pool and the history.
     for _ in 0..2 {
-        runtime.tick(&client, &scraper, &mut memory, &|_| false, Utc::now()).await.expect("tick");
+        runtime
+            .tick(&client, &scraper, &mut memory, &|_| false, Utc::now())
+            .await
+            .expect("tick");
     }
     let api_before: u64 = sim.api_counts().values().sum();
     let scrapes_before: u64 = sim.scrapes().values().sum();
@@ -61,22 +64,35 @@ async fn measure(droplets: u32) -> (Duration, u64, u64) {
     let rounds = 5;
     for _ in 0..rounds {
         let started = Instant::now();
-        runtime.tick(&client, &scraper, &mut memory, &|_| false, Utc::now()).await.expect("tick");
+        runtime
+            .tick(&client, &scraper, &mut memory, &|_| false, Utc::now())
+            .await
+            .expect("tick");
         times.push(started.elapsed());
     }
     times.sort();
     let api: u64 = sim.api_counts().values().sum::<u64>() - api_before;
     let scrapes: u64 = sim.scrapes().values().sum::<u64>() - scrapes_before;
-    (times[rounds / 2], api / rounds as u64, scrapes / rounds as u64)
+    (
+        times[rounds / 2],
+        api / rounds as u64,
+        scrapes / rounds as u64,
+    )
 }
 
 #[tokio::main]
 async fn main() {
-    println!("{:>9}  {:>12}  {:>14}  {:>16}", "droplets", "tick (median)", "API calls/tick", "scrapes/tick");
+    println!(
+        "{:>9}  {:>12}  {:>14}  {:>16}",
+        "droplets", "tick (median)", "API calls/tick", "scrapes/tick"
+    );
     let mut results = Vec::new();
     for droplets in [100u32, 1000, 5000] {
         let (time, api, scrapes) = measure(droplets).await;
-        println!("{droplets:>9}  {:>10.1}ms  {api:>14}  {scrapes:>16}", time.as_secs_f64() * 1000.0);
+        println!(
+            "{droplets:>9}  {:>10.1}ms  {api:>14}  {scrapes:>16}",
+            time.as_secs_f64() * 1000.0
+        );
         results.push((droplets, time));
     }
     let ratio = results[2].1.as_secs_f64() / results[1].1.as_secs_f64();

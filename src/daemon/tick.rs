@@ -194,8 +194,8 @@ impl GroupRuntime {
                 busy: None,
             });
         }
-        self.first_active
-            .retain(|id, _| droplets.iter().any(|d| d.id == *id));
+        let listed: std::collections::HashSet<u64> = droplets.iter().map(|d| d.id).collect();
+        self.first_active.retain(|id, _| listed.contains(id));
         members
     }
 

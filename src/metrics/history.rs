@@ -112,7 +112,18 @@ impl History {
                 _ => points.push((t, value)),
             }
         }
-        self.prune(at_ms);
+        // Prune only this droplet's series here; the tick prunes the whole history once.
+        let oldest = at_ms - self.retention.as_millis() as i64;
+        let max_points = self.max_points;
+        series.retain(|_, points| {
+            let keep_from = points
+                .partition_point(|(t, _)| *t < oldest)
+                .max(points.len().saturating_sub(max_points));
+            if keep_from > 0 {
+                points.drain(..keep_from);
+            }
+            !points.is_empty()
+        });
         Ok(count)
     }
 

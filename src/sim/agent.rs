@@ -59,7 +59,8 @@ pub fn serve(shared: &Arc<Shared>, id: u64, address: Ipv4Addr) -> Vec<JoinHandle
 }
 
 async fn metrics(State(context): State<AgentContext>) -> Response {
-    context.shared.sync();
+    // The model is kept current by the sim's own ticker (every 200 ms) and by every API call;
+    // advancing it here, once per scrape, would make a tick of N droplets cost N².
     let (hang, garbage, body) = {
         let mut state = context.shared.lock();
         let (hang, garbage) = state.scrape_fault(context.id);

@@ -202,9 +202,9 @@ fn page_link(path: &str, page: usize, per_page: usize, extra: &[(&str, &str)]) -
 }
 
 /// Slices `items` into a page and builds `links` and `meta` as the API does.
-fn paginate(
+fn paginate<T: serde::Serialize>(
     path: &str,
-    items: Vec<Value>,
+    items: &[T],
     key: &str,
     params: &HashMap<String, String>,
     extra: &[(&str, &str)],
@@ -233,10 +233,12 @@ fn paginate(
     };
     let total = items.len();
     let last = total.div_ceil(per_page).max(1);
+    // Only the page is serialized: a listing of N droplets costs N, not N per page.
     let slice: Vec<Value> = items
-        .into_iter()
+        .iter()
         .skip((page - 1) * per_page)
         .take(per_page)
+        .filter_map(|item| serde_json::to_value(item).ok())
         .collect();
     let mut pages = serde_json::Map::new();
     if page > 1 {
@@ -266,19 +268,13 @@ async fn list_droplets(
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     let tag = params.get("tag_name").cloned();
-    let items: Vec<Value> = {
-        let state = shared.lock();
-        state
-            .list(tag.as_deref())
-            .into_iter()
-            .filter_map(|d| serde_json::to_value(d).ok())
-            .collect()
-    };
     let extra: Vec<(&str, &str)> = tag
         .as_deref()
         .map(|t| vec![("tag_name", t)])
         .unwrap_or_default();
-    paginate("/v2/droplets", items, "droplets", &params, &extra)
+    let state = shared.lock();
+    let items = state.list(tag.as_deref());
+    paginate("/v2/droplets", &items, "droplets", &params, &extra)
 }
 
 async fn create_droplets(State(shared): Shared2, body: axum::body::Bytes) -> Response {
@@ -408,19 +404,11 @@ async fn account(State(shared): Shared2) -> Response {
 }
 
 async fn sizes(Query(params): Query<HashMap<String, String>>) -> Response {
-    let items = catalog::sizes()
-        .into_iter()
-        .filter_map(|s| serde_json::to_value(s).ok())
-        .collect();
-    paginate("/v2/sizes", items, "sizes", &params, &[])
+    paginate("/v2/sizes", &catalog::sizes(), "sizes", &params, &[])
 }
 
 async fn regions(Query(params): Query<HashMap<String, String>>) -> Response {
-    let items = catalog::regions()
-        .into_iter()
-        .filter_map(|r| serde_json::to_value(r).ok())
-        .collect();
-    paginate("/v2/regions", items, "regions", &params, &[])
+    paginate("/v2/regions", &catalog::regions(), "regions", &params, &[])
 }
 
 async fn image(Path(key): Path<String>) -> Response {
