@@ -320,12 +320,17 @@ async fn preflight_warnings(daemon: &Daemon) {
 impl Daemon {
     /// Starts a task for every group of the current generation that has none.
     pub fn start_groups(self: &Arc<Self>) {
+        self.start_groups_except(&[]);
+    }
+
+    /// Starts the missing group tasks, except those named (still stopping).
+    fn start_groups_except(self: &Arc<Self>, except: &[String]) {
         let generation = self.generation();
         let Ok(mut groups) = self.groups.lock() else {
             return;
         };
         for group in &generation.config.groups {
-            if !groups.contains_key(&group.name) {
+            if !groups.contains_key(&group.name) && !except.contains(&group.name) {
                 let source = generation
                     .sources
                     .get(&group.name)
@@ -386,6 +391,7 @@ impl Daemon {
                 if let Ok(mut slot) = self.generation.write() {
                     *slot = generation.clone();
                 }
+                let mut stopping = Vec::new();
                 if let Ok(mut groups) = self.groups.lock() {
                     let stale: Vec<String> = groups
                         .iter()
@@ -398,10 +404,27 @@ impl Daemon {
                         if let Some(handle) = groups.remove(&name) {
                             tracing::info!(group = %name, "group changed or removed: restarting its task");
                             let _ = handle.stop.send(true);
+                            stopping.push((name, handle.task));
                         }
                     }
                 }
-                self.start_groups();
+                // A changed group's new task starts only once the old one has ended (it lets a
+                // running action finish), so one group never has two action runs at once.
+                let restarting: Vec<String> =
+                    stopping.iter().map(|(name, _)| name.clone()).collect();
+                self.start_groups_except(&restarting);
+                for (name, task) in stopping {
+                    let daemon = self.clone();
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(
+                            daemon.options.action_deadline + Duration::from_secs(5),
+                            task,
+                        )
+                        .await;
+                        tracing::debug!(group = %name, "old task ended");
+                        daemon.start_groups_except(&[]);
+                    });
+                }
                 self.metrics.generation.set(generation.number as i64);
                 self.metrics.reload_success.set(1);
                 if let Ok(mut slot) = self.reload_error.lock() {
