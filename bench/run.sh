@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every benchmark whose figures the README reports, printing the machine first.
+# Usage: bash bench/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB"
+echo "rustc: $(rustc --version)"
+echo
+echo "== exposition parser against prometheus-parse"
+cargo bench --bench parser 2>/dev/null
+echo
+echo "== one tick at 100, 1,000 and 5,000 droplets (sim in the same process, rate limits off)"
+cargo bench --bench tick 2>/dev/null
