@@ -268,6 +268,13 @@ fn init_logging(format: LogFormat, default_level: &str) {
     }
 }
 
+/// Prints a command's result on stdout and its diagnostics on stderr; returns its exit code.
+fn emit(output: commands::check::CommandOutput) -> ExitCode {
+    print!("{}", output.stdout);
+    eprint!("{}", output.stderr);
+    ExitCode::from(u8::try_from(output.exit_code).unwrap_or(1))
+}
+
 #[tokio::main]
 async fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
@@ -287,9 +294,7 @@ async fn main() -> Result<ExitCode> {
             } else {
                 commands::check::check(&config.config, &overrides, &credentials::process_env)
             };
-            print!("{}", output.stdout);
-            eprint!("{}", output.stderr);
-            Ok(ExitCode::from(output.exit_code as u8))
+            Ok(emit(output))
         }
         Command::Query {
             expr,
@@ -310,9 +315,7 @@ async fn main() -> Result<ExitCode> {
                 timeout,
             };
             let output = commands::query::run(&request).await;
-            print!("{}", output.stdout);
-            eprint!("{}", output.stderr);
-            Ok(ExitCode::from(output.exit_code as u8))
+            Ok(emit(output))
         }
         Command::Demo {
             out,
@@ -331,9 +334,7 @@ async fn main() -> Result<ExitCode> {
         }
         Command::Migrate { cfg, out } => {
             let output = commands::migrate::migrate(&cfg, &out);
-            print!("{}", output.stdout);
-            eprint!("{}", output.stderr);
-            Ok(ExitCode::from(output.exit_code as u8))
+            Ok(emit(output))
         }
         Command::Run {
             config,
@@ -395,9 +396,7 @@ async fn main() -> Result<ExitCode> {
             };
             let memories = do_scaler::policy::InMemoryStore::default();
             let output = commands::plan::run(&request, &credentials::process_env, &memories).await;
-            print!("{}", output.stdout);
-            eprint!("{}", output.stderr);
-            Ok(ExitCode::from(output.exit_code as u8))
+            Ok(emit(output))
         }
         Command::Sim(args) => {
             commands::sim::run(args.options()?).await?;

@@ -114,7 +114,7 @@ pub async fn run(
         }
     }
     let stdout = if request.json {
-        let groups: Vec<serde_json::Value> = reports.iter().map(|(r, _)| report_json(r)).collect();
+        let groups: Vec<serde_json::Value> = reports.iter().map(|(r, _)| r.to_json()).collect();
         format!(
             "{}\n",
             serde_json::to_string_pretty(&json!({ "groups": groups })).unwrap_or_default()
@@ -183,28 +183,6 @@ fn is_warming(observation: &Observation) -> bool {
             .any(|t| matches!(t, Truth::Missing(r) if warming(r))),
         Observation::Number(_) => false,
     }
-}
-
-/// The JSON form of one group's plan.
-pub fn report_json(report: &TickReport) -> serde_json::Value {
-    json!({
-        "name": report.group,
-        "current": report.decision.current,
-        "desired": report.decision.desired,
-        "decision": {
-            "direction": report.decision.direction,
-            "winner": report.decision.winner,
-            "bounds": report.decision.bounds,
-            "active": report.decision.active,
-            "booting": report.decision.booting,
-            "victims": report.decision.victims,
-            "actions": report.actions,
-            "steps": report.decision.steps,
-            "at": report.decision.at,
-        },
-        "rules": report.decision.rules,
-        "droplets": report.droplets,
-    })
 }
 
 fn ago(now: DateTime<Utc>, then: Option<DateTime<Utc>>) -> String {

@@ -217,7 +217,7 @@ async fn tick_once(
         }
     };
     let decision = &report.decision;
-    let json = crate::commands::plan::report_json(&report);
+    let json = report.to_json();
     if let Err(error) =
         daemon
             .store

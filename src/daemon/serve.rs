@@ -54,7 +54,7 @@ pub async fn run_once(daemon: &Arc<Daemon>) -> usize {
                 continue;
             }
         };
-        let json = crate::commands::plan::report_json(&report);
+        let json = report.to_json();
         let _ = daemon.store.record_decision(
             &name,
             &report.decision.at.to_rfc3339(),

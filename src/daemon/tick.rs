@@ -67,6 +67,31 @@ pub struct TickReport {
     pub listing: Vec<Droplet>,
 }
 
+impl TickReport {
+    /// The JSON form shown by `plan --json`, recorded in the state database and served by the
+    /// status API.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.group,
+            "current": self.decision.current,
+            "desired": self.decision.desired,
+            "decision": {
+                "direction": self.decision.direction,
+                "winner": self.decision.winner,
+                "bounds": self.decision.bounds,
+                "active": self.decision.active,
+                "booting": self.decision.booting,
+                "victims": self.decision.victims,
+                "actions": self.actions,
+                "steps": self.decision.steps,
+                "at": self.decision.at,
+            },
+            "rules": self.decision.rules,
+            "droplets": self.droplets,
+        })
+    }
+}
+
 /// A group's running state between ticks: compiled expressions, sample history, and when
 /// each droplet was first seen active.
 #[derive(Debug)]

@@ -114,33 +114,15 @@ impl History {
         }
         // Prune only this droplet's series here; the tick prunes the whole history once.
         let oldest = at_ms - self.retention.as_millis() as i64;
-        let max_points = self.max_points;
-        series.retain(|_, points| {
-            let keep_from = points
-                .partition_point(|(t, _)| *t < oldest)
-                .max(points.len().saturating_sub(max_points));
-            if keep_from > 0 {
-                points.drain(..keep_from);
-            }
-            !points.is_empty()
-        });
+        prune_series(series, oldest, self.max_points);
         Ok(count)
     }
 
     /// Drops points older than the retention and series left empty.
     pub fn prune(&mut self, now_ms: i64) {
         let oldest = now_ms - self.retention.as_millis() as i64;
-        let max_points = self.max_points;
         for series in self.droplets.values_mut() {
-            series.retain(|_, points| {
-                let keep_from = points
-                    .partition_point(|(t, _)| *t < oldest)
-                    .max(points.len().saturating_sub(max_points));
-                if keep_from > 0 {
-                    points.drain(..keep_from);
-                }
-                !points.is_empty()
-            });
+            prune_series(series, oldest, self.max_points);
         }
         self.droplets.retain(|_, series| !series.is_empty());
     }
@@ -233,6 +215,19 @@ impl SeriesSource for History {
             }
         }
     }
+}
+
+/// Drops one droplet's points older than `oldest` or past `max_points`, and its empty series.
+fn prune_series(series: &mut HashMap<Labels, Vec<(i64, f64)>>, oldest: i64, max_points: usize) {
+    series.retain(|_, points| {
+        let keep_from = points
+            .partition_point(|(t, _)| *t < oldest)
+            .max(points.len().saturating_sub(max_points));
+        if keep_from > 0 {
+            points.drain(..keep_from);
+        }
+        !points.is_empty()
+    });
 }
 
 /// How long a history keeps points: the longest range plus two intervals and a minute.
