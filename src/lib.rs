@@ -16,6 +16,7 @@
 //! - [`script`]: the Rhai host: sandbox, host functions, shipped action scripts, runner.
 //! - [`state`]: the intent journal (and, with the daemon, the SQLite store).
 //! - [`daemon`]: one tick of a group (list, scrape, evaluate, decide), and the loop around it.
+//! - [`failpoint`]: named crash points for the crash-safety tests, inert unless armed.
 //! - [`api`]: the status API and the daemon's own metrics.
 //! - [`commands`]: the subcommands' logic (`check`, …), producing what `main` prints.
 //!
@@ -27,6 +28,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod digitalocean;
+pub mod failpoint;
 pub mod metrics;
 pub mod policy;
 pub mod query;

@@ -4,61 +4,13 @@ use do_scaler::clock::SystemClock;
 use do_scaler::config::Overrides;
 use do_scaler::daemon::run::{Daemon, prepare};
 use do_scaler::daemon::{RunOptions, serve};
-use do_scaler::sim::{Demand, Sim, SimOptions};
-use std::path::{Path, PathBuf};
+use do_scaler::sim::{Demand, Sim};
+
+mod common;
+use common::*;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const API_TOKEN: &str = "status-secret";
-
-const GROUP: &str = r#"tag = "web"
-min = 1
-max = 5
-warmup = "0s"
-[droplet]
-region = "nyc3"
-size = "s-2vcpu-4gb"
-image = "ubuntu-24-04-x64"
-[cooldown]
-up = "3s"
-down = "2s"
-[stabilization]
-down = "2s"
-[scale_in]
-min_age = "0s"
-[[rule]]
-name = "cpu"
-expr = '1 - avg(rate(node_cpu_seconds_total{mode="idle"}[3s]))'
-target = 0.5
-"#;
-
-fn config_dir(group: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("do-scaler.toml"),
-        "interval = \"1s\"\nstate = \"state.db\"\n[status_api]\ntoken_file = \"api-token\"\n",
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("api-token"), API_TOKEN).unwrap();
-    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
-    std::fs::create_dir(dir.path().join("actions")).unwrap();
-    std::fs::write(dir.path().join("conf.d/web.toml"), group).unwrap();
-    dir
-}
-
-async fn sim(droplets: u32, demand: Demand, boot: Duration) -> Sim {
-    Sim::start(SimOptions {
-        seed_droplets: droplets,
-        seed_managed_tag: Some("do-scaler:default".into()),
-        open_ports: vec![22],
-        demand,
-        boot_delay: boot,
-        rate_limit: None,
-        ..SimOptions::default()
-    })
-    .await
-    .unwrap()
-}
 
 async fn daemon(dir: &Path, sim: &Sim) -> Result<Arc<Daemon>, do_scaler::daemon::DaemonError> {
     let token = sim.token().to_string();
@@ -98,18 +50,6 @@ impl Running {
     async fn stop(self) {
         let _ = self.stop.send(());
         self.task.await.unwrap();
-    }
-}
-
-/// Polls `check` every 100 ms until it holds or `limit` passes.
-async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -403,71 +343,6 @@ async fn run_once_twice_on_an_empty_group_brings_it_to_min_then_adds_nothing() {
     }
     assert_eq!(sim.droplets().len(), 2);
     assert_eq!(sim.created_names().len(), 2);
-}
-
-/// Runs the binary once against the sim, with a failpoint armed.
-fn run_binary(
-    dir: &Path,
-    sim_url: &str,
-    token: &str,
-    failpoint: Option<&str>,
-) -> std::process::Output {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_do-scaler"));
-    command
-        .args(["run", "--once", "--config"])
-        .arg(dir.join("do-scaler.toml"))
-        .env("DIGITALOCEAN_API_URL", sim_url)
-        .env("DIGITALOCEAN_TOKEN", token)
-        .env_remove("DO_SCALER_FAILPOINT");
-    if let Some(point) = failpoint {
-        command.env("DO_SCALER_FAILPOINT", point);
-    }
-    command.output().unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kill_between_journal_and_answer_then_a_restart_creates_nothing_twice() {
-    for point in ["create.after_journal", "create.after_answer"] {
-        let sim = sim(0, Demand::Constant(1.0), Duration::from_secs(3600)).await;
-        let dir = config_dir(&GROUP.replace("min = 1", "min = 3"));
-        let (url, token, path): (String, String, PathBuf) =
-            (sim.api_url(), sim.token().into(), dir.path().into());
-        let killed = tokio::task::spawn_blocking({
-            let (url, token, path) = (url.clone(), token.clone(), path.clone());
-            move || run_binary(&path, &url, &token, Some(point))
-        })
-        .await
-        .unwrap();
-        let stderr = String::from_utf8_lossy(&killed.stderr);
-        assert!(
-            stderr.contains(&format!("FAILPOINT {point}")),
-            "{point}: {stderr}"
-        );
-        assert_eq!(killed.status.code(), Some(137), "{point}");
-        let restarted = tokio::task::spawn_blocking(move || run_binary(&path, &url, &token, None))
-            .await
-            .unwrap();
-        assert!(
-            restarted.status.success(),
-            "{}",
-            String::from_utf8_lossy(&restarted.stderr)
-        );
-        let names = sim.created_names();
-        let mut unique = names.clone();
-        unique.sort();
-        unique.dedup();
-        assert_eq!(
-            unique.len(),
-            names.len(),
-            "{point}: a name was created twice: {names:?}"
-        );
-        assert_eq!(sim.droplets().len(), 3, "{point}: the group ends at min");
-        let reconciled = String::from_utf8_lossy(&restarted.stderr);
-        assert!(
-            reconciled.contains("journal entry settled"),
-            "{point}: {reconciled}"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

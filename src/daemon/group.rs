@@ -121,6 +121,7 @@ pub fn spawn(daemon: Arc<Daemon>, group: Group, source: String) -> GroupHandle {
             if let Some(report) = report {
                 maybe_start_run(&daemon, &runtime, report, &mut running, &task_status);
             }
+            crate::failpoint::hit("memory.before_save");
             daemon.store.save(&name, &memory);
             ticks += 1;
             if ticks.is_multiple_of(10) {
@@ -218,6 +219,7 @@ async fn tick_once(
     };
     let decision = &report.decision;
     let json = report.to_json();
+    crate::failpoint::hit("decision.before_record");
     if let Err(error) =
         daemon
             .store
@@ -225,6 +227,7 @@ async fn tick_once(
     {
         tracing::error!(group = %name, %error, "cannot record the decision");
     }
+    crate::failpoint::hit("decision.after_record");
     let metrics = &daemon.metrics;
     let labels = Metrics::group(&name);
     metrics

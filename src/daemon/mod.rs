@@ -1,8 +1,7 @@
 //! The daemon: one tick of a group as a pipeline of plain calls (`tick`), the group tasks that
 //! schedule it (`group`), the shared state, reload and reconciliation (`run`), the ways it runs
-//! (`serve`), and failpoints for crash tests.
+//! (`serve`).
 
-pub mod failpoint;
 pub mod group;
 pub mod run;
 pub mod serve;

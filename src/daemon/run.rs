@@ -301,6 +301,7 @@ pub async fn reconcile(daemon: &Daemon) {
                 )
             }
         };
+        crate::failpoint::hit("reconcile.before_settle");
         tracing::info!(group = %group.name, entry = entry.id, %outcome, "journal entry settled");
         let _ = daemon.store.settle(entry.id, &outcome);
     }

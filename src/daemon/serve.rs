@@ -55,11 +55,13 @@ pub async fn run_once(daemon: &Arc<Daemon>) -> usize {
             }
         };
         let json = report.to_json();
+        crate::failpoint::hit("decision.before_record");
         let _ = daemon.store.record_decision(
             &name,
             &report.decision.at.to_rfc3339(),
             &json.to_string(),
         );
+        crate::failpoint::hit("decision.after_record");
         tracing::info!(group = %name, current = report.decision.current, desired = report.decision.desired, "{}", report.decision.steps.last().map(String::as_str).unwrap_or(""));
         if let Some(direction) = report.decision.direction {
             if daemon.options.dry_run || daemon.store.is_paused(&name) {
@@ -88,6 +90,7 @@ pub async fn run_once(daemon: &Arc<Daemon>) -> usize {
                 }
             }
         }
+        crate::failpoint::hit("memory.before_save");
         daemon.store.save(&name, &memory);
         if let Err(error) = daemon.store.save_history(&name, &runtime.history.export()) {
             tracing::warn!(group = %name, %error, "cannot keep the sample history");

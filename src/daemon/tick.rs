@@ -356,8 +356,10 @@ impl GroupRuntime {
         now: DateTime<Utc>,
     ) -> Result<TickReport, TickError> {
         let droplets = client.list_droplets_by_tag(&self.group.tag).await?;
+        crate::failpoint::hit("tick.after_list");
         let mut members = self.members(&droplets, deleting, now);
         let scraped = self.scrape(scraper, &droplets, &members, now).await;
+        crate::failpoint::hit("tick.after_scrape");
         self.busy_values(&mut members, now);
         Ok(self.decide(&droplets, &members, &scraped, memory, now))
     }

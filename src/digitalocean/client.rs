@@ -506,6 +506,7 @@ impl Client {
             match next {
                 None => return Ok(items),
                 Some(link) => {
+                    crate::failpoint::hit("list.between_pages");
                     let (next_path, next_page) = Self::next_page_path(listing, &link, page)?;
                     path = next_path;
                     page = next_page;
@@ -557,7 +558,10 @@ impl Client {
         }
         let names = request.all_names();
         let mut chunks = names.chunks(MAX_NAMES_PER_CREATE);
-        for chunk in chunks.by_ref() {
+        for (index, chunk) in chunks.by_ref().enumerate() {
+            if index > 0 {
+                crate::failpoint::hit("create.between_chunks");
+            }
             let mut pending: Vec<String> = chunk.to_vec();
             let mut ambiguous_rounds = 0;
             while !pending.is_empty() {
@@ -616,6 +620,7 @@ impl Client {
         let answer = self
             .request(Method::POST, path, Some(&body), Safety::NotIdempotent)
             .await?;
+        crate::failpoint::hit("create.answer_unread");
         if answer.status == StatusCode::NOT_FOUND {
             return Err(Self::status_error(&Method::POST, path, &answer));
         }

@@ -190,6 +190,7 @@ fn create_droplets(count: i64) -> HostResult<Array> {
         user_data: template.user_data.clone(),
         vpc_uuid: template.vpc_uuid.clone(),
     };
+    crate::failpoint::hit("create.before_journal");
     let entry = ctx
         .journal
         .intend(
@@ -203,13 +204,24 @@ fn create_droplets(count: i64) -> HostResult<Array> {
                 "create_droplets: cannot journal the create, so nothing was created: {e}"
             ))
         })?;
-    crate::daemon::failpoint::hit("create.after_journal");
-    let report = block_on(
+    crate::failpoint::hit("create.after_journal");
+    let report = match block_on(
         &ctx,
         "create_droplets",
         ctx.client.create_droplets(&request, &ctx.group.tag),
-    )?;
-    crate::daemon::failpoint::hit("create.after_answer");
+    ) {
+        Ok(report) => report,
+        Err(error) => {
+            // Cut at the deadline: whether the droplets exist is unknown here, and the next
+            // tick's listing (by tag) counts whatever landed; the names are never asked again.
+            let outcome = format!("outcome unknown, the next listing shows it: {error}");
+            if let Err(e) = ctx.journal.settle(entry, &outcome) {
+                tracing::error!(group = %ctx.group.name, error = %e, "cannot settle a journal entry");
+            }
+            return Err(error);
+        }
+    };
+    crate::failpoint::hit("create.after_answer");
     let ids: Vec<String> = report.created.iter().map(|d| d.id.to_string()).collect();
     let outcome = match &report.failure {
         None => format!("created {}", ids.join(",")),
@@ -222,6 +234,7 @@ fn create_droplets(count: i64) -> HostResult<Array> {
     if let Err(e) = ctx.journal.settle(entry, &outcome) {
         tracing::error!(group = %ctx.group.name, error = %e, "cannot settle a journal entry");
     }
+    crate::failpoint::hit("create.after_settle");
     if let Ok(mut created) = ctx.created.lock() {
         created.extend(report.created.iter().cloned());
     }
@@ -289,6 +302,7 @@ fn destroy_droplets(ids: Array) -> HostResult<Array> {
             ctx.decision.bounds.min
         ));
     }
+    crate::failpoint::hit("destroy.before_journal");
     let entry = ctx
         .journal
         .intend(
@@ -302,11 +316,18 @@ fn destroy_droplets(ids: Array) -> HostResult<Array> {
                 "destroy_droplets: cannot journal the destroy, so nothing was destroyed: {e}"
             ))
         })?;
-    crate::daemon::failpoint::hit("destroy.after_journal");
+    crate::failpoint::hit("destroy.after_journal");
     let mut gone = Array::new();
     let mut failure = None;
-    for id in &wanted {
-        match block_on(&ctx, "destroy_droplets", ctx.client.delete_droplet(*id))? {
+    for (index, id) in wanted.iter().enumerate() {
+        if index > 0 {
+            crate::failpoint::hit("destroy.between_deletes");
+        }
+        let answer = match block_on(&ctx, "destroy_droplets", ctx.client.delete_droplet(*id)) {
+            Ok(answer) => answer.map_err(|e| e.to_string()),
+            Err(deadline) => Err(deadline.to_string()),
+        };
+        match answer {
             Ok(_) => {
                 gone.push(Dynamic::from(*id as i64));
                 if let Ok(mut deleted) = ctx.deleted.lock() {
@@ -319,6 +340,7 @@ fn destroy_droplets(ids: Array) -> HostResult<Array> {
             }
         }
     }
+    crate::failpoint::hit("destroy.after_deletes");
     let outcome = match &failure {
         None => format!("destroyed {wanted:?}"),
         Some(error) => format!("destroyed {} of {wanted:?}: {error}", gone.len()),
@@ -326,6 +348,7 @@ fn destroy_droplets(ids: Array) -> HostResult<Array> {
     if let Err(e) = ctx.journal.settle(entry, &outcome) {
         tracing::error!(group = %ctx.group.name, error = %e, "cannot settle a journal entry");
     }
+    crate::failpoint::hit("destroy.after_settle");
     tracing::info!(group = %ctx.group.name, ids = ?wanted, "droplets destroyed");
     match failure {
         Some(error) => fail(format!("destroy_droplets: {error}")),

@@ -100,6 +100,7 @@ impl Runner {
 
     /// Runs the request's actions to the end (or the first failure) and reports.
     pub async fn run(&self, request: ActionRequest) -> RunReport {
+        crate::failpoint::hit("action.before_run");
         let context = Arc::new(RunContext {
             group: request.group.clone(),
             managed_tag: request.managed_tag.clone(),
@@ -129,6 +130,7 @@ impl Runner {
                 took: Duration::ZERO,
             }]
         });
+        crate::failpoint::hit("action.after_run");
         RunReport {
             results,
             created: context

@@ -5,11 +5,34 @@
 use std::io::Write;
 use std::sync::OnceLock;
 
-/// Every failpoint in the product.
+/// Every failpoint in the product, in the order a scale-up or scale-down passes them. The
+/// README's list and the crash tests use exactly these names (a test checks the three agree).
 pub const POINTS: &[&str] = &[
+    // Every tick.
+    "list.between_pages",
+    "tick.after_list",
+    "tick.after_scrape",
+    "decision.before_record",
+    "decision.after_record",
+    "action.before_run",
+    // A scale-up.
+    "create.before_journal",
     "create.after_journal",
+    "create.answer_unread",
     "create.after_answer",
+    "create.between_chunks",
+    "create.after_settle",
+    // A scale-down.
+    "destroy.before_journal",
     "destroy.after_journal",
+    "destroy.between_deletes",
+    "destroy.after_deletes",
+    "destroy.after_settle",
+    // After the actions.
+    "action.after_run",
+    "memory.before_save",
+    // A restart that finds an unsettled journal entry.
+    "reconcile.before_settle",
 ];
 
 fn armed() -> Option<&'static str> {
@@ -21,6 +44,10 @@ fn armed() -> Option<&'static str> {
 
 /// Exits the process at once when `name` is the armed failpoint.
 pub fn hit(name: &str) {
+    debug_assert!(
+        POINTS.contains(&name),
+        "failpoint `{name}` is not in POINTS"
+    );
     if armed() == Some(name) {
         let _ = writeln!(std::io::stderr(), "FAILPOINT {name}: exiting as if killed");
         let _ = std::io::stderr().flush();

@@ -1,0 +1,94 @@
+//! What the integration tests share: a group file, a configuration directory, a sim, and
+//! running the binary. Each test crate uses a part of it.
+#![allow(dead_code)]
+
+use do_scaler::sim::{Demand, Sim, SimOptions};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The status API's POST token in every test configuration.
+pub const API_TOKEN: &str = "status-secret";
+
+/// A group `web` with one CPU rule, short cooldowns and no warmup.
+pub const GROUP: &str = r#"tag = "web"
+min = 1
+max = 5
+warmup = "0s"
+[droplet]
+region = "nyc3"
+size = "s-2vcpu-4gb"
+image = "ubuntu-24-04-x64"
+[cooldown]
+up = "3s"
+down = "2s"
+[stabilization]
+down = "2s"
+[scale_in]
+min_age = "0s"
+[[rule]]
+name = "cpu"
+expr = '1 - avg(rate(node_cpu_seconds_total{mode="idle"}[3s]))'
+target = 0.5
+"#;
+
+/// A configuration directory: base file (1 s interval), the status token, `conf.d/web.toml`.
+pub fn config_dir(group: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("do-scaler.toml"),
+        "interval = \"1s\"\nstate = \"state.db\"\n[status_api]\ntoken_file = \"api-token\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("api-token"), API_TOKEN).unwrap();
+    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+    std::fs::create_dir(dir.path().join("actions")).unwrap();
+    std::fs::write(dir.path().join("conf.d/web.toml"), group).unwrap();
+    dir
+}
+
+/// A sim with `droplets` managed droplets, port 22 open, no rate limit.
+pub async fn sim(droplets: u32, demand: Demand, boot: Duration) -> Sim {
+    Sim::start(SimOptions {
+        seed_droplets: droplets,
+        seed_managed_tag: Some("do-scaler:default".into()),
+        open_ports: vec![22],
+        demand,
+        boot_delay: boot,
+        rate_limit: None,
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Polls `check` every 100 ms until it holds or `limit` passes.
+pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the binary once against the sim, with a failpoint armed.
+pub fn run_binary(
+    dir: &Path,
+    sim_url: &str,
+    token: &str,
+    failpoint: Option<&str>,
+) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_do-scaler"));
+    command
+        .args(["run", "--once", "--config"])
+        .arg(dir.join("do-scaler.toml"))
+        .env("DIGITALOCEAN_API_URL", sim_url)
+        .env("DIGITALOCEAN_TOKEN", token)
+        .env_remove("DO_SCALER_FAILPOINT");
+    if let Some(point) = failpoint {
+        command.env("DO_SCALER_FAILPOINT", point);
+    }
+    command.output().unwrap()
+}

@@ -1,0 +1,191 @@
+//! Crash safety: the binary is killed at each named failpoint (`DO_SCALER_FAILPOINT`) during a
+//! scale-up, a scale-down, a paginated listing and a restart's reconciliation, then restarted.
+//! After the restart no journal row is unsettled, the sim accepted each droplet name once, and
+//! the group is at the size the restart decided. The README's list of points, the product's
+//! `POINTS` and the points these tests reached are one set.
+
+use do_scaler::sim::{Demand, Sim};
+use do_scaler::state::{Journal, Store};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+mod common;
+use common::*;
+
+/// What the group looks like when the killed run starts.
+#[derive(Clone, Copy, Debug)]
+enum Scenario {
+    /// No droplets, `min = 3`: one create of three.
+    ScaleUp,
+    /// No droplets, `min = 12`: two create calls (ten names per call).
+    ScaleUpInChunks,
+    /// Five managed droplets, `max = 2`: three deletes.
+    ScaleDown,
+    /// 205 managed droplets, `max = 203`: the listing takes two pages, then two deletes.
+    TwoPages,
+    /// A scale-up killed after its journal write, then a restart killed while reconciling.
+    Reconcile,
+}
+
+/// Every failpoint with the scenario that reaches it.
+const CASES: &[(&str, Scenario)] = &[
+    ("list.between_pages", Scenario::TwoPages),
+    ("tick.after_list", Scenario::ScaleUp),
+    ("tick.after_scrape", Scenario::ScaleDown),
+    ("decision.before_record", Scenario::ScaleUp),
+    ("decision.after_record", Scenario::ScaleDown),
+    ("action.before_run", Scenario::ScaleUp),
+    ("create.before_journal", Scenario::ScaleUp),
+    ("create.after_journal", Scenario::ScaleUp),
+    ("create.answer_unread", Scenario::ScaleUp),
+    ("create.after_answer", Scenario::ScaleUp),
+    ("create.between_chunks", Scenario::ScaleUpInChunks),
+    ("create.after_settle", Scenario::ScaleUp),
+    ("destroy.before_journal", Scenario::ScaleDown),
+    ("destroy.after_journal", Scenario::ScaleDown),
+    ("destroy.between_deletes", Scenario::ScaleDown),
+    ("destroy.after_deletes", Scenario::ScaleDown),
+    ("destroy.after_settle", Scenario::ScaleDown),
+    ("action.after_run", Scenario::ScaleDown),
+    ("memory.before_save", Scenario::ScaleUp),
+    ("reconcile.before_settle", Scenario::Reconcile),
+];
+
+impl Scenario {
+    fn seeded(self) -> u32 {
+        match self {
+            Scenario::ScaleUp | Scenario::ScaleUpInChunks | Scenario::Reconcile => 0,
+            Scenario::ScaleDown => 5,
+            Scenario::TwoPages => 205,
+        }
+    }
+
+    fn group(self) -> String {
+        match self {
+            Scenario::ScaleUp | Scenario::Reconcile => GROUP.replace("min = 1", "min = 3"),
+            Scenario::ScaleUpInChunks => GROUP
+                .replace("min = 1", "min = 12")
+                .replace("max = 5", "max = 15"),
+            Scenario::ScaleDown => GROUP.replace("max = 5", "max = 2"),
+            Scenario::TwoPages => GROUP.replace("max = 5", "max = 203"),
+        }
+    }
+
+    /// The size the group must end at.
+    fn expected(self) -> usize {
+        match self {
+            Scenario::ScaleUp | Scenario::Reconcile => 3,
+            Scenario::ScaleUpInChunks => 12,
+            Scenario::ScaleDown => 2,
+            Scenario::TwoPages => 203,
+        }
+    }
+}
+
+/// Runs the binary with `point` armed and checks it died there, at once, like a kill -9.
+fn run_killed(dir: &Path, sim: &Sim, point: &str) {
+    let killed = run_binary(dir, &sim.api_url(), sim.token(), Some(point));
+    let stderr = String::from_utf8_lossy(&killed.stderr);
+    assert!(
+        stderr.contains(&format!("FAILPOINT {point}: exiting")),
+        "{point}: the run did not reach its point:\n{stderr}"
+    );
+    assert_eq!(killed.status.code(), Some(137), "{point}:\n{stderr}");
+}
+
+/// Kills a run at `point`, restarts, and checks what a user would: nothing left half done,
+/// nothing created twice, the group at the restart's desired size. Returns the point reached.
+async fn kill_and_restart(point: &'static str, scenario: Scenario) -> &'static str {
+    let sim = sim(
+        scenario.seeded(),
+        Demand::Constant(0.5),
+        Duration::from_secs(3600),
+    )
+    .await;
+    let dir = config_dir(&scenario.group());
+    let path = dir.path().to_path_buf();
+    let sim = std::sync::Arc::new(sim);
+    let for_runs = sim.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Scenario::Reconcile = scenario {
+            run_killed(&path, &for_runs, "create.after_journal");
+            let store = Store::open(&path.join("state.db")).unwrap();
+            assert_eq!(store.pending().unwrap().len(), 1, "the create is unsettled");
+        }
+        run_killed(&path, &for_runs, point);
+        let restarted = run_binary(&path, &for_runs.api_url(), for_runs.token(), None);
+        assert!(
+            restarted.status.success(),
+            "{point}: the restart failed:\n{}",
+            String::from_utf8_lossy(&restarted.stderr)
+        );
+    })
+    .await
+    .unwrap();
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    assert_eq!(
+        store.pending().unwrap(),
+        vec![],
+        "{point}: a journal row is unsettled after the restart"
+    );
+    let names = sim.created_names();
+    let unique: BTreeSet<&String> = names.iter().collect();
+    assert_eq!(
+        unique.len(),
+        names.len(),
+        "{point}: a name was created twice: {names:?}"
+    );
+    let decided = &store.decisions("web", 1).unwrap()[0];
+    let desired = decided["desired"].as_u64().unwrap() as usize;
+    assert_eq!(desired, scenario.expected(), "{point}: {decided}");
+    assert_eq!(
+        sim.droplets().len(),
+        desired,
+        "{point}: the group is not at the restart's desired size"
+    );
+    point
+}
+
+/// The failpoint names the README lists under "Crash points".
+fn readme_points() -> BTreeSet<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("\n### Crash points")
+        .nth(1)
+        .expect("the README has a `### Crash points` section");
+    let section = section.split("\n#").next().unwrap_or(section);
+    section
+        .lines()
+        .filter_map(|line| line.strip_prefix("- `"))
+        .filter_map(|rest| rest.split('`').next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_at_every_failpoint_then_a_restart_leaves_nothing_half_done() {
+    let product: BTreeSet<String> = do_scaler::failpoint::POINTS
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(product.len(), 20, "twenty named points");
+    assert_eq!(
+        readme_points(),
+        product,
+        "README's list vs the product's POINTS"
+    );
+    let mut reached = BTreeSet::new();
+    // Two at a time: each case is its own sim and state directory.
+    for pair in CASES.chunks(2) {
+        let runs: Vec<_> = pair
+            .iter()
+            .map(|(point, scenario)| tokio::spawn(kill_and_restart(point, *scenario)))
+            .collect();
+        for run in runs {
+            reached.insert(run.await.unwrap().to_string());
+        }
+    }
+    assert_eq!(reached, product, "the points the tests reached vs POINTS");
+}
