@@ -41,6 +41,7 @@ fn member(id: u64, state: MemberState, age_minutes: i64) -> Member {
         managed: true,
         protected: false,
         busy: None,
+        scraped: true,
     }
 }
 
@@ -362,6 +363,25 @@ fn scale_down_uses_the_highest_recommendation_of_its_window() {
         &mut memory,
     );
     assert_eq!(d.desired, 1, "the window has passed: {:#?}", d.steps);
+}
+
+#[test]
+fn a_droplet_that_gave_no_metrics_blocks_a_scale_down_but_not_a_scale_up() {
+    let g = target_group("");
+    let mut members = active(4);
+    members[3].scraped = false;
+    // The three that answered read 10 %: a scale-down if the fourth had answered too.
+    let idle = [Observation::Number(0.1)];
+    assert_eq!(once(&g, &active(4), &idle).desired, 1);
+    let held = once(&g, &members, &idle);
+    assert_eq!(held.desired, 4, "{:?}", held.steps);
+    assert!(
+        held.steps
+            .iter()
+            .any(|s| s.contains("no scale-down on missing data"))
+    );
+    let busy = [Observation::Number(0.9)];
+    assert_eq!(once(&g, &members, &busy).desired, 6);
 }
 
 #[test]

@@ -154,6 +154,7 @@ async fn plan_group(
         let droplets = client.list_droplets_by_tag(&runtime.group.tag).await?;
         let mut members = runtime.members(&droplets, &|_| false, now);
         let scraped = runtime.scrape(scraper, &droplets, &members, now).await;
+        crate::daemon::tick::mark_scraped(&mut members, &scraped);
         let observations = runtime.observe(now);
         let warming = observations.iter().any(is_warming);
         let out_of_time = started.elapsed() + gap > wait;

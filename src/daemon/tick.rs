@@ -114,6 +114,13 @@ fn selectors(expressions: &[&Expression]) -> Vec<crate::query::Selector> {
         .collect()
 }
 
+/// Marks which members answered their scrape (`scraped` holds each droplet's outcome).
+pub fn mark_scraped(members: &mut [Member], scraped: &HashMap<u64, String>) {
+    for member in members {
+        member.scraped = scraped.get(&member.id).is_some_and(|s| s == "ok");
+    }
+}
+
 impl GroupRuntime {
     /// Compiles a group's expressions and makes its history.
     pub fn new(group: Group, managed_tag: String) -> Result<GroupRuntime, QueryError> {
@@ -217,6 +224,7 @@ impl GroupRuntime {
                 managed: self.is_managed(droplet),
                 protected: droplet.has_tag(&self.group.protect_tag),
                 busy: None,
+                scraped: false,
             });
         }
         let listed: std::collections::HashSet<u64> = droplets.iter().map(|d| d.id).collect();
@@ -359,6 +367,7 @@ impl GroupRuntime {
         crate::failpoint::hit("tick.after_list");
         let mut members = self.members(&droplets, deleting, now);
         let scraped = self.scrape(scraper, &droplets, &members, now).await;
+        mark_scraped(&mut members, &scraped);
         crate::failpoint::hit("tick.after_scrape");
         self.busy_values(&mut members, now);
         Ok(self.decide(&droplets, &members, &scraped, memory, now))

@@ -44,6 +44,9 @@ pub struct Member {
     pub protected: bool,
     /// Its value of `scale_in.by`, for `least_busy`.
     pub busy: Option<f64>,
+    /// Its metrics endpoint answered this tick. An active droplet that did not leaves the
+    /// rules reading only part of the group, which is no ground for a scale-down.
+    pub scraped: bool,
 }
 
 /// The truth of one comparison.
@@ -347,6 +350,18 @@ pub fn decide(input: &Input<'_>, memory: &mut GroupMemory) -> Decision {
             steps.push("no rules: the size only follows the bounds".into())
         }
         None => steps.push(format!("rules: no change from {current}")),
+    }
+    let unscraped = input
+        .members
+        .iter()
+        .filter(|m| m.state == MemberState::Active && !m.scraped)
+        .count();
+    if desired < current && unscraped > 0 {
+        steps.push(format!(
+            "{unscraped} active droplet(s) gave no metrics this tick: no scale-down on missing data, hold at {current}"
+        ));
+        desired = current;
+        winner = None;
     }
 
     // 3. Bounds.
