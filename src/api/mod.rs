@@ -117,6 +117,7 @@ fn group_summary(daemon: &Daemon, name: &str) -> Option<serde_json::Value> {
         "ticks": status.ticks,
         "generation": generation.number,
         "reload_error": daemon.reload_error.lock().ok().and_then(|e| e.clone()),
+        "digitalocean_last_problem": daemon.client().last_problem(),
         "last_decision": decision,
     }))
 }

@@ -282,7 +282,8 @@ impl GroupRuntime {
                 }
                 Err(reason) => {
                     tracing::debug!(group = %self.group.name, droplet = target.droplet_id, %reason, "scrape failed");
-                    outcome.insert(target.droplet_id, reason.to_string());
+                    // `kind: text`: the kind labels the failure metric, the text explains it.
+                    outcome.insert(target.droplet_id, format!("{}: {reason}", reason.kind()));
                 }
             }
         }

@@ -142,6 +142,17 @@ pub struct Client {
     request_timeout: Duration,
     limiter: Arc<RateLimiter>,
     calls: Arc<Mutex<CallCounts>>,
+    last_problem: Arc<Mutex<Option<ApiProblem>>>,
+}
+
+/// The last answer that was not a success (a retried one included): what operators look for
+/// first when DigitalOcean misbehaves. Account-wide, as the API's faults are.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ApiProblem {
+    /// When it was seen.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// `METHOD /endpoint answered STATUS`, or that no answer came.
+    pub what: String,
 }
 
 impl std::fmt::Debug for Client {
@@ -194,6 +205,7 @@ impl Client {
             request_timeout: options.request_timeout,
             limiter: Arc::new(RateLimiter::new(options.rate_limits)),
             calls: Arc::new(Mutex::new(BTreeMap::new())),
+            last_problem: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -212,10 +224,30 @@ impl Client {
         self.calls.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
+    /// The last answer that was not a success, if any.
+    pub fn last_problem(&self) -> Option<ApiProblem> {
+        self.last_problem.lock().ok().and_then(|p| p.clone())
+    }
+
     fn count(&self, method: &Method, path: &str, status: u16) {
+        let endpoint = endpoint_template(path);
+        // 404 is an answer the client expects (a droplet already gone), not a problem.
+        if (status < 200 || status >= 400) && status != 404 {
+            let what = if status == 0 {
+                format!("{method} {endpoint}: no answer (connection failed or timed out)")
+            } else {
+                format!("{method} {endpoint} answered {status}")
+            };
+            if let Ok(mut last) = self.last_problem.lock() {
+                *last = Some(ApiProblem {
+                    at: chrono::Utc::now(),
+                    what,
+                });
+            }
+        }
         if let Ok(mut calls) = self.calls.lock() {
             *calls
-                .entry((method.to_string(), endpoint_template(path), status))
+                .entry((method.to_string(), endpoint, status))
                 .or_insert(0) += 1;
         }
     }

@@ -7,6 +7,6 @@ pub mod preflight;
 pub mod ratelimit;
 pub mod types;
 
-pub use client::{Client, ClientOptions, CreateReport, DeleteOutcome, RetryPolicy};
+pub use client::{ApiProblem, Client, ClientOptions, CreateReport, DeleteOutcome, RetryPolicy};
 pub use error::ApiError;
 pub use types::*;
