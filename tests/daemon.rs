@@ -1,61 +1,11 @@
 //! The daemon against the in-process sim, on real time with short intervals.
 
-use do_scaler::clock::SystemClock;
-use do_scaler::config::Overrides;
-use do_scaler::daemon::run::{Daemon, prepare};
-use do_scaler::daemon::{RunOptions, serve};
+use do_scaler::daemon::serve;
 use do_scaler::sim::{Demand, Sim};
 
 mod common;
 use common::*;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-async fn daemon(dir: &Path, sim: &Sim) -> Result<Arc<Daemon>, do_scaler::daemon::DaemonError> {
-    let token = sim.token().to_string();
-    prepare(
-        dir.join("do-scaler.toml"),
-        Overrides {
-            api_url: Some(sim.api_url()),
-            ..Overrides::default()
-        },
-        Arc::new(move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| token.clone())),
-        Arc::new(SystemClock),
-        RunOptions {
-            dry_run: false,
-            action_deadline: Duration::from_secs(20),
-        },
-    )
-    .await
-}
-
-struct Running {
-    url: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-async fn serve_daemon(daemon: Arc<Daemon>) -> Running {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve::serve(daemon, listener, async {
-        let _ = stopped.await;
-    }));
-    Running { url, stop, task }
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap();
-    }
-}
-
-async fn get(url: &str) -> serde_json::Value {
-    reqwest::get(url).await.unwrap().json().await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_scales_up_under_demand_and_back_down_after_it() {

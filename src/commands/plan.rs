@@ -153,7 +153,10 @@ async fn plan_group(
         let now = Utc::now();
         let droplets = client.list_droplets_by_tag(&runtime.group.tag).await?;
         let mut members = runtime.members(&droplets, &|_| false, now);
-        let scraped = runtime.scrape(scraper, &droplets, &members, now).await;
+        let timeout = runtime.group.scrape.timeout;
+        let scraped = runtime
+            .scrape(scraper, &droplets, &members, timeout, now)
+            .await;
         crate::daemon::tick::mark_scraped(&mut members, &scraped);
         let observations = runtime.observe(now);
         let warming = observations.iter().any(is_warming);

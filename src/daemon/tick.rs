@@ -232,13 +232,14 @@ impl GroupRuntime {
         members
     }
 
-    /// Scrapes the active members and records their samples. Returns why each other droplet
-    /// was not read.
+    /// Scrapes the active members (each cut at `timeout`) and records their samples. Returns
+    /// why each other droplet was not read.
     pub async fn scrape(
         &mut self,
         scraper: &Scraper,
         droplets: &[Droplet],
         members: &[Member],
+        timeout: Duration,
         now: DateTime<Utc>,
     ) -> HashMap<u64, String> {
         let active: Vec<Droplet> = droplets
@@ -263,7 +264,7 @@ impl GroupRuntime {
                 outcome.insert(droplet.id, reason);
             }
         }
-        let results = scraper.fetch_all(&targets, self.group.scrape.timeout).await;
+        let results = scraper.fetch_all(&targets, timeout).await;
         let at = now.timestamp_millis();
         for (target, result) in targets.iter().zip(results) {
             let identity = DropletIdentity {
@@ -364,10 +365,22 @@ impl GroupRuntime {
         deleting: &(dyn Fn(u64) -> bool + Sync),
         now: DateTime<Utc>,
     ) -> Result<TickReport, TickError> {
+        let started = std::time::Instant::now();
         let droplets = client.list_droplets_by_tag(&self.group.tag).await?;
         crate::failpoint::hit("tick.after_list");
         let mut members = self.members(&droplets, deleting, now);
-        let scraped = self.scrape(scraper, &droplets, &members, now).await;
+        // Hung endpoints must not cost the decision: scrapes get what is left of 90 % of the
+        // tick's time, so the tick still decides (with those droplets missing) in time.
+        let budget = self
+            .group
+            .tick_timeout
+            .mul_f64(0.9)
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(50));
+        let timeout = self.group.scrape.timeout.min(budget);
+        let scraped = self
+            .scrape(scraper, &droplets, &members, timeout, now)
+            .await;
         mark_scraped(&mut members, &scraped);
         crate::failpoint::hit("tick.after_scrape");
         self.busy_values(&mut members, now);

@@ -331,6 +331,12 @@ impl Sim {
         edit(&mut self.shared.lock().faults);
     }
 
+    /// Makes a droplet's endpoints unreachable (connections refused) while it stays listed,
+    /// as when its firewall or do-agent breaks.
+    pub fn make_unreachable(&self, id: u64) {
+        self.shared.stop_agent(id);
+    }
+
     /// Deletes a droplet as if through the API (its endpoints stop at once).
     pub fn delete(&self, id: u64) -> bool {
         let existed = self.shared.lock().droplets.remove(&id).is_some();

@@ -2,8 +2,13 @@
 //! running the binary. Each test crate uses a part of it.
 #![allow(dead_code)]
 
+use do_scaler::clock::SystemClock;
+use do_scaler::config::Overrides;
+use do_scaler::daemon::run::{Daemon, prepare};
+use do_scaler::daemon::{RunOptions, serve};
 use do_scaler::sim::{Demand, Sim, SimOptions};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The status API's POST token in every test configuration.
@@ -91,4 +96,64 @@ pub fn run_binary(
         command.env("DO_SCALER_FAILPOINT", point);
     }
     command.output().unwrap()
+}
+
+/// A daemon prepared on `dir` against `sim`, with a 20 s action deadline.
+pub async fn daemon(dir: &Path, sim: &Sim) -> Result<Arc<Daemon>, do_scaler::daemon::DaemonError> {
+    daemon_with_deadline(dir, sim, Duration::from_secs(20)).await
+}
+
+/// A daemon prepared on `dir` against `sim`; each action run ends at `action_deadline`.
+pub async fn daemon_with_deadline(
+    dir: &Path,
+    sim: &Sim,
+    action_deadline: Duration,
+) -> Result<Arc<Daemon>, do_scaler::daemon::DaemonError> {
+    let token = sim.token().to_string();
+    prepare(
+        dir.join("do-scaler.toml"),
+        Overrides {
+            api_url: Some(sim.api_url()),
+            ..Overrides::default()
+        },
+        Arc::new(move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| token.clone())),
+        Arc::new(SystemClock),
+        RunOptions {
+            dry_run: false,
+            action_deadline,
+        },
+    )
+    .await
+}
+
+/// A daemon serving its status API on loopback.
+pub struct Running {
+    /// The status API's base URL.
+    pub url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Serves `daemon` (group tasks, status API) until stopped.
+pub async fn serve_daemon(daemon: Arc<Daemon>) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve::serve(daemon, listener, async {
+        let _ = stopped.await;
+    }));
+    Running { url, stop, task }
+}
+
+impl Running {
+    /// Stops the daemon cleanly and waits for it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+    }
+}
+
+/// GETs `url` as JSON.
+pub async fn get(url: &str) -> serde_json::Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
 }
