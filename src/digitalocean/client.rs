@@ -232,7 +232,7 @@ impl Client {
     fn count(&self, method: &Method, path: &str, status: u16) {
         let endpoint = endpoint_template(path);
         // 404 is an answer the client expects (a droplet already gone), not a problem.
-        if (status < 200 || status >= 400) && status != 404 {
+        if !(200..400).contains(&status) && status != 404 {
             let what = if status == 0 {
                 format!("{method} {endpoint}: no answer (connection failed or timed out)")
             } else {
