@@ -11,3 +11,9 @@ cargo bench --bench parser 2>/dev/null
 echo
 echo "== one tick at 100, 1,000 and 5,000 droplets (sim in the same process, rate limits off)"
 cargo bench --bench tick 2>/dev/null
+echo
+echo "== reaction time (irate and the example's rate[2m] rule, 5 s interval) and a 25-droplet scale-up's API calls"
+cargo bench --bench reaction 2>/dev/null
+echo
+echo "== peak memory of do-scaler run: 1,000 droplets, 5 s interval, [10m] ranges (12 minutes)"
+bash bench/memory.sh

@@ -54,12 +54,11 @@ pub async fn run_once(daemon: &Arc<Daemon>) -> usize {
                 continue;
             }
         };
-        let json = report.to_json();
         crate::failpoint::hit("decision.before_record");
         let _ = daemon.store.record_decision(
             &name,
             &report.decision.at.to_rfc3339(),
-            &json.to_string(),
+            &report.to_record_json().to_string(),
         );
         crate::failpoint::hit("decision.after_record");
         tracing::info!(group = %name, current = report.decision.current, desired = report.decision.desired, "{}", report.decision.steps.last().map(String::as_str).unwrap_or(""));

@@ -90,6 +90,26 @@ impl TickReport {
             "droplets": self.droplets,
         })
     }
+
+    /// The report as the state database keeps it (the last thousand per group): like
+    /// [`TickReport::to_json`], but of the droplets only those that were not read, were chosen
+    /// to go, or are not active, with a count of the rest. A decision of a 1,000-droplet group
+    /// stays a few KB instead of ~200 KB.
+    pub fn to_record_json(&self) -> serde_json::Value {
+        let mut json = self.to_json();
+        let notable: Vec<&DropletReport> = self
+            .droplets
+            .iter()
+            .filter(|d| {
+                d.scrape != "ok"
+                    || d.state != MemberState::Active
+                    || self.decision.victims.contains(&d.id)
+            })
+            .collect();
+        json["droplets_ok"] = (self.droplets.len() - notable.len()).into();
+        json["droplets"] = serde_json::to_value(notable).unwrap_or_default();
+        json
+    }
 }
 
 /// A group's running state between ticks: compiled expressions, sample history, and when

@@ -193,29 +193,27 @@ impl Store {
     }
 
     /// Keeps a group's sample history (bounded by the history's own retention).
-    pub fn save_history(&self, group: &str, history: &serde_json::Value) -> Result<(), StateError> {
+    pub fn save_history(&self, group: &str, history: &str) -> Result<(), StateError> {
         let conn = self.conn.lock().map_err(store_error)?;
         conn.execute(
             "INSERT INTO history (grp, body) VALUES (?1, ?2) ON CONFLICT (grp) DO UPDATE SET body = excluded.body",
-            params![group, history.to_string()],
+            params![group, history],
         )
         .map_err(store_error)?;
         Ok(())
     }
 
     /// A group's kept sample history.
-    pub fn load_history(&self, group: &str) -> Option<serde_json::Value> {
+    pub fn load_history(&self, group: &str) -> Option<String> {
         let conn = self.conn.lock().ok()?;
-        let body: String = conn
-            .query_row(
-                "SELECT body FROM history WHERE grp = ?1",
-                params![group],
-                |r| r.get(0),
-            )
-            .optional()
-            .ok()
-            .flatten()?;
-        serde_json::from_str(&body).ok()
+        conn.query_row(
+            "SELECT body FROM history WHERE grp = ?1",
+            params![group],
+            |r| r.get(0),
+        )
+        .optional()
+        .ok()
+        .flatten()
     }
 
     /// Opens a database another process may be writing, to read memories and history
