@@ -18,13 +18,16 @@ pub struct DropletIdentity {
     pub instance: String,
 }
 
+/// One droplet's series: labels to points (time in ms, value), oldest first.
+type DropletSeries = HashMap<Labels, Vec<(i64, f64)>>;
+
 /// The history of one group.
 #[derive(Debug, Clone)]
 pub struct History {
     selectors: Vec<Selector>,
     retention: Duration,
     max_points: usize,
-    droplets: BTreeMap<u64, HashMap<Labels, Vec<(i64, f64)>>>,
+    droplets: BTreeMap<u64, DropletSeries>,
 }
 
 impl History {
@@ -151,7 +154,7 @@ impl History {
             id: u64,
             series: Vec<Series<'a>>,
         }
-        struct All<'a>(&'a BTreeMap<u64, HashMap<Labels, Vec<(i64, f64)>>>);
+        struct All<'a>(&'a BTreeMap<u64, DropletSeries>);
         impl serde::Serialize for All<'_> {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 serializer.collect_seq(self.0.iter().map(|(id, series)| {
