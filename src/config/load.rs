@@ -323,6 +323,7 @@ fn base_from_text(
     };
     let base = Base {
         path: config_path.to_path_buf(),
+        source: source.to_string(),
         interval,
         instance,
         api_url,

@@ -20,6 +20,9 @@ pub struct Config {
 pub struct Base {
     /// The base file itself.
     pub path: PathBuf,
+    /// The text this was read from (for a legacy file, its translation), so a reload compares
+    /// what runs with what is on disk without reading the file a second time.
+    pub source: String,
     /// Default tick interval for groups that set none.
     pub interval: Duration,
     /// The instance name in the managed-by tag.
@@ -77,6 +80,9 @@ pub struct Group {
     pub name: String,
     /// The file it came from.
     pub file: PathBuf,
+    /// The exact text it was parsed from, so a reload tells a changed group by what actually
+    /// runs (a second read could see a newer edit than the one parsed).
+    pub source: String,
     /// The tag that defines membership.
     pub tag: String,
     /// Lower bound, counting booting droplets.

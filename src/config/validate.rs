@@ -279,6 +279,7 @@ fn build_group(ctx: &GroupContext<'_>, file: GroupFile, report: &mut Report<'_>)
     Some(Group {
         name: ctx.name.to_string(),
         file: ctx.file.to_path_buf(),
+        source: ctx.source.to_string(),
         tag: file.tag.into_inner(),
         min,
         max,

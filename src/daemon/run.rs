@@ -56,26 +56,18 @@ pub struct Generation {
     pub fingerprint: String,
 }
 
-/// The text of the base file, the group files and the scripts, in a stable order.
-fn fingerprint(config: &Config, sources: &BTreeMap<String, String>) -> String {
-    let mut text = std::fs::read_to_string(&config.base.path).unwrap_or_default();
-    for (name, source) in sources {
-        text.push_str(&format!("\n--group {name}\n{source}"));
+/// The text of the base file, the group files and the scripts, in a stable order: exactly
+/// what was parsed and compiled, never read a second time.
+fn fingerprint(config: &Config, scripts: &Scripts) -> String {
+    let mut text = config.base.source.clone();
+    for group in &config.groups {
+        text.push_str(&format!("\n--group {}\n{}", group.name, group.source));
     }
-    if let Ok(entries) = std::fs::read_dir(&config.base.actions_dir) {
-        let mut paths: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
-            .collect();
-        paths.sort();
-        for path in paths {
-            text.push_str(&format!(
-                "\n--script {}\n{}",
-                path.display(),
-                std::fs::read_to_string(&path).unwrap_or_default()
-            ));
-        }
+    for (name, script) in scripts {
+        text.push_str(&format!(
+            "\n--script {name} {}\n{}",
+            script.origin, script.source
+        ));
     }
     text
 }
@@ -168,16 +160,11 @@ fn build_generation(
         .config
         .groups
         .iter()
-        .map(|g| {
-            (
-                g.name.clone(),
-                std::fs::read_to_string(&g.file).unwrap_or_default(),
-            )
-        })
+        .map(|g| (g.name.clone(), g.source.clone()))
         .collect();
     Ok(Generation {
         number,
-        fingerprint: fingerprint(&loaded.config, &sources),
+        fingerprint: fingerprint(&loaded.config, &scripts),
         config: loaded.config,
         scripts: Arc::new(scripts),
         sources,
@@ -373,8 +360,17 @@ impl Daemon {
                 }
                 Err(error)
             }
-            Ok((generation, _, _)) if generation.fingerprint == self.generation().fingerprint => {
-                tracing::debug!("reload: nothing changed");
+            Ok((generation, client, api_token))
+                if generation.fingerprint == self.generation().fingerprint =>
+            {
+                // The files are as they were; the credentials may not be (a rotated token).
+                tracing::debug!("reload: no file changed; credentials re-read");
+                if let Ok(mut slot) = self.client.write() {
+                    *slot = client;
+                }
+                if let Ok(mut slot) = self.api_token.write() {
+                    *slot = api_token;
+                }
                 if let Ok(mut slot) = self.reload_error.lock() {
                     *slot = None;
                 }

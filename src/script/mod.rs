@@ -67,6 +67,8 @@ pub struct Script {
     pub origin: String,
     /// The compiled AST.
     pub ast: Arc<AST>,
+    /// The text that was compiled, so a reload compares what runs with what is on disk.
+    pub source: String,
 }
 
 /// Every script of a configuration, by name.
@@ -79,6 +81,7 @@ fn compile_one(name: &str, origin: &str, source: &str) -> Result<Script, Diagnos
             name: name.to_string(),
             origin: origin.to_string(),
             ast: Arc::new(ast),
+            source: source.to_string(),
         })
         .map_err(|error| {
             let position = error.position();
