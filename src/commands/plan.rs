@@ -98,10 +98,9 @@ pub async fn run(
             Some(store) => store.load(&group.name),
             None => memories.load(&group.name),
         };
-        if let Some(history) = kept.as_ref().and_then(|s| s.load_history(&group.name)) {
-            runtime
-                .history
-                .import(&history, Utc::now().timestamp_millis());
+        if let Some(store) = kept.as_ref()
+            && runtime.restore_history(store, Utc::now()) > 0
+        {
             eprintln!(
                 "{}: using the sample history kept in {}",
                 group.name,

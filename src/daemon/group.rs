@@ -75,11 +75,7 @@ pub fn spawn(daemon: Arc<Daemon>, group: Group, source: String) -> GroupHandle {
             }
         };
         let mut memory = daemon.store.load(&name);
-        if let Some(kept) = daemon.store.load_history(&name) {
-            runtime
-                .history
-                .import(&kept, daemon.clock.now().timestamp_millis());
-        }
+        runtime.restore_history(&daemon.store, daemon.clock.now());
         let mut ticks = 0u64;
         let mut history_saved = Instant::now();
         let mut ticker = tokio::time::interval(runtime.group.interval);
@@ -132,12 +128,12 @@ pub fn spawn(daemon: Arc<Daemon>, group: Group, source: String) -> GroupHandle {
             // The history is kept for restarts; a crash loses at most the last few minutes,
             // which only makes the rules warm up again (they hold meanwhile).
             if ticks.is_multiple_of(10) && history_saved.elapsed() >= HISTORY_SAVE_EVERY {
-                save_history(&daemon, &runtime);
+                runtime.save_history(&daemon.store);
                 history_saved = Instant::now();
             }
             daemon.metrics.sync_api(&daemon.client());
         }
-        save_history(&daemon, &runtime);
+        runtime.save_history(&daemon.store);
         // Stopping: let a running action end (bounded), and record its outcome.
         if let Some(run) = running.as_ref()
             && !run.task.is_finished()
@@ -165,15 +161,6 @@ pub fn spawn(daemon: Arc<Daemon>, group: Group, source: String) -> GroupHandle {
         stop,
         task,
         status,
-    }
-}
-
-fn save_history(daemon: &Daemon, runtime: &GroupRuntime) {
-    if let Err(error) = daemon
-        .store
-        .save_history(&runtime.group.name, &runtime.history.export())
-    {
-        tracing::warn!(group = %runtime.group.name, %error, "cannot keep the sample history");
     }
 }
 

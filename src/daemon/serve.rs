@@ -27,9 +27,7 @@ pub async fn run_once(daemon: &Arc<Daemon>) -> usize {
         };
         let mut memory = daemon.store.load(&name);
         let now = daemon.clock.now();
-        if let Some(kept) = daemon.store.load_history(&name) {
-            runtime.history.import(&kept, now.timestamp_millis());
-        }
+        runtime.restore_history(&daemon.store, now);
         let tick = tokio::time::timeout(
             group.tick_timeout,
             runtime.tick(
@@ -91,9 +89,7 @@ pub async fn run_once(daemon: &Arc<Daemon>) -> usize {
         }
         crate::failpoint::hit("memory.before_save");
         daemon.store.save(&name, &memory);
-        if let Err(error) = daemon.store.save_history(&name, &runtime.history.export()) {
-            tracing::warn!(group = %name, %error, "cannot keep the sample history");
-        }
+        runtime.save_history(&daemon.store);
     }
     failures
 }

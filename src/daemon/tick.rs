@@ -314,6 +314,26 @@ impl GroupRuntime {
         outcome
     }
 
+    /// Restores the sample history kept in `store`; returns how many droplets it had.
+    pub fn restore_history(&mut self, store: &crate::state::Store, now: DateTime<Utc>) -> usize {
+        let history = &mut self.history;
+        let restored = store
+            .load_history(&self.group.name, |id, text| history.import_droplet(id, text))
+            .unwrap_or_else(|error| {
+                tracing::warn!(group = %self.group.name, %error, "cannot read the kept sample history");
+                0
+            });
+        self.history.prune(now.timestamp_millis());
+        restored
+    }
+
+    /// Keeps the sample history in `store` for the next start (logged, not fatal, on error).
+    pub fn save_history(&self, store: &crate::state::Store) {
+        if let Err(error) = store.save_history(&self.group.name, self.history.export_droplets()) {
+            tracing::warn!(group = %self.group.name, %error, "cannot keep the sample history");
+        }
+    }
+
     /// Evaluates every rule at `now`.
     pub fn observe(&self, now: DateTime<Utc>) -> Vec<Observation> {
         let at = now.timestamp_millis();

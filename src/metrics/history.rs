@@ -140,72 +140,57 @@ impl History {
         self.droplets.remove(&id);
     }
 
-    /// The history as JSON text, for the state database (so `--once` from cron and `plan` see
-    /// rates across invocations). Written straight from the series, with no JSON tree built in
-    /// between: at 1,000 droplets a tree costs several times the history itself.
-    pub fn export(&self) -> String {
+    /// Each droplet's series as JSON text, one droplet at a time, for the state database (so
+    /// `--once` from cron and `plan` see rates across invocations). Written straight from the
+    /// series: no JSON tree, and never more than one droplet's text at once.
+    pub fn export_droplets(&self) -> impl Iterator<Item = (u64, String)> + '_ {
         #[derive(serde::Serialize)]
         struct Series<'a> {
             labels: Vec<(&'a str, &'a str)>,
             points: &'a [(i64, f64)],
         }
-        #[derive(serde::Serialize)]
-        struct Droplet<'a> {
-            id: u64,
-            series: Vec<Series<'a>>,
-        }
-        struct All<'a>(&'a BTreeMap<u64, DropletSeries>);
-        impl serde::Serialize for All<'_> {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_seq(self.0.iter().map(|(id, series)| {
-                    Droplet {
-                        id: *id,
-                        series: series
-                            .iter()
-                            .map(|(labels, points)| Series {
-                                labels: labels.iter().collect(),
-                                points,
-                            })
-                            .collect(),
-                    }
-                }))
-            }
-        }
-        // Serializing plain strings, numbers and sequences cannot fail; an empty history is
-        // the safe fallback all the same.
-        serde_json::to_string(&All(&self.droplets)).unwrap_or_else(|_| "[]".into())
+        self.droplets.iter().map(|(id, series)| {
+            let series: Vec<Series<'_>> = series
+                .iter()
+                .map(|(labels, points)| Series {
+                    labels: labels.iter().collect(),
+                    points,
+                })
+                .collect();
+            // Serializing plain strings, numbers and sequences cannot fail; an empty list is
+            // the safe fallback all the same.
+            (
+                *id,
+                serde_json::to_string(&series).unwrap_or_else(|_| "[]".into()),
+            )
+        })
     }
 
-    /// Restores an exported history, keeping only series the selectors still select. Text
-    /// that is not an exported history restores nothing.
-    pub fn import(&mut self, exported: &str, now_ms: i64) {
+    /// Restores one droplet's exported series, keeping only those the selectors still select.
+    /// Text that is not an export restores nothing. Call [`History::prune`] after the last.
+    pub fn import_droplet(&mut self, id: u64, exported: &str) {
         #[derive(serde::Deserialize)]
         struct Series {
             labels: Vec<(String, String)>,
             points: Vec<(i64, f64)>,
         }
-        #[derive(serde::Deserialize)]
-        struct Droplet {
-            id: u64,
-            series: Vec<Series>,
-        }
-        let Ok(droplets) = serde_json::from_str::<Vec<Droplet>>(exported) else {
+        let Ok(series) = serde_json::from_str::<Vec<Series>>(exported) else {
             return;
         };
-        for droplet in droplets {
-            let entry = self.droplets.entry(droplet.id).or_default();
-            for series in droplet.series {
-                let labels = Labels::new(series.labels);
-                if self
-                    .selectors
-                    .iter()
-                    .any(|s| s.matches(labels.name(), |n| labels.get(n)))
-                {
-                    entry.insert(labels, series.points);
-                }
+        let entry = self.droplets.entry(id).or_default();
+        for one in series {
+            let labels = Labels::new(one.labels);
+            if self
+                .selectors
+                .iter()
+                .any(|s| s.matches(labels.name(), |n| labels.get(n)))
+            {
+                entry.insert(labels, one.points);
             }
         }
-        self.prune(now_ms);
+        if entry.is_empty() {
+            self.droplets.remove(&id);
+        }
     }
 
     /// Series and points held, for metrics and memory checks.
@@ -313,17 +298,21 @@ mod tests {
                     .unwrap();
             }
         }
-        let text = history.export();
+        let exported: Vec<(u64, String)> = history.export_droplets().collect();
+        assert_eq!(exported.len(), 3, "one text per droplet");
         let (mut restored, _) = self::history("rate(counter[2m])");
-        restored.import(&text, 45_000);
+        for (id, text) in &exported {
+            restored.import_droplet(*id, text);
+        }
+        restored.prune(45_000);
         assert_eq!(restored.size(), (3, 30));
-        assert_eq!(restored.export(), text);
+        assert_eq!(restored.export_droplets().collect::<Vec<_>>(), exported);
         let at = |h: &History| {
             evaluate(&expression.node, h, 45_000, EvalOptions::default()).map(|o| format!("{o:?}"))
         };
         assert_eq!(at(&restored).unwrap(), at(&history).unwrap());
         let mut untouched = self::history("rate(counter[2m])").0;
-        untouched.import("not a history", 45_000);
+        untouched.import_droplet(9, "not a history");
         assert_eq!(untouched.size(), (0, 0));
     }
 

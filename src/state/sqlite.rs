@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The schema version this binary writes; older databases are migrated step by step.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Decisions kept per group.
 const DECISIONS_KEPT: i64 = 1000;
@@ -33,6 +33,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE paused (grp TEXT PRIMARY KEY, since TEXT NOT NULL);
 ",
     "CREATE TABLE history (grp TEXT PRIMARY KEY, body TEXT NOT NULL);",
+    // One row per droplet, so saving or loading a large group never holds its whole history
+    // as one text. The old blobs are dropped: the rules warm up again once.
+    "DROP TABLE history;
+     CREATE TABLE history (grp TEXT NOT NULL, droplet INTEGER NOT NULL, body TEXT NOT NULL,
+                           PRIMARY KEY (grp, droplet));",
 ];
 
 fn store_error(error: impl std::fmt::Display) -> StateError {
@@ -192,28 +197,50 @@ impl Store {
             .is_some()
     }
 
-    /// Keeps a group's sample history (bounded by the history's own retention).
-    pub fn save_history(&self, group: &str, history: &str) -> Result<(), StateError> {
-        let conn = self.conn.lock().map_err(store_error)?;
-        conn.execute(
-            "INSERT INTO history (grp, body) VALUES (?1, ?2) ON CONFLICT (grp) DO UPDATE SET body = excluded.body",
-            params![group, history],
-        )
-        .map_err(store_error)?;
-        Ok(())
+    /// Keeps a group's sample history, one row per droplet (each an exported text), replacing
+    /// what was kept, in one transaction.
+    pub fn save_history(
+        &self,
+        group: &str,
+        droplets: impl Iterator<Item = (u64, String)>,
+    ) -> Result<(), StateError> {
+        let mut conn = self.conn.lock().map_err(store_error)?;
+        let transaction = conn.transaction().map_err(store_error)?;
+        transaction
+            .execute("DELETE FROM history WHERE grp = ?1", params![group])
+            .map_err(store_error)?;
+        {
+            let mut insert = transaction
+                .prepare("INSERT INTO history (grp, droplet, body) VALUES (?1, ?2, ?3)")
+                .map_err(store_error)?;
+            for (droplet, body) in droplets {
+                insert
+                    .execute(params![group, droplet as i64, body])
+                    .map_err(store_error)?;
+            }
+        }
+        transaction.commit().map_err(store_error)
     }
 
-    /// A group's kept sample history.
-    pub fn load_history(&self, group: &str) -> Option<String> {
-        let conn = self.conn.lock().ok()?;
-        conn.query_row(
-            "SELECT body FROM history WHERE grp = ?1",
-            params![group],
-            |r| r.get(0),
-        )
-        .optional()
-        .ok()
-        .flatten()
+    /// Visits each droplet's kept history text for a group; returns how many it visited.
+    pub fn load_history(
+        &self,
+        group: &str,
+        mut visit: impl FnMut(u64, &str),
+    ) -> Result<usize, StateError> {
+        let conn = self.conn.lock().map_err(store_error)?;
+        let mut statement = conn
+            .prepare("SELECT droplet, body FROM history WHERE grp = ?1")
+            .map_err(store_error)?;
+        let mut rows = statement.query(params![group]).map_err(store_error)?;
+        let mut visited = 0;
+        while let Some(row) = rows.next().map_err(store_error)? {
+            let droplet: i64 = row.get(0).map_err(store_error)?;
+            let body: String = row.get(1).map_err(store_error)?;
+            visit(droplet as u64, &body);
+            visited += 1;
+        }
+        Ok(visited)
     }
 
     /// Opens a database another process may be writing, to read memories and history
@@ -370,6 +397,36 @@ mod tests {
             decisions,
             [serde_json::json!({"n": 2}), serde_json::json!({"n": 1})]
         );
+    }
+
+    #[test]
+    fn history_is_kept_per_droplet_and_a_version_2_database_upgrades() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            // A database as version 2 left it, with a whole-group history blob.
+            let conn = Connection::open(&path).unwrap();
+            for migration in &MIGRATIONS[..2] {
+                conn.execute_batch(migration).unwrap();
+            }
+            conn.execute_batch(
+                "PRAGMA user_version = 2; INSERT INTO history VALUES ('web', '[]');",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let mut seen = Vec::new();
+        assert_eq!(store.load_history("web", |id, _| seen.push(id)).unwrap(), 0);
+        let rows = vec![(1, "[1]".to_string()), (2, "[2]".to_string())];
+        store.save_history("web", rows.clone().into_iter()).unwrap();
+        store
+            .save_history("web", rows[1..].iter().cloned())
+            .unwrap();
+        let mut kept = Vec::new();
+        store
+            .load_history("web", |id, text| kept.push((id, text.to_string())))
+            .unwrap();
+        assert_eq!(kept, rows[1..], "a save replaces what was kept");
     }
 
     #[test]
