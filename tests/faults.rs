@@ -87,19 +87,30 @@ impl Harness {
             .unwrap()
     }
 
-    /// Asserts a metric line named `name` with every label in `labels` and a value above 0.
+    /// Waits (up to 5 s: gauges are set at the next tick) for a metric line named `name` with
+    /// every label in `labels` and a value above 0.
     async fn assert_metric(&self, name: &str, labels: &[&str]) {
-        let text = self.metrics().await;
-        let found = text.lines().any(|line| {
-            line.starts_with(name)
-                && labels.iter().all(|l| line.contains(l))
-                && line
-                    .rsplit(' ')
-                    .next()
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .is_some_and(|v| v > 0.0)
-        });
-        assert!(found, "no {name} with {labels:?} above 0 in\n{text}");
+        let started = std::time::Instant::now();
+        loop {
+            let text = self.metrics().await;
+            let found = text.lines().any(|line| {
+                line.starts_with(name)
+                    && labels.iter().all(|l| line.contains(l))
+                    && line
+                        .rsplit(' ')
+                        .next()
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .is_some_and(|v| v > 0.0)
+            });
+            if found {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "no {name} with {labels:?} above 0 in\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     fn ticks(&self) -> u64 {

@@ -379,17 +379,28 @@ fn wait_active(ids: Array, timeout_ms: i64) -> HostResult<Array> {
         .collect();
     let limit = ctx.cap(Duration::from_millis(timeout_ms.max(0) as u64));
     let started = Instant::now();
+    let mut polls = 0u32;
     loop {
+        // One listing of the group per poll (a call per 200 droplets), not a GET per droplet:
+        // waiting for 25 new droplets must not spend the account's rate limit.
+        let listing = block_on(
+            &ctx,
+            "wait_active",
+            ctx.client.list_droplets_by_tag(&ctx.group.tag),
+        )?
+        .or_else(|e| fail(format!("wait_active: {e}")))?;
         let mut ready = Vec::new();
         for id in &ids {
-            let found = block_on(&ctx, "wait_active", ctx.client.get_droplet(*id))?
-                .or_else(|e| fail(format!("wait_active: {e}")))?;
-            match found {
+            match listing.iter().find(|d| d.id == *id) {
                 Some(d) if d.status == DropletStatus::Active && d.private_ipv4().is_some() => {
-                    ready.push(d)
+                    ready.push(d.clone())
                 }
                 Some(_) => {}
-                None => return fail(format!("wait_active: droplet {id} does not exist")),
+                None => {
+                    return fail(format!(
+                        "wait_active: droplet {id} is not in the group (deleted, or never made)"
+                    ));
+                }
             }
         }
         if ready.len() == ids.len() {
@@ -412,9 +423,14 @@ fn wait_active(ids: Array, timeout_ms: i64) -> HostResult<Array> {
                 limit.as_millis()
             ));
         }
-        let pause = ctx
-            .cap(Duration::from_millis(500))
-            .min(limit.saturating_sub(started.elapsed()));
+        // Quick at first (a sim or a fast boot), then every 2 s: a boot takes tens of seconds.
+        polls += 1;
+        let pause = if polls < 5 {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(2)
+        };
+        let pause = ctx.cap(pause).min(limit.saturating_sub(started.elapsed()));
         std::thread::sleep(pause);
     }
 }
