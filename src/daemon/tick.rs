@@ -176,7 +176,8 @@ impl GroupRuntime {
             selectors(&all),
             retention,
             points_for(retention, Duration::from_secs(1).max(group.interval / 6)),
-        );
+        )
+        .with_typical_points(points_for(retention, group.interval) + 2);
         Ok(GroupRuntime {
             group,
             rules,

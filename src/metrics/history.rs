@@ -27,6 +27,7 @@ pub struct History {
     selectors: Vec<Selector>,
     retention: Duration,
     max_points: usize,
+    typical_points: usize,
     droplets: BTreeMap<u64, DropletSeries>,
 }
 
@@ -38,8 +39,17 @@ impl History {
             selectors,
             retention,
             max_points: max_points.max(2),
+            typical_points: 0,
             droplets: BTreeMap::new(),
         }
+    }
+
+    /// Sizes each new series for `points` (the retention over the scrape interval) at once,
+    /// rather than letting it grow by doubling to as much as twice that: at 1,000 droplets
+    /// this is most of the history's memory.
+    pub fn with_typical_points(mut self, points: usize) -> Self {
+        self.typical_points = points.min(self.max_points);
+        self
     }
 
     /// Replaces the selectors and retention (after a reload), dropping series no longer selected.
@@ -100,9 +110,12 @@ impl History {
             selected.push((labels, sample.timestamp_ms.unwrap_or(at_ms), sample.value));
         })?;
         let count = selected.len();
+        let typical = self.typical_points;
         let series = self.droplets.entry(droplet.id).or_default();
         for (labels, t, value) in selected {
-            let points = series.entry(labels).or_default();
+            let points = series
+                .entry(labels)
+                .or_insert_with(|| Vec::with_capacity(typical));
             match points.last() {
                 Some((last, _)) if *last >= t => {
                     // Same or older timestamp (a repeated exposition timestamp): keep the newest.
@@ -177,6 +190,7 @@ impl History {
         let Ok(series) = serde_json::from_str::<Vec<Series>>(exported) else {
             return;
         };
+        let typical = self.typical_points;
         let entry = self.droplets.entry(id).or_default();
         for one in series {
             let labels = Labels::new(one.labels);
@@ -185,7 +199,10 @@ impl History {
                 .iter()
                 .any(|s| s.matches(labels.name(), |n| labels.get(n)))
             {
-                entry.insert(labels, one.points);
+                let mut points = one.points;
+                points.shrink_to(typical.max(points.len()));
+                points.reserve_exact(typical.saturating_sub(points.len()));
+                entry.insert(labels, points);
             }
         }
         if entry.is_empty() {
