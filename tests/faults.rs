@@ -215,6 +215,18 @@ async fn a_burst_of_503s_fails_ticks_visibly_and_the_group_recovers() {
     h.eventually_status("recovery", |s| last_error(s).is_empty())
         .await;
     h.keeps_ticking(2).await;
+    // A reload (new client, same API) keeps what the old client saw.
+    let reloaded = reqwest::Client::new()
+        .post(format!("{}/api/v1/reload", h.running.url))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reloaded.status(), 200);
+    let status = h.status().await;
+    assert!(last_problem(&status).contains("answered 503"), "{status:#}");
+    h.assert_metric("do_scaler_digitalocean_api_calls", &["status=\"503\""])
+        .await;
     h.finish(2, 4).await;
 }
 

@@ -342,7 +342,7 @@ impl Daemon {
         let result =
             build_generation(&self.config_path, &self.overrides, next).and_then(|generation| {
                 let lookup = self.env();
-                let client = build_client(&generation.config, &lookup)?;
+                let client = build_client(&generation.config, &lookup)?.continuing(&self.client());
                 let api_token = credentials::status_api_token(
                     &lookup,
                     generation.config.base.status_api.token_file.as_deref(),

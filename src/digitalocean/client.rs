@@ -224,6 +224,18 @@ impl Client {
         self.calls.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
+    /// This client (new credentials, say) carrying on from `previous` when both talk to the
+    /// same API: one rate limiter, one set of call counts and one last problem, so a reload
+    /// neither forgets the account's remaining quota nor resets the metrics.
+    pub fn continuing(mut self, previous: &Client) -> Client {
+        if self.base_url == previous.base_url {
+            self.limiter = previous.limiter.clone();
+            self.calls = previous.calls.clone();
+            self.last_problem = previous.last_problem.clone();
+        }
+        self
+    }
+
     /// The last answer that was not a success, if any.
     pub fn last_problem(&self) -> Option<ApiProblem> {
         self.last_problem.lock().ok().and_then(|p| p.clone())
