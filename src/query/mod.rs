@@ -120,33 +120,38 @@ fn check_duration_numbers(text: &str) -> Result<(), QueryError> {
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
             .next()
             .unwrap_or("");
-        if token.is_empty()
-            || token.starts_with(|c: char| {
-                c.is_ascii_alphabetic()
-                    && !token.eq_ignore_ascii_case("inf")
-                    && !token.eq_ignore_ascii_case("nan")
-            })
-        {
-            continue;
-        }
-        let has_unit = token.ends_with(|c: char| c.is_ascii_alphabetic())
-            && !token.to_ascii_lowercase().starts_with("0x")
-            && !token.eq_ignore_ascii_case("inf")
-            && !token.eq_ignore_ascii_case("nan");
-        let plain = token.split('.').next().is_some_and(|whole| {
-            !whole.is_empty() && whole.len() <= 10 && whole.bytes().all(|b| b.is_ascii_digit())
-        }) && token
-            .split('.')
-            .nth(1)
-            .is_none_or(|f| f.bytes().all(|b| b.is_ascii_digit()))
-            && token.matches('.').count() <= 1;
-        if !has_unit && !plain {
+        if !duration_token_is_safe(token) {
             return Err(QueryError::Syntax(format!(
                 "`{token}` is not a duration do-scaler can read: write it with units, such as [5m] or [1h30m]"
             )));
         }
     }
     Ok(())
+}
+
+/// Whether the parser can take `token` where a duration goes without panicking: a duration
+/// with units (its own checked path), a plain decimal of at most ten digits, or something that
+/// is not a number at all (the parser refuses it with an error).
+fn duration_token_is_safe(token: &str) -> bool {
+    let lower = token.to_ascii_lowercase();
+    let bare_number_word = lower == "inf" || lower == "nan";
+    if token.is_empty()
+        || (lower.starts_with(|c: char| c.is_ascii_alphabetic()) && !bare_number_word)
+    {
+        return true;
+    }
+    let with_units = lower.ends_with(|c: char| c.is_ascii_alphabetic())
+        && !lower.starts_with("0x")
+        && !bare_number_word;
+    let mut parts = token.split('.');
+    let whole = parts.next().unwrap_or("");
+    let fraction = parts.next().unwrap_or("");
+    let plain = parts.next().is_none()
+        && !whole.is_empty()
+        && whole.len() <= 10
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit());
+    with_units || plain
 }
 
 /// Checks that an expression parses and uses only what do-scaler evaluates.
