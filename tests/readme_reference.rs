@@ -1,6 +1,7 @@
 //! Every key the configuration loader accepts is documented in the README's configuration
 //! reference. The keys come from the deserialized structs in `src/config/schema.rs` (each one
-//! denies unknown fields, so its fields are exactly the accepted keys).
+//! denies unknown fields, so its fields are exactly the accepted keys). Every default the
+//! reference writes as a literal is what the loader uses when the key is left out.
 
 use std::collections::BTreeMap;
 
@@ -120,4 +121,114 @@ fn every_group_file_key_is_in_the_readme() {
         missing.is_empty(),
         "README's group file reference lacks {missing:?}"
     );
+}
+
+/// `(key, default)` for each row of a README reference table whose default is a TOML literal
+/// written as code (`` `"3s"` ``, `` `9110` ``, `` `[]` ``).
+fn literal_defaults(heading: &str) -> Vec<(String, toml::Value)> {
+    section(heading)
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let key = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            let default = cells.get(3)?.strip_prefix('`')?.strip_suffix('`')?;
+            let value: toml::Table = toml::from_str(&format!("v = {default}")).ok()?;
+            Some((key.to_string(), value.get("v")?.clone()))
+        })
+        .collect()
+}
+
+/// Sets `value` at the dotted `key`; `rule.` and `schedule.` go into the first of each.
+fn set(table: &mut toml::Table, key: &str, value: toml::Value) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().unwrap();
+    let mut at = table;
+    for part in parts {
+        let next = at
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        at = match next {
+            toml::Value::Array(items) => items[0].as_table_mut().unwrap(),
+            other => other.as_table_mut().unwrap(),
+        };
+    }
+    at.insert(last.to_string(), value);
+}
+
+#[test]
+fn every_literal_default_in_the_group_reference_is_the_loaders_default() {
+    let minimal: toml::Table = toml::from_str(
+        r#"
+tag = "web"
+min = 1
+max = 5
+[droplet]
+region = "nyc3"
+size = "s-1vcpu-1gb"
+image = "ubuntu-24-04-x64"
+[[rule]]
+name = "cpu"
+expr = "avg(x)"
+target = 0.5
+[[schedule]]
+cron = "0 9 * * 1-5"
+duration = "9h"
+max = 9
+"#,
+    )
+    .unwrap();
+    let load = |table: &toml::Table| {
+        let mut group = do_scaler::config::group_from_toml("web", &toml::to_string(table).unwrap())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        group.source.clear();
+        format!("{group:?}")
+    };
+    let implicit = load(&minimal);
+    let defaults = literal_defaults("### Group file reference");
+    let mut checked = Vec::new();
+    for (key, value) in defaults {
+        // `for` belongs to condition rules, which this minimal group does not have; a
+        // schedule's default name is a pattern (`schedule-N`), not a literal.
+        if key == "rule.for" || key == "schedule.name" {
+            continue;
+        }
+        let mut explicit = minimal.clone();
+        set(&mut explicit, &key, value.clone());
+        assert!(
+            load(&explicit) == implicit,
+            "README says `{key}` defaults to {value}, the loader disagrees"
+        );
+        checked.push(key);
+    }
+    assert!(checked.len() >= 20, "only {checked:?} were checked");
+}
+
+#[test]
+fn every_literal_default_in_the_base_reference_is_the_loaders_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("do-scaler.toml");
+    let load = |table: &toml::Table| {
+        std::fs::write(&path, toml::to_string(table).unwrap()).unwrap();
+        let mut diagnostics = Vec::new();
+        let mut base = do_scaler::config::load::load_base(
+            &path,
+            &do_scaler::config::Overrides::default(),
+            &mut diagnostics,
+        )
+        .unwrap_or_else(|| panic!("{diagnostics:?}"));
+        base.source.clear();
+        format!("{base:?}")
+    };
+    let implicit = load(&toml::Table::new());
+    let mut checked = Vec::new();
+    for (key, value) in literal_defaults("### Base file reference") {
+        let mut explicit = toml::Table::new();
+        set(&mut explicit, &key, value.clone());
+        assert!(
+            load(&explicit) == implicit,
+            "README says `{key}` defaults to {value}, the loader disagrees"
+        );
+        checked.push(key);
+    }
+    assert!(checked.len() >= 8, "only {checked:?} were checked");
 }
