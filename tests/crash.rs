@@ -189,3 +189,90 @@ async fn a_kill_at_every_failpoint_then_a_restart_leaves_nothing_half_done() {
     }
     assert_eq!(reached, product, "the points the tests reached vs POINTS");
 }
+
+/// The binary serving (not `--once`), with `point` armed if given.
+fn serve_binary(dir: &Path, sim: &Sim, point: Option<&str>) -> std::process::Child {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_do-scaler"));
+    command
+        .args(["run", "--listen", "127.0.0.1:0", "--config"])
+        .arg(dir.join("do-scaler.toml"))
+        .env("DIGITALOCEAN_API_URL", sim.api_url())
+        .env("DIGITALOCEAN_TOKEN", sim.token())
+        .env_remove("DO_SCALER_FAILPOINT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some(point) = point {
+        // Only the killed run's stderr is read (for its marker line).
+        command
+            .env("DO_SCALER_FAILPOINT", point)
+            .stderr(std::process::Stdio::piped());
+    }
+    command.spawn().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serving_daemon_killed_mid_scale_converges_after_a_restart() {
+    // Points on the serving path (the group task records decisions and saves memory itself).
+    for (point, scenario) in [
+        ("decision.after_record", Scenario::ScaleUp),
+        ("create.answer_unread", Scenario::ScaleUp),
+        ("memory.before_save", Scenario::ScaleDown),
+        ("destroy.between_deletes", Scenario::ScaleDown),
+    ] {
+        let sim = std::sync::Arc::new(
+            sim(
+                scenario.seeded(),
+                Demand::Constant(0.5),
+                Duration::from_secs(3600),
+            )
+            .await,
+        );
+        let dir = config_dir(&scenario.group());
+        let path = dir.path().to_path_buf();
+        let for_run = sim.clone();
+        let killed = tokio::task::spawn_blocking(move || {
+            serve_binary(&path, &for_run, Some(point))
+                .wait_with_output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&killed.stderr);
+        assert!(
+            stderr.contains(&format!("FAILPOINT {point}: exiting")),
+            "{point}: {stderr}"
+        );
+        assert_eq!(killed.status.code(), Some(137), "{point}");
+        let decisions = |dir: &Path| {
+            Store::open_read_only(&dir.join("state.db"))
+                .and_then(|s| s.decisions("web", 1000))
+                .map_or(0, |d| d.len())
+        };
+        let before = decisions(dir.path());
+        let mut restarted = serve_binary(dir.path(), &sim, None);
+        // Two ticks recorded: the daemon is serving (and handles SIGTERM) by then.
+        eventually(Duration::from_secs(20), "the group at its size", || {
+            sim.droplets().len() == scenario.expected() && decisions(dir.path()) >= before + 2
+        })
+        .await;
+        // A clean stop (SIGTERM), as systemd does.
+        // SAFETY: kill only sends a signal to the child this test started.
+        unsafe { libc::kill(restarted.id() as i32, libc::SIGTERM) };
+        let stopped = tokio::task::spawn_blocking(move || restarted.wait().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            stopped.success(),
+            "{point}: the restarted daemon stopped with {stopped}"
+        );
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        assert!(
+            store.pending().unwrap().is_empty(),
+            "{point}: unsettled rows"
+        );
+        let names = sim.created_names();
+        let unique: BTreeSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{point}: {names:?}");
+        assert_eq!(sim.droplets().len(), scenario.expected(), "{point}");
+    }
+}
