@@ -154,9 +154,8 @@ async fn plan_group(
         let mut members = runtime.members(&droplets, &|_| false, now);
         let timeout = runtime.group.scrape.timeout;
         let scraped = runtime
-            .scrape(scraper, &droplets, &members, timeout, now)
+            .scrape(scraper, &droplets, &mut members, timeout, now)
             .await;
-        crate::daemon::tick::mark_scraped(&mut members, &scraped);
         let observations = runtime.observe(now);
         let warming = observations.iter().any(is_warming);
         let out_of_time = started.elapsed() + gap > wait;

@@ -76,7 +76,6 @@ pub fn spawn(daemon: Arc<Daemon>, group: Group, source: String) -> GroupHandle {
         };
         let mut memory = daemon.store.load(&name);
         runtime.restore_history(&daemon.store, daemon.clock.now());
-        let mut ticks = 0u64;
         let mut history_saved = Instant::now();
         let mut ticker = tokio::time::interval(runtime.group.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -124,10 +123,9 @@ pub fn spawn(daemon: Arc<Daemon>, group: Group, source: String) -> GroupHandle {
             }
             crate::failpoint::hit("memory.before_save");
             daemon.store.save(&name, &memory);
-            ticks += 1;
             // The history is kept for restarts; a crash loses at most the last few minutes,
             // which only makes the rules warm up again (they hold meanwhile).
-            if ticks.is_multiple_of(10) && history_saved.elapsed() >= HISTORY_SAVE_EVERY {
+            if history_saved.elapsed() >= HISTORY_SAVE_EVERY {
                 runtime.save_history(&daemon.store);
                 history_saved = Instant::now();
             }

@@ -351,6 +351,16 @@ impl Daemon {
                 .map(|(token, _)| token);
                 Ok((generation, client, api_token))
             });
+        // Credentials are re-read whatever else changed (a rotated token needs no file edit).
+        let result = result.map(|(generation, client, api_token)| {
+            if let Ok(mut slot) = self.client.write() {
+                *slot = client;
+            }
+            if let Ok(mut slot) = self.api_token.write() {
+                *slot = api_token;
+            }
+            generation
+        });
         let outcome = match result {
             Err(error) => {
                 tracing::error!(%error, "reload failed: the last good configuration keeps running");
@@ -360,31 +370,16 @@ impl Daemon {
                 }
                 Err(error)
             }
-            Ok((generation, client, api_token))
-                if generation.fingerprint == self.generation().fingerprint =>
-            {
-                // The files are as they were; the credentials may not be (a rotated token).
+            Ok(generation) if generation.fingerprint == self.generation().fingerprint => {
                 tracing::debug!("reload: no file changed; credentials re-read");
-                if let Ok(mut slot) = self.client.write() {
-                    *slot = client;
-                }
-                if let Ok(mut slot) = self.api_token.write() {
-                    *slot = api_token;
-                }
                 if let Ok(mut slot) = self.reload_error.lock() {
                     *slot = None;
                 }
                 self.metrics.reload_success.set(1);
                 Ok(self.generation().number)
             }
-            Ok((generation, client, api_token)) => {
+            Ok(generation) => {
                 let generation = Arc::new(generation);
-                if let Ok(mut slot) = self.client.write() {
-                    *slot = client;
-                }
-                if let Ok(mut slot) = self.api_token.write() {
-                    *slot = api_token;
-                }
                 if let Ok(mut slot) = self.generation.write() {
                     *slot = generation.clone();
                 }

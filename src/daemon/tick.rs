@@ -71,6 +71,11 @@ impl TickReport {
     /// The JSON form shown by `plan --json`, recorded in the state database and served by the
     /// status API.
     pub fn to_json(&self) -> serde_json::Value {
+        self.json_with_droplets(serde_json::to_value(&self.droplets).unwrap_or_default())
+    }
+
+    /// The JSON form with `droplets` as given.
+    fn json_with_droplets(&self, droplets: serde_json::Value) -> serde_json::Value {
         serde_json::json!({
             "name": self.group,
             "current": self.decision.current,
@@ -87,7 +92,7 @@ impl TickReport {
                 "at": self.decision.at,
             },
             "rules": self.decision.rules,
-            "droplets": self.droplets,
+            "droplets": droplets,
         })
     }
 
@@ -96,7 +101,6 @@ impl TickReport {
     /// to go, or are not active, with a count of the rest. A decision of a 1,000-droplet group
     /// stays a few KB instead of ~200 KB.
     pub fn to_record_json(&self) -> serde_json::Value {
-        let mut json = self.to_json();
         let notable: Vec<&DropletReport> = self
             .droplets
             .iter()
@@ -106,8 +110,9 @@ impl TickReport {
                     || self.decision.victims.contains(&d.id)
             })
             .collect();
-        json["droplets_ok"] = (self.droplets.len() - notable.len()).into();
-        json["droplets"] = serde_json::to_value(notable).unwrap_or_default();
+        let ok = self.droplets.len() - notable.len();
+        let mut json = self.json_with_droplets(serde_json::to_value(notable).unwrap_or_default());
+        json["droplets_ok"] = ok.into();
         json
     }
 }
@@ -132,13 +137,6 @@ fn selectors(expressions: &[&Expression]) -> Vec<crate::query::Selector> {
         .iter()
         .flat_map(|e| e.node.selectors().into_iter().map(|(s, _)| s.clone()))
         .collect()
-}
-
-/// Marks which members answered their scrape (`scraped` holds each droplet's outcome).
-pub fn mark_scraped(members: &mut [Member], scraped: &HashMap<u64, String>) {
-    for member in members {
-        member.scraped = scraped.get(&member.id).is_some_and(|s| s == "ok");
-    }
 }
 
 impl GroupRuntime {
@@ -253,19 +251,19 @@ impl GroupRuntime {
         members
     }
 
-    /// Scrapes the active members (each cut at `timeout`) and records their samples. Returns
-    /// why each other droplet was not read.
+    /// Scrapes the active members (each cut at `timeout`), records their samples and marks
+    /// which answered (`Member::scraped`). Returns each droplet's outcome: "ok", or why not.
     pub async fn scrape(
         &mut self,
         scraper: &Scraper,
         droplets: &[Droplet],
-        members: &[Member],
+        members: &mut [Member],
         timeout: Duration,
         now: DateTime<Utc>,
     ) -> HashMap<u64, String> {
         let active: Vec<Droplet> = droplets
             .iter()
-            .zip(members)
+            .zip(members.iter())
             .filter(|(_, m)| m.state == MemberState::Active)
             .map(|(d, _)| d.clone())
             .collect();
@@ -274,7 +272,7 @@ impl GroupRuntime {
             .into_iter()
             .map(|(id, r)| (id, r.to_string()))
             .collect();
-        for (droplet, member) in droplets.iter().zip(members) {
+        for (droplet, member) in droplets.iter().zip(members.iter()) {
             if member.state != MemberState::Active {
                 let reason = match member.state {
                     MemberState::Booting if droplet.status == DropletStatus::Active => {
@@ -312,6 +310,9 @@ impl GroupRuntime {
         let alive: std::collections::HashSet<u64> = droplets.iter().map(|d| d.id).collect();
         self.history.retain_droplets(&|id| alive.contains(&id));
         self.history.prune(at);
+        for member in members.iter_mut() {
+            member.scraped = outcome.get(&member.id).is_some_and(|s| s == "ok");
+        }
         outcome
     }
 
@@ -420,9 +421,8 @@ impl GroupRuntime {
             .max(Duration::from_millis(50));
         let timeout = self.group.scrape.timeout.min(budget);
         let scraped = self
-            .scrape(scraper, &droplets, &members, timeout, now)
+            .scrape(scraper, &droplets, &mut members, timeout, now)
             .await;
-        mark_scraped(&mut members, &scraped);
         crate::failpoint::hit("tick.after_scrape");
         self.busy_values(&mut members, now);
         Ok(self.decide(&droplets, &members, &scraped, memory, now))
