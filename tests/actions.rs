@@ -451,3 +451,79 @@ async fn the_webhook_reports_scale_events_and_failures() {
         "{second}"
     );
 }
+
+/// Trust at the edges: a path that a URL parser would normalise into another endpoint
+/// (`%2e%2e`, `..;`, `//`, backslashes, double encoding) never reaches the sim, so no droplet
+/// is deleted, created or read past the allow-list; a plain load-balancer call still works.
+#[tokio::test]
+async fn encoded_paths_cannot_escape_the_scripts_allow_list() {
+    let w = world(2, false).await;
+    let lb = "4de7ac8b-495b-4884-9a69-1050c6793cd6";
+    w.sim.add_load_balancer(new_load_balancer(lb, "lb"));
+    let g = group("");
+    let d = decision(&g, &w.sim.droplets(), 0.5);
+    let escapes = [
+        "/v2/load_balancers/%2e%2e/droplets?tag_name=web",
+        "/v2/load_balancers/%2E%2E/droplets?tag_name=web",
+        "/v2/load_balancers/.%2e/droplets?tag_name=web",
+        "/v2/load_balancers/%2e./droplets?tag_name=web",
+        "/v2/load_balancers/%252e%252e/droplets?tag_name=web",
+        "/v2/load_balancers/x%2f..%2f../droplets?tag_name=web",
+        "/v2/load_balancers/..;/droplets?tag_name=web",
+        "/v2/load_balancers/x/..;x=1/../droplets?tag_name=web",
+        "/v2/load_balancers//../droplets?tag_name=web",
+        "/v2/load_balancers/x\\..\\..\\droplets?tag_name=web",
+        "/v2/load_balancers/x%5c..%5c..%5cdroplets?tag_name=web",
+        "/v2//load_balancers/%2e%2e/droplets?tag_name=web",
+        "/v2/load_balancers/%2e%2e/%2e%2e/v2/droplets?tag_name=web",
+    ];
+    let mut script = String::new();
+    for (method, body) in [
+        ("DELETE", "()"),
+        ("POST", "#{ name: \"sneak\", size: \"s-1vcpu-1gb\", region: \"nyc3\", image: \"ubuntu-24-04-x64\", droplet_ids: [1] }"),
+    ] {
+        for path in escapes {
+            script.push_str(&format!(
+                "try {{ digitalocean(\"{method}\", \"{}\", {body}); throw \"accepted: {method} {}\"; }} catch (e) {{ if `${{e}}`.contains(\"accepted\") {{ throw e; }} }}\n",
+                path.replace('\\', "\\\\"),
+                path.replace('\\', "\\\\")
+            ));
+        }
+    }
+    for path in ["/v2/load_balancers/%2e%2e/account", "/v2/load_balancers/../account"] {
+        script.push_str(&format!(
+            "try {{ digitalocean(\"GET\", \"{path}\"); throw \"accepted: GET {path}\"; }} catch (e) {{ if `${{e}}`.contains(\"accepted\") {{ throw e; }} }}\n"
+        ));
+    }
+    // The legitimate call, last: it must reach the sim.
+    let droplet = w.sim.droplets()[0].id;
+    script.push_str(&format!(
+        "let r = digitalocean(\"POST\", \"/v2/load_balancers/{lb}/droplets\", #{{ droplet_ids: [{droplet}] }}); if r.status >= 300 {{ throw `load balancer call answered ${{r.status}}`; }}\n"
+    ));
+    let report = run(
+        &w,
+        &g,
+        d,
+        &["sneaky"],
+        scripts(&[("sneaky", &script)]),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(report.failure(), None, "{:?}", report.results);
+    assert_eq!(w.sim.droplets().len(), 2, "no droplet deleted or created");
+    let seen: Vec<String> = w
+        .sim
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![format!("POST /v2/load_balancers/{lb}/droplets")],
+        "only the legitimate call reached the API"
+    );
+    assert_eq!(
+        w.sim.load_balancer(lb).unwrap().droplet_ids,
+        vec![droplet]
+    );
+}

@@ -3,6 +3,7 @@
 //! that are never blindly repeated.
 
 use super::error::ApiError;
+use super::path::ApiPath;
 use super::ratelimit::{RateLimitStatus, RateLimiter, RateLimits};
 use super::types::{
     Account, CreateDroplets, Droplet, DropletList, ErrorBody, Image, ImageRef, LoadBalancer,
@@ -793,26 +794,20 @@ impl Client {
     }
 
     /// A generic authenticated call for the few endpoints action scripts may use. `path` is
-    /// relative (`/v2/…`). Returns the status and the JSON body (`null` when empty). Only GET
-    /// and DELETE are retried.
+    /// canonical ([`ApiPath`]): what the caller judged is exactly what is sent. Returns the
+    /// status and the JSON body (`null` when empty). Only GET and DELETE are retried.
     pub async fn call(
         &self,
         method: Method,
-        path: &str,
+        path: &ApiPath,
         body: Option<&Value>,
     ) -> Result<(u16, Value), ApiError> {
-        if !path.starts_with("/v2/") || path.contains("://") || path.contains("..") {
-            return Err(ApiError::Refused {
-                method: method.to_string(),
-                path: path.to_string(),
-                reason: "paths must be relative and start with /v2/".into(),
-            });
-        }
         let safety = if method == Method::GET || method == Method::DELETE {
             Safety::Idempotent
         } else {
             Safety::NotIdempotent
         };
+        let path = path.as_str();
         let answer = self.request(method, path, body, safety).await?;
         let value = if answer.body.is_empty() {
             Value::Null

@@ -4,7 +4,7 @@
 
 use super::convert;
 use crate::config::Group;
-use crate::digitalocean::{Client, CreateDroplets, Droplet, DropletStatus, ImageRef, SshKeyRef};
+use crate::digitalocean::{ApiPath, Client, CreateDroplets, Droplet, DropletStatus, ImageRef, SshKeyRef};
 use crate::policy::Decision;
 use crate::state::{Intent, Journal};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
@@ -515,32 +515,29 @@ fn http_call(
     Ok(map)
 }
 
-/// The API paths scripts may call, by method. Droplet writes go only through
-/// `create_droplets` and `destroy_droplets`.
-fn allowed(method: &str, path: &str) -> bool {
-    let path = path.split('?').next().unwrap_or(path);
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    matches!(
-        (method, segments.as_slice()),
-        ("GET", ["v2", "load_balancers", ..])
-            | ("POST" | "DELETE", ["v2", "load_balancers", _, "droplets"])
-            | ("GET", ["v2", "tags", ..])
-            | ("GET", ["v2", "actions", ..])
-            | ("GET", ["v2", "droplets", ..])
-    )
+/// Whether a script may make this call. Judged on the canonical path, which is also what is
+/// sent. Droplet writes go only through `create_droplets` and `destroy_droplets`; a load
+/// balancer id must look like one (a UUID's hex digits and dashes).
+fn allowed(method: &str, path: &ApiPath) -> bool {
+    let segments = path.segments();
+    let uuid_like =
+        |id: &str| !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    match (method, segments.as_slice()) {
+        ("GET", ["v2", "load_balancers", ..]) => true,
+        ("POST" | "DELETE", ["v2", "load_balancers", id, "droplets"]) => uuid_like(id),
+        ("GET", ["v2", "tags", ..]) | ("GET", ["v2", "actions", ..]) => true,
+        ("GET", ["v2", "droplets", ..]) => true,
+        _ => false,
+    }
 }
 
 fn digitalocean(method: &str, path: &str, body: Dynamic) -> HostResult<Map> {
     let ctx = context()?;
     let method = method.to_uppercase();
-    if !path.starts_with("/v2/") || path.contains("://") || path.contains("..") {
+    let canonical = ApiPath::parse(path).or_else(|e| fail(format!("digitalocean: {e}")))?;
+    if !allowed(&method, &canonical) {
         return fail(format!(
-            "digitalocean: `{path}` must be a relative API path such as /v2/load_balancers/ID"
-        ));
-    }
-    if !allowed(&method, path) {
-        return fail(format!(
-            "digitalocean: {method} {path} is not allowed from scripts (only load balancers, reading tags, actions and droplets; create and destroy droplets with create_droplets and destroy_droplets)"
+            "digitalocean: {method} {canonical} is not allowed from scripts (only load balancers, reading tags, actions and droplets; create and destroy droplets with create_droplets and destroy_droplets)"
         ));
     }
     let parsed_method = reqwest::Method::from_bytes(method.as_bytes())
@@ -553,7 +550,7 @@ fn digitalocean(method: &str, path: &str, body: Dynamic) -> HostResult<Map> {
     let (status, value) = block_on(
         &ctx,
         "digitalocean",
-        ctx.client.call(parsed_method, path, json.as_ref()),
+        ctx.client.call(parsed_method, &canonical, json.as_ref()),
     )?
     .or_else(|e| fail(format!("digitalocean: {e}")))?;
     let mut map = Map::new();
@@ -627,13 +624,23 @@ mod tests {
 
     #[test]
     fn scripts_may_not_write_droplets_through_the_generic_call() {
-        assert!(!allowed("POST", "/v2/droplets"));
-        assert!(!allowed("DELETE", "/v2/droplets?tag_name=web"));
-        assert!(!allowed("DELETE", "/v2/droplets/123"));
-        assert!(!allowed("POST", "/v2/droplets/123/actions"));
-        assert!(allowed("POST", "/v2/load_balancers/abc/droplets"));
-        assert!(allowed("GET", "/v2/load_balancers/abc"));
-        assert!(!allowed("DELETE", "/v2/load_balancers/abc"));
+        let judge = |method: &str, raw: &str| {
+            ApiPath::parse(raw)
+                .map(|p| allowed(method, &p))
+                .unwrap_or(false)
+        };
+        assert!(!judge("POST", "/v2/droplets"));
+        assert!(!judge("DELETE", "/v2/droplets?tag_name=web"));
+        assert!(!judge("DELETE", "/v2/droplets/123"));
+        assert!(!judge("POST", "/v2/droplets/123/actions"));
+        assert!(!judge("GET", "/v2/account"));
+        assert!(!judge("DELETE", "/v2/load_balancers/%2e%2e/droplets?tag_name=web"));
+        assert!(!judge("POST", "/v2/load_balancers/%2e%2e/droplets"));
+        assert!(!judge("GET", "/v2/load_balancers/%2e%2e/account"));
+        assert!(!judge("POST", "/v2/load_balancers/not_an_id/droplets"));
+        assert!(judge("POST", "/v2/load_balancers/4de7ac8b-495b/droplets"));
+        assert!(judge("GET", "/v2/load_balancers/abc"));
+        assert!(!judge("DELETE", "/v2/load_balancers/abc"));
     }
 
     #[test]
