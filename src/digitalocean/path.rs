@@ -66,6 +66,11 @@ impl ApiPath {
             Some((path, query)) => (path, Some(query)),
             None => (raw, None),
         };
+        if path.to_ascii_lowercase().contains("%2f") {
+            return Err(refuse(
+                "holds an encoded `/` (`%2F`): write a plain /v2/… path",
+            ));
+        }
         let decoded = percent_decode(path)
             .ok_or_else(|| refuse("holds a broken percent-encoding: write a plain /v2/… path"))?;
         if decoded.contains('%') {
