@@ -480,7 +480,10 @@ async fn encoded_paths_cannot_escape_the_scripts_allow_list() {
     let mut script = String::new();
     for (method, body) in [
         ("DELETE", "()"),
-        ("POST", "#{ name: \"sneak\", size: \"s-1vcpu-1gb\", region: \"nyc3\", image: \"ubuntu-24-04-x64\", droplet_ids: [1] }"),
+        (
+            "POST",
+            "#{ name: \"sneak\", size: \"s-1vcpu-1gb\", region: \"nyc3\", image: \"ubuntu-24-04-x64\", droplet_ids: [1] }",
+        ),
     ] {
         for path in escapes {
             script.push_str(&format!(
@@ -490,7 +493,10 @@ async fn encoded_paths_cannot_escape_the_scripts_allow_list() {
             ));
         }
     }
-    for path in ["/v2/load_balancers/%2e%2e/account", "/v2/load_balancers/../account"] {
+    for path in [
+        "/v2/load_balancers/%2e%2e/account",
+        "/v2/load_balancers/../account",
+    ] {
         script.push_str(&format!(
             "try {{ digitalocean(\"GET\", \"{path}\"); throw \"accepted: GET {path}\"; }} catch (e) {{ if `${{e}}`.contains(\"accepted\") {{ throw e; }} }}\n"
         ));
@@ -522,8 +528,137 @@ async fn encoded_paths_cannot_escape_the_scripts_allow_list() {
         vec![format!("POST /v2/load_balancers/{lb}/droplets")],
         "only the legitimate call reached the API"
     );
-    assert_eq!(
-        w.sim.load_balancer(lb).unwrap().droplet_ids,
-        vec![droplet]
+    assert_eq!(w.sim.load_balancer(lb).unwrap().droplet_ids, vec![droplet]);
+}
+
+/// Trust at the edges: the webhook client judges the address it connects to inside its own
+/// resolver (so a name cannot answer one address to a check and another to the connection),
+/// refuses link-local addresses in every spelling, and reads at most 1 MiB of an answer.
+#[tokio::test]
+async fn webhooks_judge_the_address_they_connect_to_and_read_a_bounded_answer() {
+    use do_scaler::script::webhook::{self, GuardedResolver, MAX_ANSWER_BYTES};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // `/hook` answers "ok"; any other path answers an endless chunked body, which must be
+    // read only up to the limit.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 4096];
+                let n = socket.read(&mut request).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&request[..n]).to_string();
+                if head.starts_with("GET /hook") {
+                    let _ = socket
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                    return;
+                }
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .await;
+                let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+                while socket.write_all(chunk.as_bytes()).await.is_ok() {}
+            });
+        }
+    });
+
+    // A name that answers loopback the first time and the metadata service after: a check
+    // before the request would pass, the connection would not be judged.
+    let lookups = Arc::new(AtomicUsize::new(0));
+    let counter = lookups.clone();
+    let resolver = GuardedResolver::with_lookup(move |host| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            let ip: std::net::IpAddr = match (host.as_str(), n) {
+                ("rebind.test", 0) => "127.0.0.1".parse().unwrap(),
+                ("rebind.test", _) => "169.254.169.254".parse().unwrap(),
+                ("mapped.test", _) => "::ffff:169.254.169.254".parse().unwrap(),
+                _ => "127.0.0.1".parse().unwrap(),
+            };
+            Ok(vec![std::net::SocketAddr::new(ip, 0)])
+        })
+    });
+    let client = webhook::client(resolver).unwrap();
+    let get = |url: String| {
+        let client = client.clone();
+        async move {
+            webhook::send(
+                &client,
+                reqwest::Method::GET,
+                &url,
+                None,
+                Duration::from_secs(5),
+            )
+            .await
+        }
+    };
+    let first = get(format!("http://rebind.test:{port}/hook"))
+        .await
+        .unwrap();
+    assert_eq!(first.status, 200);
+    // A fresh client: no pooled connection, the name is looked up again.
+    let fresh = webhook::client(GuardedResolver::with_lookup(|_| {
+        Box::pin(async { Ok(vec!["169.254.169.254:0".parse().unwrap()]) })
+    }))
+    .unwrap();
+    let error = webhook::send(
+        &fresh,
+        reqwest::Method::GET,
+        &format!("http://rebind.test:{port}/hook"),
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("refused"), "{error}");
+    let error = get(format!("http://mapped.test:{port}/hook"))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("refused"), "{error}");
+    for literal in [
+        "http://[::ffff:169.254.169.254]/",
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://[::ffff:0:a9fe:a9fe]/",
+        "http://2852039166/",
+    ] {
+        let error = get(literal.to_string()).await.unwrap_err();
+        assert!(error.to_string().contains("refused"), "{literal}: {error}");
+    }
+    let endless = get(format!("http://localhost.test:{port}/endless"))
+        .await
+        .unwrap();
+    assert!(endless.truncated);
+    assert_eq!(endless.body.len(), MAX_ANSWER_BYTES);
+
+    // The same through a script: a mapped metadata address is refused, a plain one answers.
+    let w = world(1, true).await;
+    let g = group("");
+    let d = decision(&g, &w.sim.droplets(), 0.5);
+    let script = format!(
+        r#"
+        try {{ http_get("http://[::ffff:169.254.169.254]/metadata/v1/", 1000); throw "accepted"; }}
+        catch (e) {{ if `${{e}}` == "accepted" || !`${{e}}`.contains("refused") {{ throw e; }} }}
+        try {{ tcp_check("::ffff:169.254.169.254", 80, 500); throw "accepted"; }}
+        catch (e) {{ if `${{e}}` == "accepted" {{ throw e; }} }}
+        let big = http_get("http://127.0.0.1:{port}/endless", 5000);
+        if !big.truncated || big.body.len() != {MAX_ANSWER_BYTES} {{ throw "unbounded"; }}
+        "#
     );
+    let report = run(
+        &w,
+        &g,
+        d,
+        &["probe"],
+        scripts(&[("probe", &script)]),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(report.failure(), None, "{:?}", report.results);
 }

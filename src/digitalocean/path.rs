@@ -82,9 +82,7 @@ impl ApiPath {
             return Err(refuse("holds a backslash: write a plain /v2/… path"));
         }
         if decoded.contains(';') {
-            return Err(refuse(
-                "holds a `;` parameter: write a plain /v2/… path",
-            ));
+            return Err(refuse("holds a `;` parameter: write a plain /v2/… path"));
         }
         let Some(rest) = decoded.strip_prefix('/') else {
             return Err(refuse(

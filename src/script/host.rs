@@ -4,12 +4,14 @@
 
 use super::convert;
 use crate::config::Group;
-use crate::digitalocean::{ApiPath, Client, CreateDroplets, Droplet, DropletStatus, ImageRef, SshKeyRef};
+use crate::digitalocean::{
+    ApiPath, Client, CreateDroplets, Droplet, DropletStatus, ImageRef, SshKeyRef,
+};
 use crate::policy::Decision;
 use crate::state::{Intent, Journal};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
 use std::cell::RefCell;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,8 +39,8 @@ pub struct RunContext {
     pub created: Mutex<Vec<Droplet>>,
     /// Droplet ids this run deleted.
     pub deleted: Mutex<Vec<u64>>,
-    /// HTTP client for webhooks.
-    pub http: reqwest::Client,
+    /// HTTP client for webhooks (guarded resolver, no proxy), or why it could not be built.
+    pub http: Result<reqwest::Client, super::webhook::WebhookError>,
     /// Which script is running (for errors and logs).
     pub script: Mutex<String>,
 }
@@ -443,6 +445,9 @@ fn tcp_check(host: &str, port: i64, timeout_ms: i64) -> HostResult<bool> {
     let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() else {
         return fail(format!("tcp_check: `{host}` is not an IP address"));
     };
+    if let Some(reason) = super::webhook::forbidden(ip) {
+        return fail(format!("tcp_check: {ip} is {reason}: refused"));
+    }
     let timeout = ctx.cap(Duration::from_millis(timeout_ms.max(1) as u64));
     if timeout.is_zero() {
         return fail(format!(
@@ -453,41 +458,6 @@ fn tcp_check(host: &str, port: i64, timeout_ms: i64) -> HostResult<bool> {
     Ok(std::net::TcpStream::connect_timeout(&SocketAddr::new(ip, port), timeout).is_ok())
 }
 
-/// Refuses link-local (169.254.0.0/16, fe80::/10, the metadata service) and unspecified
-/// addresses for webhooks.
-fn check_webhook_url(url: &str) -> HostResult<reqwest::Url> {
-    let parsed =
-        reqwest::Url::parse(url).or_else(|e| fail(format!("`{url}` is not a URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return fail(format!("`{url}`: only http and https"));
-    }
-    let host = parsed
-        .host_str()
-        .unwrap_or("")
-        .trim_matches(['[', ']'])
-        .to_string();
-    let port = parsed.port_or_known_default().unwrap_or(80);
-    let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => (host.as_str(), port)
-            .to_socket_addrs()
-            .map(|a| a.map(|s| s.ip()).collect())
-            .unwrap_or_default(),
-    };
-    for ip in addresses {
-        let forbidden = match ip {
-            IpAddr::V4(v4) => v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast(),
-            IpAddr::V6(v6) => v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80,
-        };
-        if forbidden {
-            return fail(format!(
-                "`{url}` resolves to {ip}, a link-local or metadata address: refused"
-            ));
-        }
-    }
-    Ok(parsed)
-}
-
 fn http_call(
     method: reqwest::Method,
     url: &str,
@@ -495,23 +465,21 @@ fn http_call(
     timeout_ms: i64,
 ) -> HostResult<Map> {
     let ctx = context()?;
-    let parsed = check_webhook_url(url)?;
+    let client = match &ctx.http {
+        Ok(client) => client.clone(),
+        Err(error) => return fail(error.to_string()),
+    };
     let timeout = ctx.cap(Duration::from_millis(timeout_ms.max(1) as u64));
-    let mut request = ctx.http.request(method, parsed).timeout(timeout);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let answer = block_on(&ctx, "http", async move {
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await?;
-        Ok::<_, reqwest::Error>((status, bytes))
-    })?;
-    let (status, bytes) = answer.or_else(|e| fail(format!("{url}: {e}")))?;
-    let text: String = String::from_utf8_lossy(&bytes[..bytes.len().min(1 << 20)]).into_owned();
+    let answer = block_on(
+        &ctx,
+        "http",
+        super::webhook::send(&client, method, url, body, timeout),
+    )?
+    .or_else(|e| fail(e.to_string()))?;
     let mut map = Map::new();
-    map.insert("status".into(), i64::from(status).into());
-    map.insert("body".into(), text.into());
+    map.insert("status".into(), i64::from(answer.status).into());
+    map.insert("body".into(), answer.body.into());
+    map.insert("truncated".into(), answer.truncated.into());
     Ok(map)
 }
 
@@ -634,21 +602,16 @@ mod tests {
         assert!(!judge("DELETE", "/v2/droplets/123"));
         assert!(!judge("POST", "/v2/droplets/123/actions"));
         assert!(!judge("GET", "/v2/account"));
-        assert!(!judge("DELETE", "/v2/load_balancers/%2e%2e/droplets?tag_name=web"));
+        assert!(!judge(
+            "DELETE",
+            "/v2/load_balancers/%2e%2e/droplets?tag_name=web"
+        ));
         assert!(!judge("POST", "/v2/load_balancers/%2e%2e/droplets"));
         assert!(!judge("GET", "/v2/load_balancers/%2e%2e/account"));
         assert!(!judge("POST", "/v2/load_balancers/not_an_id/droplets"));
         assert!(judge("POST", "/v2/load_balancers/4de7ac8b-495b/droplets"));
         assert!(judge("GET", "/v2/load_balancers/abc"));
         assert!(!judge("DELETE", "/v2/load_balancers/abc"));
-    }
-
-    #[test]
-    fn webhooks_to_the_metadata_service_are_refused() {
-        assert!(check_webhook_url("http://169.254.169.254/metadata/v1/").is_err());
-        assert!(check_webhook_url("http://[fe80::1]/").is_err());
-        assert!(check_webhook_url("file:///etc/passwd").is_err());
-        assert!(check_webhook_url("http://127.0.0.1:8080/hook").is_ok());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod convert;
 pub mod host;
 pub mod runner;
+pub mod webhook;
 
 use crate::config::diagnostic::{Diagnostic, Severity};
 use rhai::{AST, Engine};

@@ -68,7 +68,7 @@ pub struct Runner {
     scripts: Arc<Scripts>,
     client: Client,
     journal: Arc<dyn Journal>,
-    http: reqwest::Client,
+    http: Result<reqwest::Client, super::webhook::WebhookError>,
 }
 
 fn describe(name: &str, error: &EvalAltResult, deadline: Duration) -> String {
@@ -91,10 +91,7 @@ impl Runner {
             scripts,
             client,
             journal,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
+            http: super::webhook::client(super::webhook::GuardedResolver::system()),
         }
     }
 
