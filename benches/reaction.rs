@@ -66,10 +66,7 @@ async fn start_daemon(dir: &Path, sim: &Sim) -> Arc<do_scaler::daemon::Daemon> {
         },
         Arc::new(move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| token.clone())),
         Arc::new(SystemClock),
-        RunOptions {
-            dry_run: false,
-            action_deadline: Duration::from_secs(30),
-        },
+        RunOptions::new(Duration::from_secs(30)),
     )
     .await
     .expect("the daemon starts")

@@ -363,7 +363,7 @@ async fn run() -> Result<ExitCode> {
         } => {
             let options = do_scaler::daemon::RunOptions {
                 dry_run,
-                action_deadline: action_timeout,
+                ..do_scaler::daemon::RunOptions::new(action_timeout)
             };
             let env: credentials::SharedEnv = Arc::new(credentials::process_env);
             let daemon = match do_scaler::daemon::run::prepare(

@@ -191,3 +191,247 @@ async fn twenty_broken_edits_of_group_files_and_scripts_keep_the_last_good_gener
     }
     running.stop().await;
 }
+
+/// Trust at the edges (2): reading the configuration is not changing it. A hundred reads of
+/// every watched file start no reload; one saved edit starts exactly one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_start_no_reload_and_one_edit_starts_exactly_one() {
+    let sim = sim(1, Demand::Constant(1.0), Duration::from_millis(300)).await;
+    let dir = config_dir(&good_group());
+    std::fs::write(dir.path().join("actions/hello.rhai"), HELLO).unwrap();
+    let daemon = daemon(dir.path(), &sim).await.unwrap();
+    let running = serve_daemon(daemon.clone()).await;
+    get(&format!("{}/api/v1/groups/web", running.url)).await;
+    let reloaded_at = || {
+        metric(
+            &daemon.metrics.render(),
+            "do_scaler_config_last_reload_timestamp_seconds",
+        )
+    };
+    let generation = || metric(&daemon.metrics.render(), "do_scaler_config_generation");
+    let before = (reloaded_at(), generation());
+    let watched = [
+        "do-scaler.toml",
+        "conf.d/web.toml",
+        "actions/hello.rhai",
+        "api-token",
+    ];
+    for _ in 0..100 {
+        for file in watched {
+            let _ = std::fs::read(dir.path().join(file)).unwrap();
+        }
+    }
+    // Absence can only be shown by waiting: longer than a debounce plus a settle time.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        (reloaded_at(), generation()),
+        before,
+        "reads started a reload"
+    );
+    assert!(daemon.reload_error.lock().unwrap().is_none());
+
+    let edited = good_group().replace("max = 5", "max = 6");
+    write(&dir.path().join("conf.d/web.toml"), edited.as_bytes());
+    eventually(Duration::from_secs(5), "the edit to load", || {
+        generation() == before.1.map(|g| g + 1.0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        generation(),
+        before.1.map(|g| g + 1.0),
+        "one edit, one reload"
+    );
+    assert_eq!(daemon.generation().config.groups[0].max, 6);
+    running.stop().await;
+}
+
+/// Trust at the edges (2): a file written in two pieces with a pause, whose first piece reads
+/// `max = 1`, is never loaded half-written, so nothing is destroyed for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_in_pieces_is_loaded_only_once_it_has_settled() {
+    use std::io::Write;
+    let sim = sim(3, Demand::Constant(1.5), Duration::from_millis(300)).await;
+    // Only root keys with inline tables, `max` last: the first piece is a whole, valid file
+    // with `max = 1`.
+    let head = r#"tag = "web"
+min = 1
+warmup = "0s"
+droplet = { region = "nyc3", size = "s-2vcpu-4gb", image = "ubuntu-24-04-x64" }
+cooldown = { up = "3s", down = "1s" }
+stabilization = { down = "0s" }
+scale_in = { min_age = "0s" }
+"#;
+    let group = format!("{head}max = 1");
+    let full = format!("{group}2\n");
+    let dir = config_dir(&format!("{full}# before the edit\n"));
+    let options = do_scaler::daemon::RunOptions::new(Duration::from_secs(20));
+    let daemon = daemon_with_options(dir.path(), &sim, options)
+        .await
+        .unwrap();
+    let running = serve_daemon(daemon.clone()).await;
+    get(&format!("{}/api/v1/groups/web", running.url)).await;
+    let generation = daemon.generation().number;
+    eventually(Duration::from_secs(5), "the first tick", || {
+        daemon.group_status("web").is_some_and(|s| s.ticks > 0)
+    })
+    .await;
+    let path = dir.path().join("conf.d/web.toml");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    file.write_all(group.as_bytes()).unwrap();
+    file.flush().unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    file.write_all(b"2\n").unwrap();
+    drop(file);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), full);
+    eventually(Duration::from_secs(6), "the whole file to load", || {
+        daemon.generation().number == generation + 1
+    })
+    .await;
+    assert_eq!(daemon.generation().config.groups[0].max, 12);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(daemon.generation().number, generation + 1, "loaded once");
+    assert_eq!(sim.droplets().len(), 3, "nothing destroyed");
+    assert!(!sim.api_counts().keys().any(|k| k.starts_with("DELETE")));
+    running.stop().await;
+}
+
+/// Trust at the edges (2): every file a generation is built from is watched (user data, the
+/// base file's defaults), and keys that need a restart are refused on reload with the key's
+/// name, the last good generation running on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_input_is_watched_and_restart_only_keys_are_refused() {
+    let sim = sim(1, Demand::Constant(1.0), Duration::from_millis(300)).await;
+    // No interval of its own: the base file's applies.
+    let group = GROUP.replace(
+        "image = \"ubuntu-24-04-x64\"\n",
+        "image = \"ubuntu-24-04-x64\"\nuser_data_file = \"cloud-init.yaml\"\n",
+    );
+    let dir = config_dir(&group);
+    std::fs::write(dir.path().join("cloud-init.yaml"), "#cloud-config\n# one\n").unwrap();
+    let daemon = daemon(dir.path(), &sim).await.unwrap();
+    let running = serve_daemon(daemon.clone()).await;
+    get(&format!("{}/api/v1/groups/web", running.url)).await;
+    let number = || daemon.generation().number;
+    let user_data = || {
+        daemon.generation().config.groups[0]
+            .template
+            .user_data
+            .clone()
+    };
+
+    let first = number();
+    write(
+        &dir.path().join("cloud-init.yaml"),
+        b"#cloud-config\n# two\n",
+    );
+    eventually(Duration::from_secs(5), "the user data edit to load", || {
+        number() == first + 1
+    })
+    .await;
+    assert!(user_data().unwrap().contains("# two"));
+
+    let base = dir.path().join("do-scaler.toml");
+    let text = std::fs::read_to_string(&base).unwrap();
+    write(
+        &base,
+        text.replace("interval = \"1s\"", "interval = \"2s\"")
+            .as_bytes(),
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the base interval edit to load",
+        || number() == first + 2,
+    )
+    .await;
+    assert_eq!(
+        daemon.generation().config.groups[0].interval,
+        Duration::from_secs(2)
+    );
+
+    for (edit, key) in [
+        ("instance = \"other\"\n", "instance"),
+        ("state = \"elsewhere.db\"\n", "state"),
+    ] {
+        let current = std::fs::read_to_string(&base).unwrap();
+        let changed = if key == "state" {
+            current.replace("state = \"state.db\"\n", edit)
+        } else {
+            format!("{edit}{current}")
+        };
+        write(&base, changed.as_bytes());
+        eventually(
+            Duration::from_secs(5),
+            &format!("{key} to be refused"),
+            || {
+                daemon
+                    .reload_error
+                    .lock()
+                    .unwrap()
+                    .as_deref()
+                    .is_some_and(|e| e.contains(key) && e.contains("restart"))
+            },
+        )
+        .await;
+        assert_eq!(number(), first + 2, "the last good generation runs on");
+        write(&base, current.as_bytes());
+        eventually(Duration::from_secs(5), "the error to clear", || {
+            daemon.reload_error.lock().unwrap().is_none()
+        })
+        .await;
+    }
+    running.stop().await;
+}
+
+/// Trust at the edges (1): a FIFO or a link to /dev/zero named like a group file is refused
+/// without blocking: the status API answers, ticks go on, and the next reload answers too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_or_device_in_conf_d_blocks_neither_reloads_nor_ticks() {
+    let sim = sim(1, Demand::Constant(1.0), Duration::from_millis(300)).await;
+    let dir = config_dir(GROUP);
+    let daemon = daemon(dir.path(), &sim).await.unwrap();
+    let running = serve_daemon(daemon.clone()).await;
+    get(&format!("{}/api/v1/groups/web", running.url)).await;
+    let fifo = dir.path().join("conf.d/evil.toml");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("conf.d/zero.toml")).unwrap();
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            client
+                .post(format!("{}/api/v1/reload", running.url))
+                .bearer_auth(API_TOKEN)
+                .send(),
+        )
+        .await
+        .expect("the reload answers")
+        .unwrap();
+        assert_eq!(answer.status(), 422);
+        let text = answer.text().await.unwrap();
+        assert!(
+            text.contains("FIFO") && text.contains("character device"),
+            "{text}"
+        );
+        let health = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.get(format!("{}/healthz", running.url)).send(),
+        )
+        .await
+        .expect("healthz answers")
+        .unwrap();
+        assert_eq!(health.status(), 200);
+    }
+    let ticks = daemon.group_status("web").unwrap().ticks;
+    eventually(Duration::from_secs(5), "ticks to go on", || {
+        daemon.group_status("web").unwrap().ticks > ticks
+    })
+    .await;
+    running.stop().await;
+}

@@ -215,7 +215,10 @@ async fn reload(State(daemon): Shared, headers: HeaderMap) -> Response {
             "POST endpoints need the status API token (Authorization: Bearer …)",
         );
     }
-    match daemon.reload() {
+    match daemon
+        .request_reload(crate::daemon::reload::Origin::Api)
+        .await
+    {
         Ok(generation) => axum::Json(json!({ "generation": generation })).into_response(),
         Err(message) => error(StatusCode::UNPROCESSABLE_ENTITY, &message),
     }

@@ -164,10 +164,7 @@ pub async fn run(request: &DemoRequest) -> Result<(), DemoError> {
         },
         Arc::new(move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| token.clone())),
         Arc::new(SystemClock),
-        RunOptions {
-            dry_run: false,
-            action_deadline: Duration::from_secs(60),
-        },
+        RunOptions::new(Duration::from_secs(60)),
     )
     .await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -76,7 +76,7 @@ pub async fn run(request: &QueryRequest) -> CommandOutput {
             );
             let end = now_ms();
             for (index, file) in files.iter().enumerate() {
-                let text = match std::fs::read_to_string(file) {
+                let text = match crate::config::files::read_text(file, 64 << 20) {
                     Ok(text) => text,
                     Err(e) => return fail(format!("{}:1:1: cannot read: {e}\n", file.display())),
                 };

@@ -74,8 +74,8 @@ pub enum CredentialError {
         what: &'static str,
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        reason: std::io::Error,
+        /// Why it could not be read.
+        reason: super::files::FileError,
     },
     /// A source exists but is empty.
     #[error("the {0} is empty")]
@@ -98,10 +98,12 @@ fn read_secret(
     path: &Path,
     source: TokenSource,
 ) -> Result<(ApiToken, TokenSource), CredentialError> {
-    let text = std::fs::read_to_string(path).map_err(|reason| CredentialError::Unreadable {
-        what,
-        path: path.to_path_buf(),
-        reason,
+    let text = super::files::read_text(path, super::files::MAX_SECRET_BYTES).map_err(|reason| {
+        CredentialError::Unreadable {
+            what,
+            path: path.to_path_buf(),
+            reason,
+        }
     })?;
     let token = ApiToken::new(text);
     if token.expose().is_empty() {

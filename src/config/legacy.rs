@@ -183,6 +183,8 @@ pub struct Converted {
     pub notes: Vec<String>,
     /// Warnings about the old files.
     pub warnings: Vec<Diagnostic>,
+    /// Every file read, so a reload notices an edit of any of them.
+    pub inputs: Vec<PathBuf>,
 }
 
 fn toml_string(text: &str) -> String {
@@ -200,7 +202,7 @@ fn seconds(value: &str) -> String {
 
 /// Converts the old configuration at `cfg` (the base `do-scaler.cfg`).
 pub fn convert(cfg: &Path) -> Result<Converted, Vec<Diagnostic>> {
-    let text = std::fs::read_to_string(cfg).map_err(|e| {
+    let text = crate::config::files::read_config(cfg).map_err(|e| {
         vec![Diagnostic::for_file(
             Severity::Error,
             cfg,
@@ -227,6 +229,7 @@ pub fn convert(cfg: &Path) -> Result<Converted, Vec<Diagnostic>> {
             cfg.display(),
             seconds(&interval)
         ),
+        inputs: vec![cfg.to_path_buf()],
         ..Converted::default()
     };
     let mut errors = Vec::new();
@@ -274,7 +277,8 @@ fn convert_group(
     interval: &str,
     out: &mut Converted,
 ) -> Result<(), Vec<Diagnostic>> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
+    out.inputs.push(file.to_path_buf());
+    let text = crate::config::files::read_config(file).map_err(|e| {
         vec![Diagnostic::for_file(
             Severity::Error,
             file,
@@ -348,7 +352,8 @@ fn convert_group(
 
     // The droplet template.
     let template_path = confd.join("droplets").join(&template_file);
-    let template_text = std::fs::read_to_string(&template_path).map_err(|e| {
+    out.inputs.push(template_path.clone());
+    let template_text = crate::config::files::read_config(&template_path).map_err(|e| {
         vec![ini.error(
             template_line,
             format!(
@@ -480,6 +485,7 @@ fn convert_group(
     let mut errors = Vec::new();
     for policy_file in policies.split_whitespace() {
         let path = policy_dir.join(policy_file);
+        out.inputs.push(path.clone());
         match read_policy(&path) {
             Ok(policy) => match policy_rule(&policy, &path, &mut out.warnings) {
                 Ok(rule) => toml.push_str(&rule),
@@ -532,7 +538,7 @@ fn convert_group(
 }
 
 fn read_policy(path: &Path) -> Result<Policy, Diagnostic> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = crate::config::files::read_config(path).map_err(|e| {
         Diagnostic::for_file(
             Severity::Error,
             path,

@@ -205,8 +205,19 @@ pub fn load(config_path: &Path, overrides: &Overrides) -> Result<Loaded, LoadErr
         });
     }
     groups.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut inputs = vec![config_path.to_path_buf()];
+    inputs.extend(files.iter().cloned());
+    inputs.extend(
+        groups
+            .iter()
+            .filter_map(|g| g.template.user_data_file.clone()),
+    );
     Ok(Loaded {
-        config: Config { base, groups },
+        config: Config {
+            base,
+            groups,
+            inputs,
+        },
         warnings: diagnostics,
         ignored,
     })
@@ -233,7 +244,7 @@ pub fn load_base(
         base.inline_token = converted.token.map(super::credentials::ApiToken::new);
         return Some(base);
     }
-    let source = match std::fs::read_to_string(config_path) {
+    let source = match crate::config::files::read_config(config_path) {
         Ok(source) => source,
         Err(e) => {
             diagnostics.push(Diagnostic::for_file(
@@ -422,7 +433,7 @@ fn load_group(
     known_actions: &BTreeSet<String>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Group> {
-    let source = match std::fs::read_to_string(file) {
+    let source = match crate::config::files::read_config(file) {
         Ok(source) => source,
         Err(e) => {
             diagnostics.push(Diagnostic::for_file(
@@ -458,7 +469,7 @@ fn check_across_groups(groups: &[Group], diagnostics: &mut Vec<Diagnostic>) {
     let mut by_tag: BTreeMap<&str, &Group> = BTreeMap::new();
     for group in groups {
         if let Some(first) = by_tag.get(group.tag.as_str()) {
-            let (line, column) = tag_position(&group.file);
+            let (line, column) = tag_position(&group.source);
             diagnostics.push(Diagnostic {
                 severity: Severity::Error,
                 file: group.file.clone(),
@@ -477,22 +488,16 @@ fn check_across_groups(groups: &[Group], diagnostics: &mut Vec<Diagnostic>) {
     }
 }
 
-/// Where `tag` is set in a group file (re-read only to report a clash).
-fn tag_position(file: &Path) -> (usize, usize) {
+/// Where `tag` is set in a group file's text.
+fn tag_position(source: &str) -> (usize, usize) {
     /// Only `tag`; serde skips every other key here.
     #[derive(serde::Deserialize)]
     struct TagOnly {
         tag: Spanned<String>,
     }
-    std::fs::read_to_string(file)
+    toml::from_str::<TagOnly>(source)
         .ok()
-        .and_then(|source| {
-            let only: TagOnly = toml::from_str(&source).ok()?;
-            Some(super::diagnostic::line_column(
-                &source,
-                only.tag.span().start,
-            ))
-        })
+        .map(|only| super::diagnostic::line_column(source, only.tag.span().start))
         .unwrap_or((1, 1))
 }
 
@@ -581,8 +586,18 @@ fn load_legacy(config_path: &Path, overrides: &Overrides) -> Result<Loaded, Load
             ignored: Vec::new(),
         });
     }
+    let mut inputs = converted.inputs.clone();
+    inputs.extend(
+        groups
+            .iter()
+            .filter_map(|g| g.template.user_data_file.clone()),
+    );
     Ok(Loaded {
-        config: Config { base, groups },
+        config: Config {
+            base,
+            groups,
+            inputs,
+        },
         warnings: diagnostics,
         ignored: Vec::new(),
     })

@@ -7,6 +7,7 @@
 pub mod credentials;
 pub mod diagnostic;
 pub mod duration;
+pub mod files;
 pub mod legacy;
 pub mod load;
 pub mod model;

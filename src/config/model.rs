@@ -13,6 +13,9 @@ pub struct Config {
     pub base: Base,
     /// The groups, sorted by name.
     pub groups: Vec<Group>,
+    /// Every file this configuration was read from (base file, group files, user data files,
+    /// the old format's files): a reload watches and compares all of them.
+    pub inputs: Vec<PathBuf>,
 }
 
 /// Shared settings from `do-scaler.toml`, with command-line overrides applied.
@@ -142,6 +145,8 @@ pub struct DropletTemplate {
     pub tags: Vec<String>,
     /// Cloud-init user data (inline or read from `user_data_file`); never shown.
     pub user_data: Option<String>,
+    /// The file the user data was read from, if any (watched for changes on reload).
+    pub user_data_file: Option<PathBuf>,
     /// Install do-agent.
     pub monitoring: bool,
     /// Enable IPv6.

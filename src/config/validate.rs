@@ -358,6 +358,10 @@ fn build_template(
         }
         tags.push(tag.get_ref().clone());
     }
+    let user_data_file = droplet
+        .user_data_file
+        .as_ref()
+        .map(|path| ctx.base_dir.join(path.get_ref()));
     let user_data = match (&droplet.user_data, &droplet.user_data_file) {
         (Some(_), Some(path)) => {
             report.error(
@@ -369,7 +373,7 @@ fn build_template(
         (Some(inline), None) => Some(inline.get_ref().clone()),
         (None, Some(path)) => {
             let full = ctx.base_dir.join(path.get_ref());
-            match std::fs::read_to_string(&full) {
+            match crate::config::files::read_config(&full) {
                 Ok(text) => Some(text),
                 Err(e) => {
                     report.error(
@@ -425,6 +429,7 @@ fn build_template(
         vpc_uuid: droplet.vpc_uuid.as_ref().map(|v| v.get_ref().clone()),
         tags,
         user_data,
+        user_data_file,
         monitoring: droplet.monitoring.unwrap_or(true),
         ipv6: droplet.ipv6.unwrap_or(false),
     })

@@ -35,8 +35,8 @@ pub struct GroupStatus {
 
 /// A running group task.
 pub struct GroupHandle {
-    /// The group file's text, to tell a changed group on reload.
-    pub source: String,
+    /// The group's identity in its generation, to tell a changed group on reload.
+    pub identity: u64,
     /// Stops the task (it finishes its tick and lets its action run end).
     pub stop: watch::Sender<bool>,
     /// The task.
@@ -61,7 +61,9 @@ struct Running {
 }
 
 /// Starts a group's task.
-pub fn spawn(daemon: Arc<Daemon>, group: Group, source: String) -> GroupHandle {
+/// Starts a group's task; it acts on no decision before `act_after` (a reloaded
+/// configuration settles first).
+pub fn spawn(daemon: Arc<Daemon>, group: Group, identity: u64, act_after: Instant) -> GroupHandle {
     let (stop, mut stopped) = watch::channel(false);
     let status = Arc::new(Mutex::new(GroupStatus::default()));
     let task_status = status.clone();
@@ -119,7 +121,13 @@ pub fn spawn(daemon: Arc<Daemon>, group: Group, source: String) -> GroupHandle {
             )
             .await;
             if let Some(report) = report {
-                maybe_start_run(&daemon, &runtime, report, &mut running, &task_status);
+                if Instant::now() < act_after {
+                    if report.decision.direction.is_some() {
+                        tracing::info!(group = %name, "the configuration changed moments ago: not acting until it has settled");
+                    }
+                } else {
+                    maybe_start_run(&daemon, &runtime, report, &mut running, &task_status);
+                }
             }
             crate::failpoint::hit("memory.before_save");
             daemon.store.save(&name, &memory);
@@ -155,7 +163,7 @@ pub fn spawn(daemon: Arc<Daemon>, group: Group, source: String) -> GroupHandle {
         daemon.store.save(&name, &memory);
     });
     GroupHandle {
-        source,
+        identity,
         stop,
         task,
         status,

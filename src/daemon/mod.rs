@@ -2,7 +2,9 @@
 //! schedule it (`group`), the shared state, reload and reconciliation (`run`), the ways it runs
 //! (`serve`).
 
+pub mod generation;
 pub mod group;
+pub mod reload;
 pub mod run;
 pub mod serve;
 pub mod tick;

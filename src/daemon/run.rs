@@ -1,15 +1,16 @@
 //! `do-scaler run`: load a generation, reconcile the journal, start one task per group, serve
 //! the status API, reload on change, and stop cleanly.
 
+use super::generation::{self, Generation};
 use super::group::{self, GroupHandle, GroupStatus};
+use super::reload;
 use crate::api::metrics::Metrics;
 use crate::clock::Clock;
 use crate::config::credentials::{self, EnvLookup};
-use crate::config::{Config, Overrides, load};
+use crate::config::{Config, Overrides};
 use crate::digitalocean::{Client, ClientOptions};
 use crate::metrics::scrape::{DEFAULT_BODY_LIMIT, Scraper};
 use crate::policy::MemoryStore;
-use crate::script::Scripts;
 use crate::script::runner::Runner;
 use crate::state::{Intent, Journal, Store};
 use std::collections::BTreeMap;
@@ -39,37 +40,21 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Wall-clock limit of one action run.
     pub action_deadline: Duration,
+    /// How long changed files must keep their content before a reload loads them, and how
+    /// long a reloaded group waits before it acts ([`reload::SETTLE`] unless a test needs
+    /// it shorter).
+    pub settle: Duration,
 }
 
-/// A loaded configuration and its compiled scripts.
-pub struct Generation {
-    /// Increases with every successful reload.
-    pub number: u64,
-    /// The configuration.
-    pub config: Config,
-    /// The scripts.
-    pub scripts: Arc<Scripts>,
-    /// Each group file's text, to tell which groups changed.
-    pub sources: BTreeMap<String, String>,
-    /// The text of every file the generation was built from, to skip reloads that change
-    /// nothing (an editor's save can arrive as several events).
-    pub fingerprint: String,
-}
-
-/// The text of the base file, the group files and the scripts, in a stable order: exactly
-/// what was parsed and compiled, never read a second time.
-fn fingerprint(config: &Config, scripts: &Scripts) -> String {
-    let mut text = config.base.source.clone();
-    for group in &config.groups {
-        text.push_str(&format!("\n--group {}\n{}", group.name, group.source));
+impl RunOptions {
+    /// Acting, with `action_deadline`, and the standard settle time.
+    pub fn new(action_deadline: Duration) -> RunOptions {
+        RunOptions {
+            dry_run: false,
+            action_deadline,
+            settle: reload::SETTLE,
+        }
     }
-    for (name, script) in scripts {
-        text.push_str(&format!(
-            "\n--script {name} {}\n{}",
-            script.origin, script.source
-        ));
-    }
-    text
 }
 
 /// Everything the daemon's tasks share.
@@ -97,6 +82,12 @@ pub struct Daemon {
     pub reload_error: Mutex<Option<String>>,
     /// The status API's POST token, if one is configured.
     pub api_token: RwLock<Option<crate::config::ApiToken>>,
+    /// The base settings the daemon started with (some cannot change without a restart).
+    started_with: crate::config::Base,
+    /// Where reload requests go (the reload task, started by `serve`).
+    reload_requests: mpsc::Sender<reload::Request>,
+    /// The reload task's end of the channel, until `serve` takes it.
+    reload_inbox: Mutex<Option<mpsc::Receiver<reload::Request>>>,
 }
 
 impl Daemon {
@@ -135,42 +126,6 @@ impl Daemon {
     }
 }
 
-fn build_generation(
-    path: &std::path::Path,
-    overrides: &Overrides,
-    number: u64,
-) -> Result<Generation, String> {
-    let loaded = load(path, overrides).map_err(|e| e.to_string())?;
-    for warning in &loaded.warnings {
-        tracing::warn!("{warning}");
-    }
-    let scripts =
-        crate::script::compile_all(&loaded.config.base.actions_dir).map_err(|errors| {
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
-    for group in &loaded.config.groups {
-        super::tick::GroupRuntime::new(group.clone(), loaded.config.base.managed_by_tag())
-            .map_err(|e| format!("{}: {e}", group.file.display()))?;
-    }
-    let sources = loaded
-        .config
-        .groups
-        .iter()
-        .map(|g| (g.name.clone(), g.source.clone()))
-        .collect();
-    Ok(Generation {
-        number,
-        fingerprint: fingerprint(&loaded.config, &scripts),
-        config: loaded.config,
-        scripts: Arc::new(scripts),
-        sources,
-    })
-}
-
 fn build_client(config: &Config, env: EnvLookup<'_>) -> Result<Client, String> {
     let (token, source) =
         credentials::digitalocean_token_for(env, &config.base).map_err(|e| e.to_string())?;
@@ -187,7 +142,7 @@ pub async fn prepare(
     clock: Arc<dyn Clock>,
     options: RunOptions,
 ) -> Result<Arc<Daemon>, DaemonError> {
-    let generation = build_generation(&config_path, &overrides, 1).map_err(DaemonError::Config)?;
+    let generation = generation::build(&config_path, &overrides, 1).map_err(DaemonError::Config)?;
     let store = Arc::new(Store::open(&generation.config.base.state_path)?);
     let lookup = |name: &str| env(name);
     let client = build_client(&generation.config, &lookup).map_err(DaemonError::Client)?;
@@ -205,7 +160,11 @@ pub async fn prepare(
     metrics
         .reload_time
         .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+    let (reload_requests, reload_inbox) = mpsc::channel(16);
     let daemon = Arc::new(Daemon {
+        started_with: generation.config.base.clone(),
+        reload_requests,
+        reload_inbox: Mutex::new(Some(reload_inbox)),
         store,
         scraper,
         metrics,
@@ -319,28 +278,61 @@ impl Daemon {
         };
         for group in &generation.config.groups {
             if !groups.contains_key(&group.name) && !except.contains(&group.name) {
-                let source = generation
-                    .sources
-                    .get(&group.name)
-                    .cloned()
-                    .unwrap_or_default();
+                let identity = generation.groups.get(&group.name).copied().unwrap_or(0);
+                // A group started by a reload waits for its new configuration to settle before
+                // it acts; the first generation acts at once.
+                let act_after = if generation.number > 1 {
+                    generation.loaded_at + self.options.settle
+                } else {
+                    generation.loaded_at
+                };
                 groups.insert(
                     group.name.clone(),
-                    group::spawn(self.clone(), group.clone(), source),
+                    group::spawn(self.clone(), group.clone(), identity, act_after),
                 );
             }
         }
     }
 
-    /// Reloads: builds a whole new generation and swaps it in; on any error keeps the old one
-    /// running and reports the error. Unchanged groups keep running untouched.
-    pub fn reload(self: &Arc<Self>) -> Result<u64, String> {
+    /// Asks the reload task for a reload and waits for its outcome (the new generation's
+    /// number, or why it failed). Reloads run one at a time, whoever asks.
+    pub async fn request_reload(&self, origin: reload::Origin) -> Result<u64, String> {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        self.reload_requests
+            .send(reload::Request {
+                origin,
+                reply: Some(reply),
+            })
+            .await
+            .map_err(|_| "the reload task is not running".to_string())?;
+        match tokio::time::timeout(Duration::from_secs(60), outcome).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err("the reload task ended before answering".into()),
+            Err(_) => Err("the reload did not finish within 60s".into()),
+        }
+    }
+
+    /// Takes the reload task's end of the request channel (once; `serve` does).
+    pub fn take_reload_inbox(&self) -> Option<mpsc::Receiver<reload::Request>> {
+        self.reload_inbox
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take())
+    }
+
+    /// Reloads now, on the calling (blocking) thread: builds a whole new generation and swaps
+    /// it in; on any error keeps the old one running and reports the error. Unchanged groups
+    /// keep running untouched. Only the reload task calls this, so reloads never overlap.
+    pub fn reload_now(self: &Arc<Self>, origin: reload::Origin) -> Result<u64, String> {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-        self.metrics.reload_time.set(now);
         let next = self.generation().number + 1;
         let result =
-            build_generation(&self.config_path, &self.overrides, next).and_then(|generation| {
+            generation::build(&self.config_path, &self.overrides, next).and_then(|generation| {
+                if let Some(refusal) =
+                    generation::needs_restart(&self.started_with, &generation.config.base)
+                {
+                    return Err(refusal);
+                }
                 let lookup = self.env();
                 let client = build_client(&generation.config, &lookup)?.continuing(&self.client());
                 let api_token = credentials::status_api_token(
@@ -363,15 +355,16 @@ impl Daemon {
         });
         let outcome = match result {
             Err(error) => {
-                tracing::error!(%error, "reload failed: the last good configuration keeps running");
+                tracing::error!(?origin, %error, "reload failed: the last good configuration keeps running");
                 self.metrics.reload_success.set(0);
+                self.metrics.reload_time.set(unix_now());
                 if let Ok(mut slot) = self.reload_error.lock() {
                     *slot = Some(error.clone());
                 }
                 Err(error)
             }
             Ok(generation) if generation.fingerprint == self.generation().fingerprint => {
-                tracing::debug!("reload: no file changed; credentials re-read");
+                tracing::debug!(?origin, "reload: nothing changed; credentials re-read");
                 if let Ok(mut slot) = self.reload_error.lock() {
                     *slot = None;
                 }
@@ -379,55 +372,59 @@ impl Daemon {
                 Ok(self.generation().number)
             }
             Ok(generation) => {
-                let generation = Arc::new(generation);
-                if let Ok(mut slot) = self.generation.write() {
-                    *slot = generation.clone();
-                }
-                let mut stopping = Vec::new();
-                if let Ok(mut groups) = self.groups.lock() {
-                    let stale: Vec<String> = groups
-                        .iter()
-                        .filter(|(name, handle)| {
-                            generation.sources.get(*name) != Some(&handle.source)
-                        })
-                        .map(|(name, _)| name.clone())
-                        .collect();
-                    for name in stale {
-                        if let Some(handle) = groups.remove(&name) {
-                            tracing::info!(group = %name, "group changed or removed: restarting its task");
-                            let _ = handle.stop.send(true);
-                            stopping.push((name, handle.task));
-                        }
-                    }
-                }
-                // A changed group's new task starts only once the old one has ended (it lets a
-                // running action finish), so one group never has two action runs at once.
-                let restarting: Vec<String> =
-                    stopping.iter().map(|(name, _)| name.clone()).collect();
-                self.start_groups_except(&restarting);
-                for (name, task) in stopping {
-                    let daemon = self.clone();
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(
-                            daemon.options.action_deadline + Duration::from_secs(5),
-                            task,
-                        )
-                        .await;
-                        tracing::debug!(group = %name, "old task ended");
-                        daemon.start_groups_except(&[]);
-                    });
-                }
-                self.metrics.generation.set(generation.number as i64);
+                let number = generation.number;
+                self.swap_in(Arc::new(generation));
+                self.metrics.generation.set(number as i64);
                 self.metrics.reload_success.set(1);
+                self.metrics.reload_time.set(unix_now());
                 if let Ok(mut slot) = self.reload_error.lock() {
                     *slot = None;
                 }
-                tracing::info!(generation = generation.number, "configuration reloaded");
-                Ok(generation.number)
+                tracing::info!(?origin, generation = number, "configuration reloaded");
+                Ok(number)
             }
         };
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         outcome
+    }
+
+    /// Makes `generation` the one in force: stops the tasks of changed and removed groups and
+    /// starts new ones (a changed group's only once its old task has ended).
+    fn swap_in(self: &Arc<Self>, generation: Arc<Generation>) {
+        if let Ok(mut slot) = self.generation.write() {
+            *slot = generation.clone();
+        }
+        let mut stopping = Vec::new();
+        if let Ok(mut groups) = self.groups.lock() {
+            let stale: Vec<String> = groups
+                .iter()
+                .filter(|(name, handle)| generation.groups.get(*name) != Some(&handle.identity))
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in stale {
+                if let Some(handle) = groups.remove(&name) {
+                    tracing::info!(group = %name, "group changed or removed: restarting its task");
+                    let _ = handle.stop.send(true);
+                    stopping.push((name, handle.task));
+                }
+            }
+        }
+        // A changed group's new task starts only once the old one has ended (it lets a
+        // running action finish), so one group never has two action runs at once.
+        let restarting: Vec<String> = stopping.iter().map(|(name, _)| name.clone()).collect();
+        self.start_groups_except(&restarting);
+        for (name, task) in stopping {
+            let daemon = self.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(
+                    daemon.options.action_deadline + Duration::from_secs(5),
+                    task,
+                )
+                .await;
+                tracing::debug!(group = %name, "old task ended");
+                daemon.start_groups_except(&[]);
+            });
+        }
     }
 
     /// Stops every group task, letting running actions end (bounded), then settles.
@@ -451,56 +448,6 @@ impl Daemon {
     }
 }
 
-/// Watches the base file's folder, `conf.d/` and `actions/` (the folders, not the files:
-/// editors save by rename) and sends a reload request after changes settle.
-pub fn watch(
-    daemon: &Arc<Daemon>,
-) -> Option<(
-    notify_debouncer_full::Debouncer<
-        notify::RecommendedWatcher,
-        notify_debouncer_full::RecommendedCache,
-    >,
-    mpsc::Receiver<()>,
-)> {
-    use notify::RecursiveMode;
-    let (sender, receiver) = mpsc::channel(8);
-    let mut debouncer = notify_debouncer_full::new_debouncer(
-        Duration::from_millis(300),
-        None,
-        move |result: notify_debouncer_full::DebounceEventResult| {
-            let relevant = match result {
-                Ok(events) => events.iter().any(|e| {
-                    e.paths.iter().any(|p| {
-                        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                        !name.starts_with('.')
-                            && (name.ends_with(".toml")
-                                || name.ends_with(".rhai")
-                                || name.ends_with(".yaml")
-                                || name.ends_with(".yml"))
-                    })
-                }),
-                Err(_) => true,
-            };
-            if relevant {
-                let _ = sender.try_send(());
-            }
-        },
-    )
-    .ok()?;
-    let generation = daemon.generation();
-    let base = &generation.config.base;
-    let base_dir = base
-        .path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    for dir in [base_dir, base.conf_dir.clone(), base.actions_dir.clone()] {
-        if dir.is_dir()
-            && let Err(error) = debouncer.watch(&dir, RecursiveMode::NonRecursive)
-        {
-            tracing::warn!(dir = %dir.display(), %error, "cannot watch for changes");
-        }
-    }
-    Some((debouncer, receiver))
+fn unix_now() -> f64 {
+    chrono::Utc::now().timestamp_millis() as f64 / 1000.0
 }

@@ -111,11 +111,9 @@ pub async fn serve(
             })
             .await;
     });
-    let watcher = super::run::watch(&daemon);
-    let (_debouncer, mut changes) = match watcher {
-        Some((debouncer, changes)) => (Some(debouncer), changes),
-        None => (None, tokio::sync::mpsc::channel(1).1),
-    };
+    let reloader = daemon
+        .take_reload_inbox()
+        .map(|inbox| tokio::spawn(super::reload::run(daemon.clone(), inbox)));
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -135,13 +133,12 @@ pub async fn serve(
         let hup = std::future::pending::<()>();
         tokio::select! {
             _ = &mut shutdown => break,
-            Some(()) = changes.recv() => {
-                tracing::info!("configuration changed on disk: reloading");
-                let _ = daemon.reload();
-            }
             _ = hup => {
                 tracing::info!("SIGHUP: reloading");
-                let _ = daemon.reload();
+                let daemon = daemon.clone();
+                tokio::spawn(async move {
+                    let _ = daemon.request_reload(super::reload::Origin::Signal).await;
+                });
             }
             _ = watchdog.tick() => {
                 // The scheduler loop turning over is what keeps the watchdog fed.
@@ -150,6 +147,9 @@ pub async fn serve(
         }
     }
     tracing::info!("stopping: no new ticks; letting running actions finish");
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     daemon.stop().await;
     let _ = stop_api.send(());
     let _ = server.await;

@@ -121,7 +121,7 @@ pub fn compile_all(actions_dir: &Path) -> Result<Scripts, Vec<Diagnostic>> {
                 continue;
             };
             let origin = path.display().to_string();
-            match std::fs::read_to_string(&path) {
+            match crate::config::files::read_config(&path) {
                 Ok(source) => match compile_one(name, &origin, &source) {
                     Ok(script) => {
                         scripts.insert(name.to_string(), script);

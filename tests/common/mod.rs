@@ -109,6 +109,24 @@ pub async fn daemon_with_deadline(
     sim: &Sim,
     action_deadline: Duration,
 ) -> Result<Arc<Daemon>, do_scaler::daemon::DaemonError> {
+    daemon_with_options(
+        dir,
+        sim,
+        RunOptions {
+            // Tests edit files with one write or rename: a short settle keeps them quick.
+            settle: Duration::from_millis(300),
+            ..RunOptions::new(action_deadline)
+        },
+    )
+    .await
+}
+
+/// A daemon prepared on `dir` against `sim` with `options`.
+pub async fn daemon_with_options(
+    dir: &Path,
+    sim: &Sim,
+    options: RunOptions,
+) -> Result<Arc<Daemon>, do_scaler::daemon::DaemonError> {
     let token = sim.token().to_string();
     prepare(
         dir.join("do-scaler.toml"),
@@ -118,12 +136,21 @@ pub async fn daemon_with_deadline(
         },
         Arc::new(move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| token.clone())),
         Arc::new(SystemClock),
-        RunOptions {
-            dry_run: false,
-            action_deadline,
-        },
+        options,
     )
     .await
+}
+
+/// The value of the first sample of `name` (with any labels) in a daemon's `/metrics` text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// A daemon serving its status API on loopback.
