@@ -22,6 +22,11 @@
 //!
 //! `main.rs` only parses the command line and wires these together.
 
+/// Counts memory per thread so an action script's total can be bounded (see
+/// [`script::memory`]).
+#[global_allocator]
+static ALLOCATOR: script::memory::CountingAllocator = script::memory::CountingAllocator;
+
 pub mod api;
 pub mod clock;
 pub mod commands;

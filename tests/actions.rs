@@ -97,6 +97,7 @@ async fn run(
             droplets: w.sim.droplets(),
             actions: actions.iter().map(|s| s.to_string()).collect(),
             deadline,
+            creates_last_hour: 0,
         })
         .await
 }
@@ -220,6 +221,7 @@ async fn destroy_refuses_protected_unmanaged_and_non_victim_droplets() {
                 droplets: droplets.clone(),
                 actions: vec!["digitalocean_destroy_droplet".into()],
                 deadline: Duration::from_secs(10),
+                creates_last_hour: 0,
             })
             .await;
         assert!(
@@ -661,4 +663,122 @@ async fn webhooks_judge_the_address_they_connect_to_and_read_a_bounded_answer() 
     )
     .await;
     assert_eq!(report.failure(), None, "{:?}", report.results);
+}
+
+/// Trust at the edges: a script cannot hold unbounded memory (a map of arrays assigned by
+/// index) and out-of-range counts are errors, not panics.
+#[tokio::test]
+async fn script_memory_is_bounded_and_absurd_counts_are_refused() {
+    let w = world(1, true).await;
+    let g = group("");
+    let d = decision(&g, &w.sim.droplets(), 0.9);
+    let hog = r#"
+        let a = [];
+        a.pad(10000, 0);
+        let m = #{};
+        for i in 0..10000 { m["k" + i] = a; }
+    "#;
+    let started = Instant::now();
+    let report = run(
+        &w,
+        &g,
+        d.clone(),
+        &["hog"],
+        scripts(&[("hog", hog)]),
+        Duration::from_secs(60),
+    )
+    .await;
+    let failure = report.failure().unwrap().to_string();
+    assert!(failure.contains("memory"), "{failure}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    for count in [
+        "9223372036854775807",
+        "-9223372036854775808",
+        "0",
+        "-1",
+        "1001",
+    ] {
+        let report = run(
+            &w,
+            &g,
+            d.clone(),
+            &["absurd"],
+            scripts(&[("absurd", &format!("create_droplets({count});"))]),
+            Duration::from_secs(10),
+        )
+        .await;
+        let failure = report.failure().unwrap().to_string();
+        assert!(
+            failure.contains("nothing was created"),
+            "{count}: {failure}"
+        );
+    }
+    assert!(!w.sim.api_counts().contains_key("POST /v2/droplets"));
+}
+
+/// Trust at the edges: the spend guard binds where droplets are made: create, destroy and
+/// create again stops at `max_creates_per_hour`, and a create cut by the deadline counts.
+#[tokio::test]
+async fn the_spend_guard_binds_create_droplets_itself() {
+    let w = world(1, true).await;
+    let g = group("max_creates_per_hour = 3");
+    let d = decision(&g, &w.sim.droplets(), 0.9);
+    let churn = r#"
+        let made = create_droplets(2);
+        destroy_droplets(made.map(|d| d.id));
+        create_droplets(2);
+    "#;
+    let report = run(
+        &w,
+        &g,
+        d.clone(),
+        &["churn"],
+        scripts(&[("churn", churn)]),
+        Duration::from_secs(20),
+    )
+    .await;
+    let failure = report.failure().unwrap().to_string();
+    assert!(failure.contains("max_creates_per_hour 3"), "{failure}");
+    assert_eq!(
+        w.sim.created_names().len(),
+        2,
+        "the second create was refused"
+    );
+    assert_eq!(report.create_attempts, 2);
+
+    // Creates in the hour before the run count too.
+    let runner = Runner::new(scripts(&[]), w.client.clone(), w.journal.clone());
+    let report = runner
+        .run(ActionRequest {
+            group: g.clone(),
+            managed_tag: MANAGED.into(),
+            decision: d.clone(),
+            droplets: w.sim.droplets(),
+            actions: vec!["digitalocean_create_droplet".into()],
+            deadline: Duration::from_secs(10),
+            creates_last_hour: 3,
+        })
+        .await;
+    assert!(
+        report.failure().unwrap().contains("max_creates_per_hour"),
+        "{:?}",
+        report.failure()
+    );
+    assert_eq!(w.sim.created_names().len(), 2);
+
+    // A create the deadline cuts may still land: it counts as spent.
+    w.sim.update_faults(|f| f.latency = Duration::from_secs(3));
+    let asked = d.desired - d.current;
+    assert!(asked > 0);
+    let report = run(
+        &w,
+        &g,
+        d,
+        &["digitalocean_create_droplet"],
+        scripts(&[]),
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(report.failure().is_some());
+    assert_eq!(report.create_attempts, asked, "{:?}", report.results);
 }

@@ -136,3 +136,13 @@ fn defaults_fill_a_minimal_group() {
         "a group without rules deserves a warning"
     );
 }
+
+#[test]
+fn the_default_spend_guard_follows_the_largest_max_a_schedule_allows() {
+    let group = do_scaler::config::group_from_toml(
+        "batch",
+        "tag = \"batch\"\nmin = 1\nmax = 4\n[droplet]\nregion = \"nyc3\"\nsize = \"s-1vcpu-1gb\"\nimage = \"ubuntu-24-04-x64\"\n[[schedule]]\ncron = \"0 1 * * *\"\nduration = \"2h\"\nmax = 30\n",
+    )
+    .unwrap();
+    assert_eq!(group.max_creates_per_hour, 60);
+}

@@ -199,6 +199,7 @@ async fn the_old_example_scales_up_under_load_and_down_when_idle_within_its_boun
                     droplets: report.listing.clone(),
                     actions: report.actions.clone(),
                     deadline: Duration::from_secs(30),
+                    creates_last_hour: 0,
                 })
                 .await;
             assert_eq!(run.failure(), None, "{:?}", run.results);

@@ -231,7 +231,8 @@ fn build_group(ctx: &GroupContext<'_>, file: GroupFile, report: &mut Report<'_>)
             }
             *limit.get_ref()
         }
-        None => max.saturating_mul(2),
+        // Filled in below, once the schedules are known.
+        None => 0,
     };
 
     let template = build_template(ctx, &file, report);
@@ -266,6 +267,18 @@ fn build_group(ctx: &GroupContext<'_>, file: GroupFile, report: &mut Report<'_>)
             schedules.push(schedule);
         }
     }
+
+    // The default spend guard follows the largest max the group may ever have, a schedule's
+    // included: a window that raises max must not be throttled by the everyday max.
+    let max_creates_per_hour = if file.max_creates_per_hour.is_some() {
+        max_creates_per_hour
+    } else {
+        schedules
+            .iter()
+            .filter_map(|s: &Schedule| s.max)
+            .fold(max, u32::max)
+            .saturating_mul(2)
+    };
 
     let cooldown = UpDown {
         up: duration_or(&file.cooldown.up, Duration::from_secs(120)),

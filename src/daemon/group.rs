@@ -126,7 +126,8 @@ pub fn spawn(daemon: Arc<Daemon>, group: Group, identity: u64, act_after: Instan
                         tracing::info!(group = %name, "the configuration changed moments ago: not acting until it has settled");
                     }
                 } else {
-                    maybe_start_run(&daemon, &runtime, report, &mut running, &task_status);
+                    let spent = memory.creates_last_hour(daemon.clock.now());
+                    maybe_start_run(&daemon, &runtime, report, spent, &mut running, &task_status);
                 }
             }
             crate::failpoint::hit("memory.before_save");
@@ -322,6 +323,7 @@ fn maybe_start_run(
     daemon: &Arc<Daemon>,
     runtime: &GroupRuntime,
     report: TickReport,
+    creates_last_hour: u32,
     running: &mut Option<Running>,
     status: &Mutex<GroupStatus>,
 ) {
@@ -358,6 +360,7 @@ fn maybe_start_run(
         droplets,
         actions: report.actions,
         deadline: daemon.options.action_deadline,
+        creates_last_hour,
     };
     let runner = daemon.runner();
     let task = tokio::spawn(async move { runner.run(request).await });
@@ -405,7 +408,7 @@ async fn finish_run(
             ])
             .inc();
     }
-    memory.created(report.created.len() as u32, now);
+    memory.created(report.create_attempts, now);
     for id in &report.deleted {
         recently_deleted.insert(*id, Instant::now());
     }

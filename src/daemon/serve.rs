@@ -71,10 +71,11 @@ pub async fn run_once(daemon: &Arc<Daemon>) -> usize {
                     droplets: report.listing.clone(),
                     actions: report.actions.clone(),
                     deadline: daemon.options.action_deadline,
+                    creates_last_hour: memory.creates_last_hour(daemon.clock.now()),
                 };
                 let result = daemon.runner().run(request).await;
                 let now = daemon.clock.now();
-                memory.created(result.created.len() as u32, now);
+                memory.created(result.create_attempts, now);
                 match result.failure() {
                     None => memory.scaled(direction, now),
                     Some(error) => {

@@ -125,6 +125,9 @@ pub struct CreateReport {
     pub created: Vec<Droplet>,
     /// Names asked for that do not exist as far as the client knows.
     pub missing: Vec<String>,
+    /// Of `missing`, the names whose request may have been carried out (an ambiguous answer
+    /// that a re-listing could not settle): they count as spent.
+    pub uncertain: Vec<String>,
     /// The error that stopped the create, if any.
     pub failure: Option<ApiError>,
 }
@@ -588,6 +591,7 @@ impl Client {
         let mut report = CreateReport {
             created: Vec::new(),
             missing: Vec::new(),
+            uncertain: Vec::new(),
             failure: None,
         };
         if !request.tags.iter().any(|t| t == tag) {
@@ -632,6 +636,7 @@ impl Client {
                             }
                             Err(list_error) => {
                                 tracing::warn!(error = %list_error, "re-listing after an ambiguous create failed");
+                                report.uncertain.extend(pending.iter().cloned());
                                 report.missing.extend(pending);
                                 report.failure = Some(error);
                                 break;
@@ -639,6 +644,9 @@ impl Client {
                         }
                     }
                     Err(error) => {
+                        if error.is_ambiguous() {
+                            report.uncertain.extend(pending.iter().cloned());
+                        }
                         report.missing.extend(pending);
                         report.failure = Some(error);
                         break;

@@ -39,6 +39,10 @@ pub struct RunContext {
     pub created: Mutex<Vec<Droplet>>,
     /// Droplet ids this run deleted.
     pub deleted: Mutex<Vec<u64>>,
+    /// Droplets the group created in the hour before this run (the spend guard's start).
+    pub creates_before: u32,
+    /// Names this run asked for that may exist: created, or sent with an unknown outcome.
+    pub spent: Mutex<u32>,
     /// HTTP client for webhooks (guarded resolver, no proxy), or why it could not be built.
     pub http: Result<reqwest::Client, super::webhook::WebhookError>,
     /// Which script is running (for errors and logs).
@@ -71,11 +75,14 @@ impl RunContext {
 
 thread_local! {
     static CURRENT: RefCell<Option<Arc<RunContext>>> = const { RefCell::new(None) };
+    /// This thread's memory count when the run started.
+    static MEMORY_BASELINE: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
 }
 
 /// Binds `context` to this thread while `run` runs.
 pub fn with_context<T>(context: Arc<RunContext>, run: impl FnOnce() -> T) -> T {
     CURRENT.with(|current| *current.borrow_mut() = Some(context));
+    MEMORY_BASELINE.with(|b| b.set(super::memory::thread_net_bytes()));
     let result = run();
     CURRENT.with(|current| *current.borrow_mut() = None);
     result
@@ -87,12 +94,25 @@ fn context() -> HostResult<Arc<RunContext>> {
         .ok_or_else(|| "host functions work only inside an action run".into())
 }
 
-/// A message when the current run is past its deadline (the engine's progress check).
-pub fn past_deadline() -> Option<String> {
+/// A message when the current run is past its deadline or holds more memory than a run may
+/// (the engine's progress check, called between operations).
+pub fn over_limits() -> Option<String> {
     CURRENT.with(|current| {
         current.borrow().as_ref().and_then(|ctx| {
-            (Instant::now() >= ctx.deadline)
-                .then(|| format!("script `{}` ran past its deadline", ctx.script_name()))
+            if Instant::now() >= ctx.deadline {
+                return Some(format!(
+                    "script `{}` ran past its deadline",
+                    ctx.script_name()
+                ));
+            }
+            let held = super::memory::thread_net_bytes() - MEMORY_BASELINE.with(|b| b.get());
+            (held > super::memory::SCRIPT_MEMORY_LIMIT).then(|| {
+                format!(
+                    "script `{}` stopped: it holds more than {} MiB of memory",
+                    ctx.script_name(),
+                    super::memory::SCRIPT_MEMORY_LIMIT >> 20
+                )
+            })
         })
     })
 }
@@ -143,11 +163,15 @@ fn unique_name(prefix: &str, index: usize) -> String {
     )
 }
 
+/// The most droplets one `create_droplets` call may ask for (the API takes ten per request;
+/// the host sends as many requests as needed).
+const MAX_CREATE_COUNT: i64 = 1000;
+
 fn create_droplets(count: i64) -> HostResult<Array> {
     let ctx = context()?;
-    if count <= 0 {
+    if !(1..=MAX_CREATE_COUNT).contains(&count) {
         return fail(format!(
-            "create_droplets({count}): ask for at least one droplet"
+            "create_droplets({count}): ask for 1 to {MAX_CREATE_COUNT} droplets: nothing was created"
         ));
     }
     let created_so_far = ctx.created.lock().map(|c| c.len()).unwrap_or(0) as i64;
@@ -157,6 +181,16 @@ fn create_droplets(count: i64) -> HostResult<Array> {
     if would_be > max {
         return fail(format!(
             "create_droplets({count}) would make {would_be} droplets (counting those booting), past the group's max {max}: nothing was created"
+        ));
+    }
+    // The spend guard binds here, where droplets are made, not only in the decision: a script
+    // that creates, destroys and creates again still spends.
+    let spent = ctx.spent.lock().map(|s| *s).unwrap_or(u32::MAX);
+    let limit = i64::from(ctx.group.max_creates_per_hour);
+    let used = i64::from(ctx.creates_before) + i64::from(spent);
+    if used + count > limit {
+        return fail(format!(
+            "create_droplets({count}): {used} droplets were created in the last hour (this run included) of max_creates_per_hour {limit}: nothing was created"
         ));
     }
     let template = &ctx.group.template;
@@ -216,6 +250,10 @@ fn create_droplets(count: i64) -> HostResult<Array> {
         Err(error) => {
             // Cut at the deadline: whether the droplets exist is unknown here, and the next
             // tick's listing (by tag) counts whatever landed; the names are never asked again.
+            // Every name counts as spent.
+            if let Ok(mut spent) = ctx.spent.lock() {
+                *spent += count as u32;
+            }
             let outcome = format!("outcome unknown, the next listing shows it: {error}");
             if let Err(e) = ctx.journal.settle(entry, &outcome) {
                 tracing::error!(group = %ctx.group.name, error = %e, "cannot settle a journal entry");
@@ -224,6 +262,9 @@ fn create_droplets(count: i64) -> HostResult<Array> {
         }
     };
     crate::failpoint::hit("create.after_answer");
+    if let Ok(mut spent) = ctx.spent.lock() {
+        *spent += (report.created.len() + report.uncertain.len()) as u32;
+    }
     let ids: Vec<String> = report.created.iter().map(|d| d.id.to_string()).collect();
     let outcome = match &report.failure {
         None => format!("created {}", ids.join(",")),

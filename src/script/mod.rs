@@ -4,6 +4,7 @@
 
 pub mod convert;
 pub mod host;
+pub mod memory;
 pub mod runner;
 pub mod webhook;
 
@@ -39,7 +40,7 @@ pub const SHIPPED: &[(&str, &str)] = &[
 
 /// The engine, built once: no module resolver (`import` cannot read files), limits on
 /// operations, call depth, strings, arrays and maps, `print`/`debug` into the log, and a
-/// progress check that stops a script past its run's deadline.
+/// progress check that stops a script past its run's deadline or its memory limit.
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
@@ -49,11 +50,11 @@ pub fn engine() -> &'static Engine {
         engine.set_max_call_levels(32);
         engine.set_max_expr_depths(64, 32);
         engine.set_max_string_size(1 << 20);
-        engine.set_max_array_size(100_000);
-        engine.set_max_map_size(100_000);
+        engine.set_max_array_size(10_000);
+        engine.set_max_map_size(10_000);
         engine.on_print(|text| tracing::info!(target: "do_scaler::script", "{text}"));
         engine.on_debug(|text, source, pos| tracing::debug!(target: "do_scaler::script", ?source, %pos, "{text}"));
-        engine.on_progress(|_| host::past_deadline().map(rhai::Dynamic::from));
+        engine.on_progress(|_| host::over_limits().map(rhai::Dynamic::from));
         host::register(&mut engine);
         engine
     })

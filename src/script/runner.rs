@@ -29,6 +29,9 @@ pub struct ActionRequest {
     pub actions: Vec<String>,
     /// Wall-clock limit of the whole run.
     pub deadline: Duration,
+    /// Droplets the group created in the last hour before this run (the spend guard counts
+    /// on from there).
+    pub creates_last_hour: u32,
 }
 
 /// How one action went.
@@ -51,6 +54,9 @@ pub struct RunReport {
     pub created: Vec<Droplet>,
     /// Droplet ids deleted.
     pub deleted: Vec<u64>,
+    /// Droplets that may have been created (created, or asked for with an unknown outcome):
+    /// what the spend guard counts.
+    pub create_attempts: u32,
 }
 
 impl RunReport {
@@ -73,6 +79,11 @@ pub struct Runner {
 
 fn describe(name: &str, error: &EvalAltResult, deadline: Duration) -> String {
     match error {
+        EvalAltResult::ErrorTerminated(why, _)
+            if why.is_string() && why.to_string().contains("memory") =>
+        {
+            format!("{name}: {why}")
+        }
         EvalAltResult::ErrorTerminated(..) => format!(
             "{name}: stopped at its deadline of {}",
             crate::config::duration::format_duration(deadline)
@@ -109,6 +120,8 @@ impl Runner {
             deadline: Instant::now() + request.deadline,
             created: Mutex::new(Vec::new()),
             deleted: Mutex::new(Vec::new()),
+            creates_before: request.creates_last_hour,
+            spent: Mutex::new(0),
             http: self.http.clone(),
             script: Mutex::new(String::new()),
         });
@@ -140,6 +153,7 @@ impl Runner {
                 .lock()
                 .map(|d| d.clone())
                 .unwrap_or_default(),
+            create_attempts: context.spent.lock().map(|s| *s).unwrap_or(0),
         }
     }
 }
