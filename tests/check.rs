@@ -375,3 +375,27 @@ fn a_script_syntax_error_is_reported_with_its_position() {
     assert_eq!(output.exit_code, 1);
     insta::assert_snapshot!("script_syntax_error", output.stderr);
 }
+
+/// Trust at the edges: a rule of thousands of terms is refused by `check` with its place,
+/// never a stack overflow of `check` or of the daemon's first tick.
+#[test]
+fn expressions_past_the_size_caps_are_refused_with_their_place() {
+    for terms in [3_000, 20_000] {
+        let expr = format!("avg(node_load1){}", " + 0".repeat(terms));
+        let group = broken(
+            "expr = '1 - avg(rate(node_cpu_seconds_total{mode=\"idle\"}[2m]))'",
+            &format!("expr = '{expr}'"),
+        );
+        let dir = layout(BASE, &[("web.toml", &group)]);
+        let output = run_check(dir.path());
+        assert_eq!(output.exit_code, 1, "{output:?}");
+        assert!(
+            output
+                .stderr
+                .contains("conf.d/web.toml:12:8: rule `cpu` expr")
+                && output.stderr.contains("split it"),
+            "{}",
+            &output.stderr[..output.stderr.len().min(400)]
+        );
+    }
+}

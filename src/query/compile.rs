@@ -276,6 +276,19 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// How deeply the expression nests (a leaf is 1): evaluation recurses this deep.
+    pub fn depth(&self) -> usize {
+        1 + match self {
+            Node::Aggregate { param, expr, .. } => {
+                expr.depth().max(param.as_ref().map_or(0, |p| p.depth()))
+            }
+            Node::Binary { lhs, rhs, .. } => lhs.depth().max(rhs.depth()),
+            Node::Negate(inner) => inner.depth(),
+            Node::Call { args, .. } => args.iter().map(Node::depth).max().unwrap_or(0),
+            Node::Number(_) | Node::Instant(_) | Node::Range { .. } => 0,
+        }
+    }
+
     fn walk<'a>(&'a self, visit: &mut dyn FnMut(&'a Node)) {
         visit(self);
         match self {

@@ -46,6 +46,7 @@ pub fn compile(text: &str) -> Result<Expression, QueryError> {
     if text.trim().is_empty() {
         return Err(QueryError::Syntax("the expression is empty".into()));
     }
+    check_size(text)?;
     check_duration_numbers(text)?;
     // The parser panics on some inputs (fuzzing found one in its duration handling); a bad
     // expression must be an error in a file, never a crash of the daemon.
@@ -56,10 +57,112 @@ pub fn compile(text: &str) -> Result<Expression, QueryError> {
             )
         })?
         .map_err(|reason| QueryError::Syntax(reason.trim().to_string()))?;
+    let node = compile::compile(&parsed)?;
+    if node.depth() > MAX_DEPTH {
+        return Err(QueryError::Syntax(format!(
+            "the expression nests {} levels deep, more than the {MAX_DEPTH} do-scaler compiles: split it into simpler rules",
+            node.depth()
+        )));
+    }
     Ok(Expression {
         text: text.to_string(),
-        node: compile::compile(&parsed)?,
+        node,
     })
+}
+
+/// The longest expression text do-scaler compiles.
+pub const MAX_LENGTH: usize = 8 * 1024;
+/// The most operators (`+ - * / % ^`, comparisons, `and`/`or`/`unless`) in one expression.
+pub const MAX_OPERATORS: usize = 100;
+/// The deepest nesting of parentheses, braces and brackets in the text.
+pub const MAX_BRACKETS: usize = 64;
+/// The deepest compiled expression (operators and brackets together): evaluation recurses
+/// this deep, well within a thread's stack.
+pub const MAX_DEPTH: usize = 128;
+
+/// Refuses, before parsing, an expression too long, with too many operators or nested too
+/// deeply: the parser and the evaluator recurse over the expression's tree, and a rule of
+/// 3,000 `+ 0` terms overflowed the stack. `check`, reloads and `query` share this limit.
+fn check_size(text: &str) -> Result<(), QueryError> {
+    if text.len() > MAX_LENGTH {
+        return Err(QueryError::Syntax(format!(
+            "the expression is {} bytes long, more than the {MAX_LENGTH} do-scaler compiles: split it into simpler rules",
+            text.len()
+        )));
+    }
+    let bytes = text.as_bytes();
+    let mut quote: Option<u8> = None;
+    let mut depth = 0usize;
+    let mut deepest = 0usize;
+    let mut in_braces_or_brackets = 0usize;
+    let mut operators = 0usize;
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        if let Some(open) = quote {
+            if byte == b'\\' {
+                index += 1;
+            } else if byte == open {
+                quote = None;
+            }
+            index += 1;
+            continue;
+        }
+        match byte {
+            b'"' | b'\'' | b'`' => quote = Some(byte),
+            b'(' | b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                if byte != b'(' {
+                    in_braces_or_brackets += 1;
+                }
+            }
+            b')' | b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                if byte != b')' {
+                    in_braces_or_brackets = in_braces_or_brackets.saturating_sub(1);
+                }
+            }
+            // `==`, `!=`, `>=`, `<=` are one operator: their `=` is not counted again.
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' | b'=' | b'!'
+                if in_braces_or_brackets == 0
+                    && !(byte == b'=' && index > 0 && b"=!<>".contains(&bytes[index - 1])) =>
+            {
+                operators += 1;
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' if in_braces_or_brackets == 0 => {
+                let start = index;
+                while index < bytes.len()
+                    && (bytes[index].is_ascii_alphanumeric()
+                        || bytes[index] == b'_'
+                        || bytes[index] == b':')
+                {
+                    index += 1;
+                }
+                let word = &text[start..index];
+                if ["and", "or", "unless"]
+                    .iter()
+                    .any(|w| word.eq_ignore_ascii_case(w))
+                {
+                    operators += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        index += 1;
+    }
+    if deepest > MAX_BRACKETS {
+        return Err(QueryError::Syntax(format!(
+            "the expression nests {deepest} brackets deep, more than the {MAX_BRACKETS} do-scaler compiles: split it into simpler rules"
+        )));
+    }
+    if operators > MAX_OPERATORS {
+        return Err(QueryError::Syntax(format!(
+            "the expression has {operators} operators, more than the {MAX_OPERATORS} do-scaler compiles: split it into simpler rules"
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses a duration (in `[...]`, after `:` in a subquery, after `offset`) written as a bare
@@ -228,6 +331,33 @@ mod tests {
         }
         check_syntax(r#"rate(x[5m])"#).unwrap();
         check_syntax(r#"rate(x{path=~"/v[0-9]+"}[5m])"#).unwrap();
+    }
+
+    #[test]
+    fn huge_or_deep_expressions_are_errors_not_stack_overflows() {
+        for text in [
+            format!("node_load1{}", " + 0".repeat(3_000)),
+            format!("node_load1{}", " + 0".repeat(20_000)),
+            format!("{}node_load1{}", "(".repeat(1_000), ")".repeat(1_000)),
+            format!("{}node_load1{}", "abs(".repeat(200), ")".repeat(200)),
+            format!("{}1", "-".repeat(5_000)),
+            format!("node_load1{}", " and node_load1".repeat(300)),
+        ] {
+            let error = compile(&text).unwrap_err().to_string();
+            assert!(error.contains("do-scaler compiles"), "{error}");
+        }
+        // Up to the caps, expressions compile and evaluate.
+        let long = format!("node_load1{}", " + 0".repeat(90));
+        let expression = compile(&long).unwrap();
+        let _ = evaluate(&expression.node, &source(), 60_000, EvalOptions::default());
+        compile(&format!("{}node_load1{}", "(".repeat(40), ")".repeat(40))).unwrap();
+        let deep = compile(&format!(
+            "{}node_load1{}",
+            "abs(-".repeat(60),
+            ")".repeat(60)
+        ))
+        .unwrap();
+        let _ = evaluate(&deep.node, &source(), 60_000, EvalOptions::default());
     }
 
     #[test]
