@@ -17,6 +17,7 @@
 //! - [`state`]: the intent journal (and, with the daemon, the SQLite store).
 //! - [`daemon`]: one tick of a group (list, scrape, evaluate, decide), and the loop around it.
 //! - [`failpoint`]: named crash points for the crash-safety tests, inert unless armed.
+//! - [`limits`]: the process's open-file limit.
 //! - [`api`]: the status API and the daemon's own metrics.
 //! - [`commands`]: the subcommands' logic (`check`, …), producing what `main` prints.
 //!
@@ -34,6 +35,7 @@ pub mod config;
 pub mod daemon;
 pub mod digitalocean;
 pub mod failpoint;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod query;

@@ -2,6 +2,7 @@
 //! their last decisions, and pause, resume and reload behind the status API token.
 
 pub mod metrics;
+pub mod server;
 
 use crate::daemon::run::Daemon;
 use axum::Router;

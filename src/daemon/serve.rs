@@ -104,14 +104,20 @@ pub async fn serve(
 ) {
     daemon.start_groups();
     let api = crate::api::router(daemon.clone());
+    let limits =
+        crate::api::server::ServerLimits::for_open_files(crate::limits::raise_file_limit());
+    if let Ok(address) = listener.local_addr()
+        && !address.ip().is_loopback()
+    {
+        tracing::warn!(
+            %address,
+            "the status API listens on an address that is not loopback: anyone who can reach it reads the groups and decisions (unless status_api.open_reads = false), and only the API token guards pause, resume and reload; prefer 127.0.0.1 behind a proxy or firewall"
+        );
+    }
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, api)
-            .with_graceful_shutdown(async {
-                let _ = api_stopped.await;
-            })
-            .await;
-    });
+    let server = tokio::spawn(crate::api::server::serve(listener, api, limits, async {
+        let _ = api_stopped.await;
+    }));
     let reloader = daemon
         .take_reload_inbox()
         .map(|inbox| tokio::spawn(super::reload::run(daemon.clone(), inbox)));

@@ -178,32 +178,7 @@ pub struct Sim {
     _subnet_claim: std::net::TcpListener,
 }
 
-/// Raises the open-file soft limit to the hard limit (each droplet holds three listeners).
-/// Returns the limit in force.
-pub fn raise_file_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct we pass by pointer.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return None;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
-            }
-        }
-    }
-    // rlim_t is u64 on Linux; the conversion keeps other platforms compiling.
-    #[allow(clippy::unnecessary_cast)]
-    Some(limit.rlim_cur as u64)
-}
+pub use crate::limits::raise_file_limit;
 
 /// Claims a free 127.S.0.0/16 by binding 127.S.0.1 on the agent port for the sim's life.
 fn claim_subnet(agent_port: u16, seed: u64) -> Result<(u8, std::net::TcpListener), SimError> {
