@@ -399,3 +399,84 @@ fn expressions_past_the_size_caps_are_refused_with_their_place() {
         );
     }
 }
+
+/// Trust at the edges: groups that would overlap are refused with their places: a group on the
+/// managed-by tag, tags that differ only in case, a template handing out another group's tag,
+/// and names with control characters (shown escaped, never echoed).
+#[test]
+fn overlapping_groups_and_unprintable_names_are_refused() {
+    let worker = GOOD_GROUP.replace("tag = \"web\"", "tag = \"worker\"");
+    let cases: Vec<(&str, Vec<(String, String)>, &str)> = vec![
+        (
+            "managed-by tag",
+            vec![(
+                "all.toml".into(),
+                GOOD_GROUP.replace("tag = \"web\"", "tag = \"do-scaler:default\""),
+            )],
+            "conf.d/all.toml:1:7: tag `do-scaler:default` starts with `do-scaler:`",
+        ),
+        (
+            "case",
+            vec![
+                ("web.toml".into(), GOOD_GROUP.to_string()),
+                (
+                    "web2.toml".into(),
+                    GOOD_GROUP.replace("tag = \"web\"", "tag = \"WEB\""),
+                ),
+            ],
+            "conf.d/web2.toml:1:7: tag `WEB` is already the tag of group `web` (`web`: tag names ignore case)",
+        ),
+        (
+            "template tag",
+            vec![
+                (
+                    "web.toml".into(),
+                    GOOD_GROUP.replace(
+                        "image = \"ubuntu-24-04-x64\"",
+                        "image = \"ubuntu-24-04-x64\"\ntags = [\"frontend\", \"Worker\"]",
+                    ),
+                ),
+                ("worker.toml".into(), worker.clone()),
+            ],
+            "conf.d/web.toml:9:21: droplet.tags gives new droplets `Worker`, the tag of group `worker`",
+        ),
+        (
+            "template managed-by tag",
+            vec![(
+                "web.toml".into(),
+                GOOD_GROUP.replace(
+                    "image = \"ubuntu-24-04-x64\"",
+                    "image = \"ubuntu-24-04-x64\"\ntags = [\"do-scaler:prod\"]",
+                ),
+            )],
+            "conf.d/web.toml:9:9: in droplet.tags: `do-scaler:prod` starts with `do-scaler:`",
+        ),
+        (
+            "rule name",
+            vec![(
+                "web.toml".into(),
+                GOOD_GROUP.replace("name = \"cpu\"", "name = \"cpu\\u001b[2J\\nok\""),
+            )],
+            "rule name `cpu\\u{1b}[2J\\nok` holds control characters",
+        ),
+        (
+            "file name",
+            vec![("we\u{1b}[31mb.toml".into(), GOOD_GROUP.to_string())],
+            "conf.d/we\\u{1b}[31mb.toml:1:1: the group's name (its file name) `we\\u{1b}[31mb` holds control characters",
+        ),
+    ];
+    for (name, files, says) in cases {
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(f, t)| (f.as_str(), t.as_str()))
+            .collect();
+        let dir = layout(BASE, &files);
+        let output = run_check(dir.path());
+        assert_eq!(output.exit_code, 1, "{name}: {output:?}");
+        assert!(output.stderr.contains(says), "{name}:\n{}", output.stderr);
+        assert!(
+            !output.stderr.contains('\u{1b}'),
+            "{name}: an escape was echoed"
+        );
+    }
+}

@@ -85,7 +85,7 @@ pub fn check(config_path: &Path, overrides: &Overrides, env: EnvLookup<'_>) -> C
                 let _ = writeln!(
                     stdout,
                     "ignored {} (not a *.toml group file)",
-                    path.display()
+                    crate::config::diagnostic::printable(&path.display().to_string())
                 );
             }
             CommandOutput {
@@ -114,7 +114,7 @@ pub fn check(config_path: &Path, overrides: &Overrides, env: EnvLookup<'_>) -> C
                 let _ = writeln!(
                     stdout,
                     "ignored {} (not a *.toml group file)",
-                    path.display()
+                    crate::config::diagnostic::printable(&path.display().to_string())
                 );
             }
             CommandOutput {

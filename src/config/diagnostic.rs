@@ -94,11 +94,31 @@ impl fmt::Display for Diagnostic {
         write!(
             f,
             "{}:{}:{}: {prefix}{}",
-            self.file.display(),
+            printable(&self.file.display().to_string()),
             self.line,
             self.column,
-            self.message
+            printable(&self.message)
         )
+    }
+}
+
+/// `text` with control characters (newlines, terminal escapes) written as escapes, so a file
+/// name or a value can never rewrite the terminal it is shown on.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        std::borrow::Cow::Owned(
+            text.chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
 }
 

@@ -465,39 +465,92 @@ fn load_group(
     group
 }
 
+/// Checks what no single group file can: each group's tag is its own (DigitalOcean tag names
+/// are one tag whatever their case), and no group's template hands new droplets another
+/// group's tag.
 fn check_across_groups(groups: &[Group], diagnostics: &mut Vec<Diagnostic>) {
-    let mut by_tag: BTreeMap<&str, &Group> = BTreeMap::new();
+    let mut by_tag: BTreeMap<String, &Group> = BTreeMap::new();
     for group in groups {
-        if let Some(first) = by_tag.get(group.tag.as_str()) {
-            let (line, column) = tag_position(&group.source);
+        let key = group.tag.to_ascii_lowercase();
+        if let Some(first) = by_tag.get(&key) {
+            let (line, column) = key_position(&group.source, KeyPlace::Tag);
+            let same = if first.tag == group.tag {
+                String::new()
+            } else {
+                format!(" (`{}`: tag names ignore case)", first.tag)
+            };
             diagnostics.push(Diagnostic {
                 severity: Severity::Error,
                 file: group.file.clone(),
                 line,
                 column,
                 message: format!(
-                    "tag `{}` is already the tag of group `{}` ({}): each group needs its own tag",
+                    "tag `{}` is already the tag of group `{}`{same} ({}): each group needs its own tag",
                     group.tag,
                     first.name,
                     first.file.display()
                 ),
             });
         } else {
-            by_tag.insert(&group.tag, group);
+            by_tag.insert(key, group);
+        }
+    }
+    for group in groups {
+        for (index, tag) in group.template.tags.iter().enumerate() {
+            let Some(other) = by_tag.get(&tag.to_ascii_lowercase()) else {
+                continue;
+            };
+            if other.name == group.name {
+                continue;
+            }
+            let (line, column) = key_position(&group.source, KeyPlace::TemplateTag(index));
+            diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                file: group.file.clone(),
+                line,
+                column,
+                message: format!(
+                    "droplet.tags gives new droplets `{tag}`, the tag of group `{}` ({}): they would belong to both groups; remove it",
+                    other.name,
+                    other.file.display()
+                ),
+            });
         }
     }
 }
 
-/// Where `tag` is set in a group file's text.
-fn tag_position(source: &str) -> (usize, usize) {
-    /// Only `tag`; serde skips every other key here.
+/// A place in a group file that a cross-file error points at.
+enum KeyPlace {
+    /// `tag`.
+    Tag,
+    /// The n-th entry of `droplet.tags`.
+    TemplateTag(usize),
+}
+
+/// Where `place` is in a group file's text (1:1 when it cannot be found).
+fn key_position(source: &str, place: KeyPlace) -> (usize, usize) {
+    /// Only what the cross-file checks point at; serde skips every other key here.
     #[derive(serde::Deserialize)]
-    struct TagOnly {
+    struct Places {
         tag: Spanned<String>,
+        #[serde(default)]
+        droplet: Option<DropletPlaces>,
     }
-    toml::from_str::<TagOnly>(source)
-        .ok()
-        .map(|only| super::diagnostic::line_column(source, only.tag.span().start))
+    #[derive(serde::Deserialize)]
+    struct DropletPlaces {
+        #[serde(default)]
+        tags: Vec<Spanned<String>>,
+    }
+    let Ok(places) = toml::from_str::<Places>(source) else {
+        return (1, 1);
+    };
+    let span = match place {
+        KeyPlace::Tag => Some(places.tag.span()),
+        KeyPlace::TemplateTag(index) => places
+            .droplet
+            .and_then(|d| d.tags.get(index).map(Spanned::span)),
+    };
+    span.map(|s| super::diagnostic::line_column(source, s.start))
         .unwrap_or((1, 1))
 }
 

@@ -161,9 +161,44 @@ pub fn validate_group(ctx: &GroupContext<'_>, file: GroupFile) -> (Option<Group>
     (group.filter(|_| !has_error), report.diagnostics)
 }
 
+/// The prefix of the managed-by tag (`do-scaler:<instance>`): no group may be defined by it
+/// or hand it out, or one daemon's droplets would join another group.
+pub const RESERVED_TAG_PREFIX: &str = "do-scaler:";
+
+/// Refuses a name (a group's file stem, a rule's or a schedule's name) that could not be shown
+/// safely: control characters (a newline, a terminal escape) or more than 64 characters.
+pub fn check_display_name(what: &str, name: &str) -> Result<(), String> {
+    if name.chars().any(char::is_control) {
+        return Err(format!(
+            "{what} `{}` holds control characters (newlines, terminal escapes): use letters, digits, `-` and `_`",
+            name.escape_default()
+        ));
+    }
+    if name.chars().count() > 64 {
+        return Err(format!("{what} is longer than 64 characters"));
+    }
+    Ok(())
+}
+
 fn build_group(ctx: &GroupContext<'_>, file: GroupFile, report: &mut Report<'_>) -> Option<Group> {
+    if let Err(reason) = check_display_name("the group's name (its file name)", ctx.name) {
+        report.error(None, reason);
+    }
     if let Err(reason) = check_tag(file.tag.get_ref()) {
         report.error(span_of(&file.tag), reason);
+    } else if file
+        .tag
+        .get_ref()
+        .to_ascii_lowercase()
+        .starts_with(RESERVED_TAG_PREFIX)
+    {
+        report.error(
+            span_of(&file.tag),
+            format!(
+                "tag `{}` starts with `{RESERVED_TAG_PREFIX}`, the managed-by tag's prefix: such a group would take in droplets of every group its daemon manages; choose the group's own tag",
+                file.tag.get_ref()
+            ),
+        );
     }
     let (min, max) = (*file.min.get_ref(), *file.max.get_ref());
     if min > max {
@@ -368,6 +403,18 @@ fn build_template(
     for tag in droplet.tags.iter().flatten() {
         if let Err(reason) = check_tag(tag.get_ref()) {
             report.error(span_of(tag), format!("in droplet.tags: {reason}"));
+        } else if tag
+            .get_ref()
+            .to_ascii_lowercase()
+            .starts_with(RESERVED_TAG_PREFIX)
+        {
+            report.error(
+                span_of(tag),
+                format!(
+                    "in droplet.tags: `{}` starts with `{RESERVED_TAG_PREFIX}`: the managed-by tag is added by do-scaler itself, and another instance's would hand it these droplets",
+                    tag.get_ref()
+                ),
+            );
         }
         tags.push(tag.get_ref().clone());
     }
@@ -632,6 +679,9 @@ fn build_rule(
     if name.trim().is_empty() {
         report.error(rule_span.clone(), "rule name cannot be empty");
     }
+    if let Err(reason) = check_display_name("rule name", &name) {
+        report.error(rule_span.clone(), reason);
+    }
     let conditions = [
         rule.when.is_some(),
         rule.when_all.is_some(),
@@ -782,6 +832,9 @@ fn build_schedule(
         .as_ref()
         .map(|n| n.get_ref().clone())
         .unwrap_or_else(|| format!("schedule-{}", index + 1));
+    if let Err(reason) = check_display_name("schedule name", &name) {
+        report.error(schedule.name.as_ref().and_then(span_of), reason);
+    }
     let cron = match compile_cron(schedule.cron.get_ref()) {
         Ok(cron) => Some(cron),
         Err(reason) => {
