@@ -406,7 +406,9 @@ fn expressions_past_the_size_caps_are_refused_with_their_place() {
 #[test]
 fn overlapping_groups_and_unprintable_names_are_refused() {
     let worker = GOOD_GROUP.replace("tag = \"web\"", "tag = \"worker\"");
-    let cases: Vec<(&str, Vec<(String, String)>, &str)> = vec![
+    /// (case, files in conf.d, what stderr must say)
+    type Case<'a> = (&'a str, Vec<(String, String)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "managed-by tag",
             vec![(
