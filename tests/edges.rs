@@ -146,3 +146,149 @@ async fn a_connection_flood_does_not_stop_scraping_and_scaling() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The launcher the do-agent drop-in starts, run with a stub metadata service and a stub
+/// do-agent that prints its arguments. Returns (stdout, stderr, seconds taken).
+fn launch_do_agent(metadata_url: &str) -> (String, String, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = dir.path().join("do-agent");
+    std::fs::write(&agent, "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/do-agent/do-agent-private-listen"
+    );
+    let started = Instant::now();
+    let output = Command::new("sh")
+        .arg(script)
+        .env("DO_SCALER_METADATA_URL", metadata_url)
+        .env("DO_SCALER_METADATA_WAIT", "3")
+        .env("DO_AGENT", &agent)
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+/// Trust at the edges (1): the do-agent launcher fails closed. With a private address it
+/// listens there only; when the metadata service refuses, hangs, errs or answers garbage, it
+/// gives up within its bound and keeps do-agent on its loopback default, saying why; it keeps
+/// do-agent's own `--syslog`. The cloud-init snippet carries exactly the packaged files.
+#[test]
+fn the_do_agent_launcher_fails_closed() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A stub metadata service: /ok answers an address, /garbage HTML, /flaky 503 twice first,
+    // /hang accepts and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let flaky = std::sync::Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let flaky = flaky.clone();
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 2048];
+                let n = stream.read(&mut buffer).unwrap_or(0);
+                let request = String::from_utf8_lossy(&buffer[..n]).to_string();
+                let (status, body) = if request.starts_with("GET /ok/") {
+                    ("200 OK", "10.110.0.5")
+                } else if request.starts_with("GET /garbage/") {
+                    ("200 OK", "<html>maintenance</html>")
+                } else if request.starts_with("GET /flaky/") {
+                    if flaky.fetch_add(1, Ordering::SeqCst) < 2 {
+                        ("503 Service Unavailable", "busy")
+                    } else {
+                        ("200 OK", "10.110.0.7")
+                    }
+                } else if request.starts_with("GET /empty/") {
+                    ("200 OK", "")
+                } else {
+                    std::thread::sleep(Duration::from_secs(30));
+                    return;
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    let refused_port = free_port();
+    let cases = [
+        (
+            format!("http://127.0.0.1:{port}/ok"),
+            Some("10.110.0.5:9110"),
+        ),
+        (
+            format!("http://127.0.0.1:{port}/flaky"),
+            Some("10.110.0.7:9110"),
+        ),
+        (format!("http://127.0.0.1:{port}/garbage"), None),
+        (format!("http://127.0.0.1:{port}/empty"), None),
+        (format!("http://127.0.0.1:{port}/hang"), None),
+        (format!("http://127.0.0.1:{refused_port}/refused"), None),
+    ];
+    let runs: Vec<_> = cases
+        .iter()
+        .map(|(url, _)| {
+            let url = url.clone();
+            std::thread::spawn(move || launch_do_agent(&url))
+        })
+        .collect();
+    for ((url, expected), run) in cases.iter().zip(runs) {
+        let (stdout, stderr, took) = run.join().unwrap();
+        let args: Vec<&str> = stdout.lines().collect();
+        assert!(args.contains(&"--syslog"), "{url}: {args:?}");
+        assert!(args.contains(&"--web.listen"), "{url}: {args:?}");
+        assert!(took < 15.0, "{url}: took {took}s");
+        match expected {
+            Some(address) => {
+                assert!(
+                    args.contains(&format!("--web.listen-address={address}").as_str()),
+                    "{url}: {args:?}"
+                );
+            }
+            None => {
+                assert!(
+                    !args.iter().any(|a| a.starts_with("--web.listen-address")),
+                    "{url}: fails closed, got {args:?}"
+                );
+                assert!(stderr.contains("loopback default"), "{url}: {stderr}");
+            }
+        }
+    }
+
+    // The cloud-init snippet writes exactly the packaged launcher and drop-in.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let snippet: serde_json::Value = serde_norway::from_str(
+        &std::fs::read_to_string(root.join("cloud-init/do-agent.yaml")).unwrap(),
+    )
+    .unwrap();
+    let files = snippet["write_files"].as_array().unwrap();
+    for (path, packaged) in [
+        (
+            "/usr/local/sbin/do-agent-private-listen",
+            "packaging/do-agent/do-agent-private-listen",
+        ),
+        (
+            "/etc/systemd/system/do-agent.service.d/do-scaler.conf",
+            "packaging/do-agent/do-scaler.conf",
+        ),
+    ] {
+        let entry = files
+            .iter()
+            .find(|f| f["path"] == path)
+            .unwrap_or_else(|| panic!("{path} is not in the snippet"));
+        assert_eq!(
+            entry["content"].as_str().unwrap(),
+            std::fs::read_to_string(root.join(packaged)).unwrap(),
+            "{path} drifted from {packaged}"
+        );
+    }
+}
