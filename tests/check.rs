@@ -482,3 +482,24 @@ fn overlapping_groups_and_unprintable_names_are_refused() {
         );
     }
 }
+
+/// Trust at the edges: a token file other users can read, and a status API listening beyond
+/// loopback, are warnings naming the fix.
+#[test]
+fn loose_token_files_and_open_listen_addresses_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = format!("{BASE}token_file = \"token\"\n[status_api]\nlisten = \"0.0.0.0:9797\"\n");
+    let dir = layout(&base, &[("web.toml", GOOD_GROUP)]);
+    let token = dir.path().join("token");
+    std::fs::write(&token, "dop_v1_x\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = run_check(dir.path());
+    assert_eq!(output.exit_code, 0, "{output:?}");
+    assert!(output.stderr.contains("chmod 600"), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("is not loopback"),
+        "{}",
+        output.stderr
+    );
+    assert!(!output.stderr.contains("dop_v1_x"));
+}

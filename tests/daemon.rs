@@ -276,6 +276,30 @@ async fn pause_needs_the_token_and_survives_a_restart_and_one_writer_per_state()
             .status(),
         200
     );
+    // The scheme is case-insensitive; another scheme is not the token.
+    let resume = format!("{}/api/v1/groups/web/resume", running.url);
+    for (header, status) in [
+        (format!("Basic {API_TOKEN}"), 401),
+        (format!("bearer {API_TOKEN}"), 200),
+        (format!("BEARER  {API_TOKEN} "), 200),
+    ] {
+        let answer = http
+            .post(&resume)
+            .header("authorization", &header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), status, "{header}");
+    }
+    assert_eq!(
+        http.post(&pause)
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     running.stop().await;
     let restarted = serve_daemon(daemon(dir.path(), &sim).await.unwrap()).await;
     let group = get(&format!("{}/api/v1/groups/web", restarted.url)).await;

@@ -89,6 +89,13 @@ async fn migrate_writes_a_configuration_that_checks_and_plans_the_same() {
             std::fs::metadata(&token).unwrap().permissions().mode() & 0o777,
             0o600
         );
+        // Over a token file others could read, migrating again narrows it first.
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(migrate(&old_config(), out.path()).exit_code, 0);
+        assert_eq!(
+            std::fs::metadata(&token).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     let native = out.path().join("do-scaler.toml");
     let checked = check(&native, &Overrides::default(), &no_env);

@@ -22,10 +22,13 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 /// Whether the request carries the status API token. Without a configured token, never.
 fn authorized(daemon: &Daemon, headers: &HeaderMap) -> bool {
+    // The scheme is case-insensitive (RFC 9110): `bearer` works as well as `Bearer`.
     let presented = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     let Ok(token) = daemon.api_token.read() else {
         return false;
     };

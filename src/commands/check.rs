@@ -64,7 +64,11 @@ pub fn check(config_path: &Path, overrides: &Overrides, env: EnvLookup<'_>) -> C
                 let _ = writeln!(stderr, "{warning}");
             }
             match credentials::digitalocean_token_for(env, &loaded.config.base) {
-                Ok(_) => {}
+                Ok((_, source)) => {
+                    if let Some(warning) = credentials::exposure_warning(&source) {
+                        let _ = writeln!(stderr, "warning: {warning}");
+                    }
+                }
                 Err(CredentialError::Missing) => {
                     let _ = writeln!(
                         stderr,
@@ -77,6 +81,20 @@ pub fn check(config_path: &Path, overrides: &Overrides, env: EnvLookup<'_>) -> C
                         "warning: {other} (check needs no token; run and plan will)"
                     );
                 }
+            }
+            if let Ok((_, source)) = credentials::status_api_token(
+                env,
+                loaded.config.base.status_api.token_file.as_deref(),
+            ) && let Some(warning) = credentials::exposure_warning(&source)
+            {
+                let _ = writeln!(stderr, "warning: {warning}");
+            }
+            if !loaded.config.base.status_api.listen.ip().is_loopback() {
+                let _ = writeln!(
+                    stderr,
+                    "warning: status_api.listen {} is not loopback: anyone who can reach it reads the groups and decisions unless status_api.open_reads = false; prefer 127.0.0.1 behind a proxy or firewall",
+                    loaded.config.base.status_api.listen
+                );
             }
             for group in &loaded.config.groups {
                 let _ = writeln!(stdout, "{}", summarize(group));

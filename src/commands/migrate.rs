@@ -6,6 +6,28 @@ use crate::config::legacy::convert;
 use std::fmt::Write as _;
 use std::path::Path;
 
+/// Writes a secret into a file that is mode 0600 from its creation (never briefly readable by
+/// others); an existing file is narrowed to 0600 before it is written.
+fn write_secret(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let failed = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(failed)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(failed)?;
+    }
+    file.write_all(text.as_bytes()).map_err(failed)
+}
+
 /// Converts `cfg` into `out` (`do-scaler.toml`, `conf.d/<group>.toml`, and the old token in
 /// `digitalocean-token`, mode 0600).
 pub fn migrate(cfg: &Path, out: &Path) -> CommandOutput {
@@ -36,13 +58,7 @@ pub fn migrate(cfg: &Path, out: &Path) -> CommandOutput {
         let mut base = converted.base.clone();
         if let Some(token) = &converted.token {
             let path = out.join("digitalocean-token");
-            write(&path, &format!("{token}\n"))?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                    .map_err(|e| e.to_string())?;
-            }
+            write_secret(&path, &format!("{token}\n"))?;
             base.push_str("# The old do_token, moved out of the group files. Better: a systemd credential\n# (/etc/do-scaler/credentials/digitalocean-token), then delete this line and the file.\ntoken_file = \"digitalocean-token\"\n");
         }
         write(&out.join("do-scaler.toml"), &base)?;

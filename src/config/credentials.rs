@@ -132,7 +132,12 @@ fn find_secret(
     if let Some(dir) = env("CREDENTIALS_DIRECTORY") {
         let path = Path::new(&dir).join(credential);
         if path.exists() {
-            return read_secret(what, &path, TokenSource::Credential(path.clone()));
+            match read_secret(what, &path, TokenSource::Credential(path.clone())) {
+                // An empty credential (the package installs `api-token` empty) is no credential:
+                // the next source is used.
+                Err(CredentialError::Empty(_)) => {}
+                other => return other,
+            }
         }
     }
     if let Some(path) = file {
@@ -168,6 +173,27 @@ pub fn digitalocean_token_for(
         },
         other => other,
     }
+}
+
+/// A warning when a token file can be read by users other than its owner: a token in such a
+/// file is a token anyone on the machine may use.
+pub fn exposure_warning(source: &TokenSource) -> Option<String> {
+    let TokenSource::File(path) = source else {
+        return None;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Some(format!(
+                "the token file {} can be read by other users (mode {mode:04o}): run `chmod 600 {}`, or better, use a systemd credential",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
+    None
 }
 
 /// The status API token (for POST endpoints): the systemd credential `api-token`, then the
@@ -245,6 +271,22 @@ mod tests {
             digitalocean_token(&env, Some(&empty)),
             Err(CredentialError::Empty(_))
         ));
+    }
+
+    #[test]
+    fn an_empty_credential_falls_through_and_open_files_are_flagged() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("api-token"), "").unwrap();
+        let file = dir.path().join("status-token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let env = env_of(&[("CREDENTIALS_DIRECTORY", dir.path().to_str().unwrap())]);
+        let (token, source) = status_api_token(&env, Some(&file)).unwrap();
+        assert_eq!(token.expose(), "from-file");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(exposure_warning(&source).unwrap().contains("chmod 600"));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(exposure_warning(&source), None);
     }
 
     #[test]

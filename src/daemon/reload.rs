@@ -233,39 +233,46 @@ async fn reload_once(daemon: &Arc<Daemon>, origin: Origin) -> Result<u64, String
         .map_err(|e| format!("the reload failed unexpectedly: {e}"))?
 }
 
-/// The reload task: runs until `requests` closes. Watches the current generation's files and
-/// re-watches after each reload that changed them.
-pub async fn run(daemon: Arc<Daemon>, mut requests: mpsc::Receiver<Request>) {
+/// Starts the reload task, which runs until `requests` closes. The watcher is in place when
+/// this returns (so an edit right after start is seen); it follows the current generation's
+/// files and is re-made after each reload that changed them.
+pub fn start(
+    daemon: Arc<Daemon>,
+    mut requests: mpsc::Receiver<Request>,
+) -> tokio::task::JoinHandle<()> {
     let (changes_tx, mut changes) = mpsc::channel(8);
     let mut watched = Watched::of(&daemon);
-    let mut _watcher = watcher(&watched, changes_tx.clone());
-    loop {
-        let outcome_origin = tokio::select! {
-            request = requests.recv() => {
-                let Some(request) = request else { return };
-                let outcome = reload_once(&daemon, request.origin).await;
-                if let Some(reply) = request.reply {
-                    let _ = reply.send(outcome);
+    let mut watching = watcher(&watched, changes_tx.clone());
+    tokio::spawn(async move {
+        loop {
+            let origin = tokio::select! {
+                request = requests.recv() => {
+                    let Some(request) = request else { return };
+                    let outcome = reload_once(&daemon, request.origin).await;
+                    if let Some(reply) = request.reply {
+                        let _ = reply.send(outcome);
+                    }
+                    request.origin
                 }
-                request.origin
+                Some(()) = changes.recv() => {
+                    settle(&watched, &mut changes, daemon.options.settle).await;
+                    tracing::debug!("configuration changed on disk and settled: reloading");
+                    let _ = reload_once(&daemon, Origin::Watcher).await;
+                    Origin::Watcher
+                }
+            };
+            let now = Watched::of(&daemon);
+            if now != watched {
+                tracing::debug!(
+                    ?origin,
+                    "the configuration's files changed: watching the new set"
+                );
+                watched = now;
+                drop(watching.take());
+                watching = watcher(&watched, changes_tx.clone());
             }
-            Some(()) = changes.recv() => {
-                settle(&watched, &mut changes, daemon.options.settle).await;
-                tracing::debug!("configuration changed on disk and settled: reloading");
-                let _ = reload_once(&daemon, Origin::Watcher).await;
-                Origin::Watcher
-            }
-        };
-        let now = Watched::of(&daemon);
-        if now != watched {
-            tracing::debug!(
-                ?outcome_origin,
-                "the configuration's files changed: watching the new set"
-            );
-            watched = now;
-            _watcher = watcher(&watched, changes_tx.clone());
         }
-    }
+    })
 }
 
 #[cfg(test)]

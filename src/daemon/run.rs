@@ -129,8 +129,21 @@ impl Daemon {
 fn build_client(config: &Config, env: EnvLookup<'_>) -> Result<Client, String> {
     let (token, source) =
         credentials::digitalocean_token_for(env, &config.base).map_err(|e| e.to_string())?;
+    if let Some(warning) = credentials::exposure_warning(&source) {
+        tracing::warn!("{warning}");
+    }
     tracing::info!(%source, "DigitalOcean token found");
     Client::new(ClientOptions::new(config.base.api_url.clone(), token)).map_err(|e| e.to_string())
+}
+
+/// The status API's POST token, if one is configured (warning about a file others can read).
+fn status_token(config: &Config, env: EnvLookup<'_>) -> Option<crate::config::ApiToken> {
+    let (token, source) =
+        credentials::status_api_token(env, config.base.status_api.token_file.as_deref()).ok()?;
+    if let Some(warning) = credentials::exposure_warning(&source) {
+        tracing::warn!("{warning}");
+    }
+    Some(token)
 }
 
 /// Loads the configuration, opens the state database and reconciles the journal. The status
@@ -146,12 +159,7 @@ pub async fn prepare(
     let store = Arc::new(Store::open(&generation.config.base.state_path)?);
     let lookup = |name: &str| env(name);
     let client = build_client(&generation.config, &lookup).map_err(DaemonError::Client)?;
-    let api_token = credentials::status_api_token(
-        &lookup,
-        generation.config.base.status_api.token_file.as_deref(),
-    )
-    .ok()
-    .map(|(token, _)| token);
+    let api_token = status_token(&generation.config, &lookup);
     let scraper =
         Scraper::new(64, DEFAULT_BODY_LIMIT).map_err(|e| DaemonError::Client(e.to_string()))?;
     let metrics = Metrics::new();
@@ -335,12 +343,7 @@ impl Daemon {
                 }
                 let lookup = self.env();
                 let client = build_client(&generation.config, &lookup)?.continuing(&self.client());
-                let api_token = credentials::status_api_token(
-                    &lookup,
-                    generation.config.base.status_api.token_file.as_deref(),
-                )
-                .ok()
-                .map(|(token, _)| token);
+                let api_token = status_token(&generation.config, &lookup);
                 Ok((generation, client, api_token))
             });
         // Credentials are re-read whatever else changed (a rotated token needs no file edit).

@@ -103,6 +103,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     daemon.start_groups();
+    // The watcher is in place before the status API answers: one answer means edits are seen.
+    let reloader = daemon
+        .take_reload_inbox()
+        .map(|inbox| super::reload::start(daemon.clone(), inbox));
     let api = crate::api::router(daemon.clone());
     let limits =
         crate::api::server::ServerLimits::for_open_files(crate::limits::raise_file_limit());
@@ -118,9 +122,6 @@ pub async fn serve(
     let server = tokio::spawn(crate::api::server::serve(listener, api, limits, async {
         let _ = api_stopped.await;
     }));
-    let reloader = daemon
-        .take_reload_inbox()
-        .map(|inbox| tokio::spawn(super::reload::run(daemon.clone(), inbox)));
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
