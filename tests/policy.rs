@@ -630,3 +630,78 @@ proptest! {
         prop_assert!(d.desired >= size as u32, "{:#?}", d);
     }
 }
+
+/// Trust at the edges (2): outside the bounds a decision moves only to the bound, remembers the
+/// bound as its recommendation, and the brakes decide the rest on later ticks: 10 droplets with
+/// max lowered to 8 and a rule wanting 3 go to 8, not to 3, and stay at 8 on the next tick.
+#[test]
+fn outside_the_bounds_a_decision_moves_only_to_the_bound() {
+    let g = target_group_max(8, "[cooldown]\nup = \"2m\"\ndown = \"5m\"\n");
+    let mut memory = GroupMemory::default();
+    // The rule wants ceil(10 × 0.18 / 0.6) = 3.
+    let first = run(
+        &g,
+        &active(10),
+        &[Observation::Number(0.18)],
+        t0(),
+        &mut memory,
+    );
+    assert_eq!(first.desired, 8, "{:#?}", first.steps);
+    assert_eq!(first.victims.len(), 2);
+    assert_eq!(first.winner.as_deref(), Some("max"));
+    // The scale-down to max completes: its cooldown starts.
+    memory.scaled(Direction::Down, t0() + Span::seconds(20));
+    let second = run(
+        &g,
+        &active(8),
+        &[Observation::Number(0.18)],
+        t0() + Span::seconds(30),
+        &mut memory,
+    );
+    assert_eq!(second.desired, 8, "{:#?}", second.steps);
+    assert!(
+        second
+            .steps
+            .iter()
+            .any(|s| s.contains("stabilization") || s.contains("down cooldown")),
+        "{:#?}",
+        second.steps
+    );
+
+    // Below min: min at once whatever the cooldown; the rest of a rule's scale-up only when
+    // no up cooldown runs.
+    let g = group(
+        "min = 4\nmax = 10\n[cooldown]\nup = \"2m\"\n[[rule]]\nname = \"cpu\"\nexpr = 'avg(x)'\ntarget = 0.6\n",
+    );
+    // ceil(2 × 1.8 / 0.6) = 6.
+    let free = run(
+        &g,
+        &active(2),
+        &[Observation::Number(1.8)],
+        t0(),
+        &mut GroupMemory::default(),
+    );
+    assert_eq!(free.desired, 6, "{:#?}", free.steps);
+    let mut cooling = GroupMemory {
+        last_up: Some(t0() - Span::seconds(30)),
+        ..GroupMemory::default()
+    };
+    let held = run(
+        &g,
+        &active(2),
+        &[Observation::Number(1.8)],
+        t0(),
+        &mut cooling,
+    );
+    assert_eq!(held.desired, 4, "{:#?}", held.steps);
+    // The next tick, with the group at min and the cooldown still running, holds.
+    cooling.scaled(Direction::Up, t0() + Span::seconds(10));
+    let next = run(
+        &g,
+        &active(4),
+        &[Observation::Number(1.8)],
+        t0() + Span::seconds(30),
+        &mut cooling,
+    );
+    assert_eq!(next.desired, 4, "{:#?}", next.steps);
+}

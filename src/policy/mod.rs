@@ -6,11 +6,13 @@
 //! stabilization windows → cooldowns, failure backoff and the spend guard → victims.
 
 pub mod memory;
+pub mod rules;
 pub mod schedule;
 
-use crate::config::{Change, Condition, Group, OnMissing, RuleKind, ScaleInChoice};
+use crate::config::{Group, ScaleInChoice};
 use chrono::{DateTime, Utc};
 pub use memory::{Direction, GroupMemory, InMemoryStore, MemoryStore};
+pub use rules::{apply_change, combine};
 pub use schedule::{Bounds, bounds_at};
 use serde::Serialize;
 use std::time::Duration;
@@ -133,266 +135,46 @@ fn fmt(duration: Duration) -> String {
     crate::config::duration::format_duration(Duration::from_secs(duration.as_secs()))
 }
 
-/// The change of a threshold rule applied to `current`, rounded away from zero, at least 1.
-pub fn apply_change(current: u32, change: Change) -> u32 {
-    let delta = match change {
-        Change::Count(n) => n,
-        Change::Percent(p) => {
-            let magnitude = ((current as f64) * (p.unsigned_abs() as f64) / 100.0)
-                .ceil()
-                .max(1.0) as i64;
-            magnitude * p.signum()
-        }
-    };
-    (current as i64 + delta).clamp(0, u32::MAX as i64) as u32
+/// Where the size stands against the bounds in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Forced {
+    /// Within the bounds: the rules decide, braked as usual.
+    No,
+    /// Above `max`: the decision moves to `max`, and no further, whatever the rules want.
+    DownToMax,
+    /// Below `min`: the decision moves to `min` at least, whatever the cooldowns; the rules'
+    /// wish beyond `min` is braked as usual.
+    UpToMin,
 }
 
 /// Decides the group's size. Updates `memory` (condition clocks and recommendations) as a
-/// side effect on that value only.
+/// side effect on that value only. The stages, in order: sizes, rules, partial data, bounds,
+/// stabilization, brakes (cooldowns, failure backoff, spend guard), victims.
 pub fn decide(input: &Input<'_>, memory: &mut GroupMemory) -> Decision {
     let group = input.group;
     let now = input.now;
     let mut steps = Vec::new();
-    let active = input
-        .members
-        .iter()
-        .filter(|m| m.state == MemberState::Active)
-        .count() as u32;
-    let booting = input
-        .members
-        .iter()
-        .filter(|m| m.state == MemberState::Booting)
-        .count() as u32;
+    let count = |state| input.members.iter().filter(|m| m.state == state).count() as u32;
+    let (active, booting) = (count(MemberState::Active), count(MemberState::Booting));
     let current = active + booting;
     steps.push(format!(
         "{current} droplets count toward the size: {active} active, {booting} booting"
     ));
 
-    // 1. Rules → proposals.
-    let mut reports = Vec::new();
-    for (rule, observation) in group.rules.iter().zip(input.observations) {
-        let on_missing = rule.on_missing.unwrap_or(group.on_missing);
-        let missing = |reason: &str| -> (String, Option<u32>) {
-            match on_missing {
-                OnMissing::Hold => (format!("no data ({reason}): hold"), Some(current)),
-                OnMissing::ScaleUp => (
-                    format!("no data ({reason}): on_missing scale_up, +1"),
-                    Some(current + 1),
-                ),
-                OnMissing::Desired(n) => (
-                    format!(
-                        "no data ({reason}): on_missing desired {n}, never below the current {current}"
-                    ),
-                    Some(n.max(current)),
-                ),
-            }
-        };
-        let (value, (verdict, proposal)) = match (&rule.kind, observation) {
-            (_, Observation::Missing(reason)) => {
-                memory.true_since.remove(&rule.name);
-                ("missing".to_string(), missing(reason))
-            }
-            (
-                RuleKind::Target {
-                    target,
-                    per_droplet,
-                    tolerance,
-                    max_step_up,
-                    max_step_down,
-                    ..
-                },
-                Observation::Number(value),
-            ) => {
-                // The exact size wanted; the tolerance is judged on it before rounding up, so
-                // a small group is not grown by a whole droplet for a 5 % excess.
-                let exact = if *per_droplet {
-                    value / target
-                } else {
-                    active as f64 * value / target
-                };
-                let raw = if exact.is_finite() {
-                    exact.ceil().max(0.0) as u32
-                } else {
-                    current
-                };
-                let text = format!("{value:.4}");
-                if !*per_droplet && active == 0 {
-                    (text, missing("no active droplet to average over"))
-                } else if current > 0 && (exact / current as f64 - 1.0).abs() <= *tolerance {
-                    (
-                        text,
-                        (
-                            format!(
-                                "wants {exact:.2}, within the {:.0} % tolerance of {current}: no change",
-                                tolerance * 100.0
-                            ),
-                            Some(current),
-                        ),
-                    )
-                } else {
-                    let mut proposal = raw;
-                    let mut note = String::new();
-                    if let Some(step) = max_step_up
-                        && proposal > current + step
-                    {
-                        proposal = current + step;
-                        note = format!(", limited by max_step_up {step}");
-                    }
-                    if let Some(step) = max_step_down
-                        && proposal + step < current
-                    {
-                        proposal = current - step;
-                        note = format!(", limited by max_step_down {step}");
-                    }
-                    let basis = if *per_droplet {
-                        format!("ceil({value:.4} / {target})")
-                    } else {
-                        format!("ceil({active} × {value:.4} / {target})")
-                    };
-                    (
-                        text,
-                        (
-                            format!("{basis} = {raw}{note}: proposes {proposal}"),
-                            Some(proposal),
-                        ),
-                    )
-                }
-            }
-            (
-                RuleKind::Threshold {
-                    condition,
-                    hold_for,
-                    change,
-                },
-                Observation::Conditions(truths),
-            ) => {
-                let truth = combine(condition, truths);
-                let text = match &truth {
-                    Truth::True => "true".to_string(),
-                    Truth::False => "false".to_string(),
-                    Truth::Missing(_) => "missing".to_string(),
-                };
-                match truth {
-                    Truth::Missing(reason) => {
-                        memory.true_since.remove(&rule.name);
-                        (text, missing(&reason))
-                    }
-                    Truth::False => {
-                        memory.true_since.remove(&rule.name);
-                        (text, ("condition false: no proposal".to_string(), None))
-                    }
-                    Truth::True => {
-                        let since = *memory.true_since.entry(rule.name.clone()).or_insert(now);
-                        let held = (now - since).to_std().unwrap_or_default();
-                        if held >= *hold_for {
-                            let proposal = apply_change(current, *change);
-                            (
-                                text,
-                                (
-                                    format!(
-                                        "true for {} (for {}): proposes {proposal}",
-                                        fmt(held),
-                                        fmt(*hold_for)
-                                    ),
-                                    Some(proposal),
-                                ),
-                            )
-                        } else {
-                            (
-                                text,
-                                (
-                                    format!(
-                                        "true for {} of the {} it must hold: no proposal yet",
-                                        fmt(held),
-                                        fmt(*hold_for)
-                                    ),
-                                    None,
-                                ),
-                            )
-                        }
-                    }
-                }
-            }
-            (_, observation) => (
-                "mismatch".to_string(),
-                missing(&format!(
-                    "the rule's kind does not match its observation {observation:?}"
-                )),
-            ),
-        };
-        reports.push(RuleReport {
-            name: rule.name.clone(),
-            value,
-            verdict,
-            proposal,
-        });
-    }
+    let reports = rules::evaluate(group, input.observations, current, active, memory, now);
+    let (mut desired, mut winner) = rules::strongest(&reports, current, &mut steps);
+    hold_on_partial_data(
+        input.members,
+        current,
+        &mut desired,
+        &mut winner,
+        &mut steps,
+    );
 
-    // 2. Combine: the largest up; else no change; else the smallest down.
-    let ups = reports
-        .iter()
-        .filter(|r| r.proposal.is_some_and(|p| p > current));
-    let up = ups.max_by_key(|r| r.proposal);
-    let holds = reports.iter().any(|r| r.proposal == Some(current));
-    let down = reports
-        .iter()
-        .filter(|r| r.proposal.is_some_and(|p| p < current))
-        .max_by_key(|r| r.proposal);
-    let (mut desired, mut winner) = match (up, holds, down) {
-        (Some(rule), _, _) => (rule.proposal.unwrap_or(current), Some(rule.name.clone())),
-        (None, true, _) => (current, None),
-        (None, false, Some(rule)) => (rule.proposal.unwrap_or(current), Some(rule.name.clone())),
-        (None, false, None) => (current, None),
-    };
-    match &winner {
-        Some(name) => steps.push(format!("rules: `{name}` wins with {desired}")),
-        None if reports.is_empty() => {
-            steps.push("no rules: the size only follows the bounds".into())
-        }
-        None => steps.push(format!("rules: no change from {current}")),
-    }
-    let unscraped = input
-        .members
-        .iter()
-        .filter(|m| m.state == MemberState::Active && !m.scraped)
-        .count();
-    if desired < current && unscraped > 0 {
-        steps.push(format!(
-            "{unscraped} active droplet(s) gave no metrics this tick: no scale-down on missing data, hold at {current}"
-        ));
-        desired = current;
-        winner = None;
-    }
-
-    // 3. Bounds.
     let bounds = bounds_at(group, now);
-    let source = bounds
-        .schedule
-        .as_ref()
-        .map(|s| format!(" (schedule `{s}`)"))
-        .unwrap_or_default();
-    let mut forced_by_bounds = false;
-    if desired < bounds.min || current < bounds.min {
-        if desired < bounds.min {
-            desired = bounds.min;
-            winner = Some("min".into());
-        }
-        forced_by_bounds = current < bounds.min;
-        steps.push(format!("min {}{source}: desired {desired}", bounds.min));
-    }
-    if desired > bounds.max || current > bounds.max {
-        if desired > bounds.max {
-            desired = bounds.max;
-            winner = Some("max".into());
-        }
-        forced_by_bounds = forced_by_bounds || current > bounds.max;
-        steps.push(format!("max {}{source}: desired {desired}", bounds.max));
-    }
-    if bounds.schedule.is_none() {
-        steps.push(format!("bounds {}..{}", bounds.min, bounds.max));
-    }
-
-    // 4. Stabilization over recent recommendations.
+    let forced = apply_bounds(&bounds, current, &mut desired, &mut winner, &mut steps);
+    // The recommendation this tick leaves for the stabilization windows: after the bounds, so
+    // a forced move to max is what the next ticks' scale-down window remembers.
     memory.recommendations.push((now, desired));
     let longest = group
         .stabilization
@@ -400,96 +182,24 @@ pub fn decide(input: &Input<'_>, memory: &mut GroupMemory) -> Decision {
         .max(group.stabilization.down)
         .max(group.cooldown.up);
     memory.prune(now, longest + Duration::from_secs(1));
-    if !forced_by_bounds {
-        if desired < current {
-            let window = chrono::Duration::from_std(group.stabilization.down).unwrap_or_default();
-            let highest = memory
-                .recommendations
-                .iter()
-                .filter(|(t, _)| *t >= now - window)
-                .map(|(_, d)| *d)
-                .max()
-                .unwrap_or(desired);
-            if highest > desired {
-                steps.push(format!(
-                    "stabilization: the highest recommendation of the last {} is {highest}",
-                    fmt(group.stabilization.down)
-                ));
-                desired = highest.min(current);
-            }
-        } else if desired > current {
-            let window = chrono::Duration::from_std(group.stabilization.up).unwrap_or_default();
-            let lowest = memory
-                .recommendations
-                .iter()
-                .filter(|(t, _)| *t >= now - window)
-                .map(|(_, d)| *d)
-                .min()
-                .unwrap_or(desired);
-            if lowest < desired {
-                steps.push(format!(
-                    "stabilization: the lowest recommendation of the last {} is {lowest}",
-                    fmt(group.stabilization.up)
-                ));
-                desired = lowest.max(current);
-            }
-        }
-    }
 
-    // 5. Cooldowns, failure backoff, spend guard (bounds override the first two).
-    if desired > current
-        && !forced_by_bounds
-        && let Some(elapsed) = since(now, memory.last_up)
-        && elapsed < group.cooldown.up
-    {
-        steps.push(format!(
-            "up cooldown: the last scale-up was {} ago, {} needed: hold",
-            fmt(elapsed),
-            fmt(group.cooldown.up)
-        ));
-        desired = current;
+    let floor = match forced {
+        Forced::UpToMin => bounds.min,
+        Forced::No | Forced::DownToMax => current,
+    };
+    if forced != Forced::DownToMax {
+        stabilize(group, memory, now, current, floor, &mut desired, &mut steps);
     }
-    if desired > current {
-        let backoff = memory.backoff();
-        if let Some(elapsed) = since(now, memory.last_up_failure)
-            && elapsed < backoff
-        {
-            steps.push(format!(
-                "failure backoff: {} scale-up(s) failed in a row, waiting {} ({} left): hold",
-                memory.up_failures,
-                fmt(backoff),
-                fmt(backoff - elapsed)
-            ));
-            desired = current;
-        }
-    }
-    if desired > current {
-        let allowed = group
-            .max_creates_per_hour
-            .saturating_sub(memory.creates_last_hour(now));
-        if desired - current > allowed {
-            steps.push(format!(
-                "spend guard: {} created in the last hour of max_creates_per_hour {}; at most {allowed} more",
-                memory.creates_last_hour(now),
-                group.max_creates_per_hour
-            ));
-            desired = current + allowed;
-        }
-    }
-    if desired < current
-        && !forced_by_bounds
-        && let Some(elapsed) = since(now, memory.last_down)
-        && elapsed < group.cooldown.down
-    {
-        steps.push(format!(
-            "down cooldown: the last scale-down was {} ago, {} needed: hold",
-            fmt(elapsed),
-            fmt(group.cooldown.down)
-        ));
-        desired = current;
-    }
+    brake(
+        group,
+        memory,
+        now,
+        (current, floor),
+        forced,
+        &mut desired,
+        &mut steps,
+    );
 
-    // 6. Victims.
     let mut victims = Vec::new();
     if desired < current {
         victims = choose_victims(group, input.members, current - desired, now);
@@ -532,33 +242,192 @@ pub fn decide(input: &Input<'_>, memory: &mut GroupMemory) -> Decision {
     }
 }
 
-/// Combines a condition's comparisons in three-valued logic.
-pub fn combine(condition: &Condition, truths: &[Truth]) -> Truth {
-    let first_missing = || {
-        truths.iter().find_map(|t| match t {
-            Truth::Missing(reason) => Some(Truth::Missing(reason.clone())),
-            _ => None,
-        })
+/// Missing data never scales down, nor does partial data: while an active droplet gave no
+/// metrics, a proposed scale-down holds.
+fn hold_on_partial_data(
+    members: &[Member],
+    current: u32,
+    desired: &mut u32,
+    winner: &mut Option<String>,
+    steps: &mut Vec<String>,
+) {
+    let unscraped = members
+        .iter()
+        .filter(|m| m.state == MemberState::Active && !m.scraped)
+        .count();
+    if *desired < current && unscraped > 0 {
+        steps.push(format!(
+            "{unscraped} active droplet(s) gave no metrics this tick: no scale-down on missing data, hold at {current}"
+        ));
+        *desired = current;
+        *winner = None;
+    }
+}
+
+/// Applies the bounds in force. Outside them the decision moves only to the bound: above max
+/// to max (not to what a rule wants below it, which the brakes decide on later ticks), below
+/// min to min at least.
+fn apply_bounds(
+    bounds: &Bounds,
+    current: u32,
+    desired: &mut u32,
+    winner: &mut Option<String>,
+    steps: &mut Vec<String>,
+) -> Forced {
+    let source = bounds
+        .schedule
+        .as_ref()
+        .map(|s| format!(" (schedule `{s}`)"))
+        .unwrap_or_default();
+    if bounds.schedule.is_none() {
+        steps.push(format!("bounds {}..{}", bounds.min, bounds.max));
+    }
+    if current > bounds.max {
+        if *desired != bounds.max {
+            *winner = Some("max".into());
+        }
+        *desired = bounds.max;
+        steps.push(format!(
+            "max {}{source}: {current} droplets are above it, so the decision goes to {} and no further this tick",
+            bounds.max, bounds.max
+        ));
+        return Forced::DownToMax;
+    }
+    if *desired > bounds.max {
+        *desired = bounds.max;
+        *winner = Some("max".into());
+        steps.push(format!(
+            "max {}{source}: desired {}",
+            bounds.max, bounds.max
+        ));
+    }
+    if current < bounds.min {
+        if *desired <= bounds.min {
+            *desired = bounds.min;
+            *winner = Some("min".into());
+        }
+        steps.push(format!(
+            "min {}{source}: {current} droplets are below it, so the decision goes to {} at least",
+            bounds.min, bounds.min
+        ));
+        return Forced::UpToMin;
+    }
+    if *desired < bounds.min {
+        *desired = bounds.min;
+        *winner = Some("min".into());
+        steps.push(format!(
+            "min {}{source}: desired {}",
+            bounds.min, bounds.min
+        ));
+    }
+    Forced::No
+}
+
+/// The stabilization windows: a scale-down goes only to the highest recommendation of
+/// `stabilization.down`, a scale-up only to the lowest of `stabilization.up` (never below
+/// `floor`, the bound a forced move must reach).
+fn stabilize(
+    group: &Group,
+    memory: &GroupMemory,
+    now: DateTime<Utc>,
+    current: u32,
+    floor: u32,
+    desired: &mut u32,
+    steps: &mut Vec<String>,
+) {
+    let in_window = |window: Duration| {
+        let window = chrono::Duration::from_std(window).unwrap_or_default();
+        memory
+            .recommendations
+            .iter()
+            .filter(move |(t, _)| *t >= now - window)
+            .map(|(_, d)| *d)
     };
-    match condition {
-        Condition::One(_) => truths
-            .first()
-            .cloned()
-            .unwrap_or(Truth::Missing("no comparison".into())),
-        Condition::All(_) => {
-            if truths.contains(&Truth::False) {
-                Truth::False
-            } else {
-                first_missing().unwrap_or(Truth::True)
-            }
+    if *desired < current {
+        let highest = in_window(group.stabilization.down)
+            .max()
+            .unwrap_or(*desired);
+        if highest > *desired {
+            steps.push(format!(
+                "stabilization: the highest recommendation of the last {} is {highest}",
+                fmt(group.stabilization.down)
+            ));
+            *desired = highest.min(current);
         }
-        Condition::Any(_) => {
-            if truths.contains(&Truth::True) {
-                Truth::True
-            } else {
-                first_missing().unwrap_or(Truth::False)
-            }
+    } else if *desired > floor {
+        let lowest = in_window(group.stabilization.up).min().unwrap_or(*desired);
+        if lowest < *desired {
+            steps.push(format!(
+                "stabilization: the lowest recommendation of the last {} is {lowest}",
+                fmt(group.stabilization.up)
+            ));
+            *desired = lowest.max(floor);
         }
+    }
+}
+
+/// Cooldowns, failure backoff and the spend guard. Cooldowns hold only what the bounds do not
+/// force (below min the move to min goes on, above max the move to max goes on); the backoff
+/// and the spend guard hold every scale-up. `sizes` is (current, floor): the floor is what a
+/// forced move must reach.
+fn brake(
+    group: &Group,
+    memory: &GroupMemory,
+    now: DateTime<Utc>,
+    (current, floor): (u32, u32),
+    forced: Forced,
+    desired: &mut u32,
+    steps: &mut Vec<String>,
+) {
+    if *desired > floor
+        && let Some(elapsed) = since(now, memory.last_up)
+        && elapsed < group.cooldown.up
+    {
+        steps.push(format!(
+            "up cooldown: the last scale-up was {} ago, {} needed: hold at {floor}",
+            fmt(elapsed),
+            fmt(group.cooldown.up)
+        ));
+        *desired = floor;
+    }
+    if *desired > current {
+        let backoff = memory.backoff();
+        if let Some(elapsed) = since(now, memory.last_up_failure)
+            && elapsed < backoff
+        {
+            steps.push(format!(
+                "failure backoff: {} scale-up(s) failed in a row, waiting {} ({} left): hold",
+                memory.up_failures,
+                fmt(backoff),
+                fmt(backoff - elapsed)
+            ));
+            *desired = current;
+        }
+    }
+    if *desired > current {
+        let allowed = group
+            .max_creates_per_hour
+            .saturating_sub(memory.creates_last_hour(now));
+        if *desired - current > allowed {
+            steps.push(format!(
+                "spend guard: {} created in the last hour of max_creates_per_hour {}; at most {allowed} more",
+                memory.creates_last_hour(now),
+                group.max_creates_per_hour
+            ));
+            *desired = current + allowed;
+        }
+    }
+    if *desired < current
+        && forced == Forced::No
+        && let Some(elapsed) = since(now, memory.last_down)
+        && elapsed < group.cooldown.down
+    {
+        steps.push(format!(
+            "down cooldown: the last scale-down was {} ago, {} needed: hold",
+            fmt(elapsed),
+            fmt(group.cooldown.down)
+        ));
+        *desired = current;
     }
 }
 
