@@ -40,7 +40,13 @@ async fn every_droplet_is_scraped_or_missing_with_its_reason() {
 
     let scraper = Scraper::new(16, 1 << 20).unwrap();
     let started = Instant::now();
-    let results = scraper.fetch_all(&ready, scrape.timeout).await;
+    let results = scraper
+        .fetch_all(
+            &ready,
+            scrape.timeout,
+            tokio::time::Instant::now() + Duration::from_secs(10),
+        )
+        .await;
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "hung endpoints are cut at the timeout: {:?}",

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub reload_time: Gauge<f64, AtomicU64>,
     /// 1 when a group is paused.
     pub paused: Family<Labels, Gauge>,
+    /// Failed state database operations, by operation.
+    pub state_errors: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -92,6 +94,7 @@ impl Metrics {
             reload_success: Gauge::default(),
             reload_time: Gauge::default(),
             paused: Family::default(),
+            state_errors: Family::default(),
             registry: Registry::default(),
         };
         registry.register("ticks", "Ticks by group and result", metrics.ticks.clone());
@@ -171,6 +174,11 @@ impl Metrics {
             "1 when the group is paused",
             metrics.paused.clone(),
         );
+        registry.register(
+            "state_errors",
+            "State database operations that failed, by operation (each is also logged)",
+            metrics.state_errors.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -194,6 +202,15 @@ impl Metrics {
     /// Labels for a group and one more pair.
     pub fn group_and(name: &str, key: &str, value: &str) -> Labels {
         labels(&[("group", name), (key, value)])
+    }
+
+    /// Copies the state database's failure counts into the metrics.
+    pub fn sync_state(&self, store: &crate::state::Store) {
+        for (operation, count) in store.failures() {
+            self.state_errors
+                .get_or_create(&labels(&[("operation", operation)]))
+                .set(count as i64);
+        }
     }
 
     /// Copies the client's call counts and rate limit into the metrics.

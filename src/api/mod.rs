@@ -64,20 +64,12 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
 }
 
 async fn readyz(State(daemon): Shared) -> Response {
-    let ready = daemon
-        .groups
-        .lock()
-        .map(|g| {
-            g.values()
-                .all(|h| h.status.lock().map(|s| s.ticks > 0).unwrap_or(false))
-        })
-        .unwrap_or(false);
-    if ready {
+    if daemon.groups_ready() {
         "ready".into_response()
     } else {
         error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "not every group has ticked yet",
+            "not every group has ticked successfully yet",
         )
     }
 }

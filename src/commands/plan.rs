@@ -153,8 +153,9 @@ async fn plan_group(
         let droplets = client.list_droplets_by_tag(&runtime.group.tag).await?;
         let mut members = runtime.members(&droplets, &|_| false, now);
         let timeout = runtime.group.scrape.timeout;
+        let deadline = tokio::time::Instant::now() + runtime.group.tick_timeout.mul_f64(0.9);
         let scraped = runtime
-            .scrape(scraper, &droplets, &mut members, timeout, now)
+            .scrape(scraper, &droplets, &mut members, (timeout, deadline), now)
             .await;
         let observations = runtime.observe(now);
         let warming = observations.iter().any(is_warming);

@@ -1,16 +1,19 @@
 //! One group's task: ticks on its interval (fixed rate, never overlapping, missed ticks skipped
 //! and counted), records each decision, and starts an action run when the decision asks for
-//! one and none is running — the group keeps ticking while its actions run.
+//! one and none is running — the group keeps ticking while its actions run. `run --once` drives
+//! the same [`GroupTask`] for one tick, so the two ways of running never drift apart.
 
 use super::Daemon;
 use super::tick::{GroupRuntime, TickReport};
 use crate::api::metrics::Metrics;
 use crate::config::Group;
+use crate::metrics::scrape::Scraper;
 use crate::policy::{Direction, GroupMemory, MemoryStore};
 use crate::script::runner::{ActionRequest, RunReport};
+use crate::state::Journal;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -31,6 +34,9 @@ pub struct GroupStatus {
     pub last_success: Option<DateTime<Utc>>,
     /// Ticks so far.
     pub ticks: u64,
+    /// When the last tick ended, successful or failed (the watchdog's evidence).
+    #[serde(skip)]
+    pub last_tick_end: Option<Instant>,
 }
 
 /// A running group task.
@@ -43,53 +49,426 @@ pub struct GroupHandle {
     pub task: JoinHandle<()>,
     /// What it reports.
     pub status: Arc<Mutex<GroupStatus>>,
+    /// The group's interval (the watchdog allows two without a tick).
+    pub interval: Duration,
+    /// When the task started.
+    pub started: Instant,
+}
+
+impl GroupHandle {
+    /// Whether the group ended a tick (successful or failed) within its last two intervals,
+    /// or started less than two intervals ago.
+    pub fn is_alive(&self) -> bool {
+        let allowance = self.interval * 2 + Duration::from_secs(1);
+        let last = self.status.lock().ok().and_then(|s| s.last_tick_end);
+        match last {
+            Some(end) => end.elapsed() <= allowance,
+            None => self.started.elapsed() <= allowance,
+        }
+    }
 }
 
 /// The shortest time between two saves of a group's sample history while it runs (it is also
 /// saved when the task stops): at 1,000 droplets with `[10m]` ranges one save is ~15 MB.
 const HISTORY_SAVE_EVERY: Duration = Duration::from_secs(300);
 
-/// How long after a delete a droplet still listed counts as on its way out.
-const DELETE_GRACE: Duration = Duration::from_secs(120);
+/// Scrapes one group may have in flight (each group has its own).
+const SCRAPES_PER_GROUP: usize = 64;
 
-/// The per-group state of an action run.
-struct Running {
-    task: JoinHandle<RunReport>,
-    direction: Direction,
-    victims: Vec<u64>,
-    desc: String,
+/// Runs blocking work (the state database) without stalling the async worker it is called
+/// on: other tasks move to another worker meanwhile. On a single-threaded runtime it simply
+/// runs.
+pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
 }
 
-/// Starts a group's task.
+/// An action run in progress.
+struct Running {
+    task: JoinHandle<FinishedRun>,
+    direction: Direction,
+    victims: Vec<u64>,
+}
+
+/// An action run that ended: its report and when it ended.
+struct FinishedRun {
+    report: RunReport,
+    ended_at: DateTime<Utc>,
+}
+
+/// One group's state between ticks, and the steps of a tick.
+pub struct GroupTask {
+    daemon: Arc<Daemon>,
+    runtime: GroupRuntime,
+    memory: GroupMemory,
+    scraper: Scraper,
+    running: Option<Running>,
+    status: Arc<Mutex<GroupStatus>>,
+    act_after: Instant,
+    history_saved: Instant,
+}
+
+impl GroupTask {
+    /// A task for `group`: compiles its expressions, loads its memory and sample history.
+    pub fn new(
+        daemon: Arc<Daemon>,
+        group: Group,
+        status: Arc<Mutex<GroupStatus>>,
+        act_after: Instant,
+    ) -> Result<GroupTask, crate::query::QueryError> {
+        let mut runtime = GroupRuntime::new(group, daemon.managed_tag.clone())?;
+        let name = runtime.group.name.clone();
+        let memory = blocking(|| daemon.store.load(&name));
+        blocking(|| runtime.restore_history(&daemon.store, daemon.clock.now()));
+        let scraper = daemon.scraper.for_group(SCRAPES_PER_GROUP);
+        Ok(GroupTask {
+            daemon,
+            runtime,
+            memory,
+            scraper,
+            running: None,
+            status,
+            act_after,
+            history_saved: Instant::now(),
+        })
+    }
+
+    fn name(&self) -> &str {
+        &self.runtime.group.name
+    }
+
+    /// One tick with its deadline: collects a finished action run, lists, scrapes, decides,
+    /// and records the decision, metrics and status. `None` when the tick failed.
+    pub async fn tick(&mut self) -> Option<TickReport> {
+        self.collect_run().await;
+        let daemon = self.daemon.clone();
+        let name = self.name().to_string();
+        let started = Instant::now();
+        let client = daemon.client();
+        let in_flight: Vec<u64> = self
+            .running
+            .as_ref()
+            .filter(|r| r.direction == Direction::Down)
+            .map(|r| r.victims.clone())
+            .unwrap_or_default();
+        let deleted: BTreeSet<u64> = blocking(|| daemon.store.deleted(&name)).unwrap_or_default();
+        let deleting = |id: u64| in_flight.contains(&id) || deleted.contains(&id);
+        let now = daemon.clock.now();
+        let span = tracing::info_span!("tick", group = %name);
+        let outcome = tracing::Instrument::instrument(
+            tokio::time::timeout(
+                self.runtime.group.tick_timeout,
+                self.runtime
+                    .tick(&client, &self.scraper, &mut self.memory, &deleting, now),
+            ),
+            span,
+        )
+        .await;
+        daemon
+            .metrics
+            .tick_duration
+            .get_or_create(&Metrics::group(&name))
+            .observe(started.elapsed().as_secs_f64());
+        let report = match outcome {
+            Ok(Ok(report)) => report,
+            Ok(Err(error)) => {
+                self.record_failure(error.to_string());
+                return None;
+            }
+            Err(_) => {
+                let reason = format!(
+                    "the tick passed its deadline of {}",
+                    crate::config::duration::format_duration(self.runtime.group.tick_timeout)
+                );
+                self.record_failure(reason);
+                return None;
+            }
+        };
+        // Deleted droplets that have left the listing are gone for good.
+        let listed: BTreeSet<u64> = report.listing.iter().map(|d| d.id).collect();
+        let left: Vec<u64> = deleted.difference(&listed).copied().collect();
+        if !left.is_empty() {
+            let _ = blocking(|| daemon.store.forget_deleted(&name, &left));
+        }
+        self.record(&report);
+        Some(report)
+    }
+
+    /// Records a decision: the state database, metrics, the log and the status.
+    fn record(&mut self, report: &TickReport) {
+        let daemon = &self.daemon;
+        let name = self.runtime.group.name.clone();
+        let decision = &report.decision;
+        let json = report.to_json();
+        crate::failpoint::hit("decision.before_record");
+        let recorded = blocking(|| {
+            daemon.store.record_decision(
+                &name,
+                &decision.at.to_rfc3339(),
+                &report.to_record_json().to_string(),
+            )
+        });
+        if let Err(error) = recorded {
+            tracing::error!(group = %name, %error, "cannot record the decision");
+        }
+        crate::failpoint::hit("decision.after_record");
+        let metrics = &daemon.metrics;
+        let labels = Metrics::group(&name);
+        metrics
+            .ticks
+            .get_or_create(&Metrics::group_and(&name, "result", "ok"))
+            .inc();
+        metrics
+            .desired
+            .get_or_create(&labels)
+            .set(i64::from(decision.desired));
+        metrics
+            .actual
+            .get_or_create(&labels)
+            .set(i64::from(decision.current));
+        metrics
+            .last_success
+            .get_or_create(&labels)
+            .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+        metrics
+            .action_failures
+            .get_or_create(&labels)
+            .set(i64::from(self.memory.up_failures));
+        let wants_more = decision.current >= decision.bounds.max
+            && decision
+                .rules
+                .iter()
+                .any(|r| r.proposal.is_some_and(|p| p > decision.bounds.max));
+        metrics
+            .at_max_wanting_more
+            .get_or_create(&labels)
+            .set(i64::from(wants_more));
+        let direction = match decision.direction {
+            Some(Direction::Up) => "up",
+            Some(Direction::Down) => "down",
+            None => "none",
+        };
+        metrics
+            .decisions
+            .get_or_create(&Metrics::group_and(&name, "direction", direction))
+            .inc();
+        for droplet in &report.droplets {
+            if droplet.scrape != "ok" && droplet.state == crate::policy::MemberState::Active {
+                let reason = droplet
+                    .scrape
+                    .split(':')
+                    .next()
+                    .unwrap_or("other")
+                    .to_string();
+                metrics
+                    .scrape_failures
+                    .get_or_create(&Metrics::group_and(&name, "reason", &reason))
+                    .inc();
+            }
+        }
+        let paused = blocking(|| daemon.store.is_paused(&name));
+        metrics.paused.get_or_create(&labels).set(i64::from(paused));
+        metrics.sync_state(&daemon.store);
+        tracing::info!(
+            group = %name,
+            current = decision.current,
+            desired = decision.desired,
+            winner = decision.winner.as_deref().unwrap_or("-"),
+            paused,
+            "{}",
+            decision.steps.last().map(String::as_str).unwrap_or("")
+        );
+        if let Ok(mut status) = self.status.lock() {
+            status.last_decision = Some(json);
+            status.last_error = None;
+            status.last_success = Some(Utc::now());
+            status.ticks += 1;
+            status.last_tick_end = Some(Instant::now());
+        }
+    }
+
+    fn record_failure(&self, reason: String) {
+        let name = self.name();
+        tracing::warn!(group = %name, %reason, "tick failed");
+        self.daemon
+            .metrics
+            .ticks
+            .get_or_create(&Metrics::group_and(name, "result", "failed"))
+            .inc();
+        if let Ok(mut status) = self.status.lock() {
+            status.last_error = Some(reason);
+            status.ticks += 1;
+            status.last_tick_end = Some(Instant::now());
+        }
+    }
+
+    /// Starts the decision's actions unless the group is paused, this is a dry run, the
+    /// configuration changed moments ago, or a run is already in progress. Returns whether a
+    /// run started.
+    pub fn act(&mut self, report: TickReport) -> bool {
+        let Some(direction) = report.decision.direction else {
+            return false;
+        };
+        let daemon = self.daemon.clone();
+        let name = self.name().to_string();
+        if daemon.options.dry_run {
+            tracing::info!(group = %name, actions = ?report.actions, "dry run: not acting");
+            return false;
+        }
+        if Instant::now() < self.act_after {
+            tracing::info!(group = %name, "the configuration changed moments ago: not acting until it has settled");
+            return false;
+        }
+        if blocking(|| daemon.store.is_paused(&name)) {
+            tracing::info!(group = %name, "paused: not acting");
+            return false;
+        }
+        if self.running.is_some() {
+            tracing::info!(group = %name, "an action run is in progress: not starting another");
+            return false;
+        }
+        let desc = format!(
+            "{} since {}",
+            report.actions.join(" → "),
+            Utc::now().to_rfc3339()
+        );
+        if let Ok(mut status) = self.status.lock() {
+            status.running_action = Some(desc.clone());
+        }
+        let victims = report.decision.victims.clone();
+        let request = ActionRequest {
+            group: self.runtime.group.clone(),
+            managed_tag: daemon.managed_tag.clone(),
+            decision: report.decision,
+            droplets: report.listing,
+            actions: report.actions,
+            deadline: daemon.options.action_deadline,
+            creates_last_hour: self.memory.creates_last_hour(daemon.clock.now()),
+        };
+        let runner = daemon.runner();
+        let status = self.status.clone();
+        let task = tokio::spawn(async move {
+            // The run in a task of its own, so a panic inside it ends the run as failed
+            // instead of leaving it "running" forever.
+            let report = match tokio::spawn(async move { runner.run(request).await }).await {
+                Ok(report) => report,
+                Err(error) => {
+                    RunReport::failed(format!("the action run ended abnormally: {error}"))
+                }
+            };
+            let ended_at = daemon.clock.now();
+            // What operators watch changes when the run ends, not at the next tick.
+            for result in &report.results {
+                let outcome = if result.outcome.is_ok() {
+                    "ok"
+                } else {
+                    "failed"
+                };
+                daemon
+                    .metrics
+                    .actions
+                    .get_or_create(&vec![
+                        ("group".into(), name.clone()),
+                        ("action".into(), result.name.clone()),
+                        ("result".into(), outcome.into()),
+                    ])
+                    .inc();
+            }
+            let summary = match report.failure() {
+                None => format!("{desc}: ok"),
+                Some(error) => format!("{desc}: failed: {error}"),
+            };
+            if let Ok(mut status) = status.lock() {
+                status.running_action = None;
+                status.last_action = Some(summary);
+            }
+            FinishedRun { report, ended_at }
+        });
+        self.running = Some(Running {
+            task,
+            direction,
+            victims,
+        });
+        true
+    }
+
+    /// Applies a finished action run to the group's memory (cooldown clocks, failure
+    /// backoff, the spend guard). Returns whether it failed.
+    async fn collect_run(&mut self) -> Option<bool> {
+        let run = self.running.take_if(|r| r.task.is_finished())?;
+        // Finished: this does not wait. The wrapper task catches the run's own panic, so an
+        // error here means it was cancelled, and there is nothing to apply.
+        let finished = run.task.await.ok()?;
+        let ended_at = finished.ended_at;
+        self.memory
+            .created(finished.report.create_attempts, ended_at);
+        let failed = finished.report.failure().is_some();
+        if failed {
+            if run.direction == Direction::Up {
+                self.memory.up_failed(ended_at);
+            }
+        } else {
+            self.memory.scaled(run.direction, ended_at);
+        }
+        Some(failed)
+    }
+
+    /// Waits (at most `limit`) for an action run in progress to end, and collects it.
+    /// Returns whether it failed (`None` when none ran or it did not end in time).
+    pub async fn wait_for_run(&mut self, limit: Duration) -> Option<bool> {
+        let run = self.running.as_ref()?;
+        let _ = tokio::time::timeout(limit, async {
+            while !run.task.is_finished() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        self.collect_run().await
+    }
+
+    /// Keeps the memory (every tick) and, when `history` or when it is due, the sample history.
+    pub fn save(&mut self, history: bool) {
+        let daemon = self.daemon.clone();
+        let name = self.name().to_string();
+        crate::failpoint::hit("memory.before_save");
+        blocking(|| daemon.store.save(&name, &self.memory));
+        // The history is kept for restarts; a crash loses at most the last few minutes,
+        // which only makes the rules warm up again (they hold meanwhile).
+        if history || self.history_saved.elapsed() >= HISTORY_SAVE_EVERY {
+            blocking(|| self.runtime.save_history(&daemon.store));
+            self.history_saved = Instant::now();
+        }
+        daemon.metrics.sync_api(&daemon.client());
+        daemon.metrics.sync_state(&daemon.store);
+    }
+}
+
 /// Starts a group's task; it acts on no decision before `act_after` (a reloaded
 /// configuration settles first).
 pub fn spawn(daemon: Arc<Daemon>, group: Group, identity: u64, act_after: Instant) -> GroupHandle {
     let (stop, mut stopped) = watch::channel(false);
     let status = Arc::new(Mutex::new(GroupStatus::default()));
+    let interval = group.interval;
     let task_status = status.clone();
     let task = tokio::spawn(async move {
         let name = group.name.clone();
-        let mut runtime = match GroupRuntime::new(group, daemon.managed_tag.clone()) {
-            Ok(runtime) => runtime,
+        let mut task = match GroupTask::new(daemon.clone(), group, task_status, act_after) {
+            Ok(task) => task,
             Err(error) => {
                 tracing::error!(group = %name, %error, "cannot compile the group's expressions");
                 return;
             }
         };
-        let mut memory = daemon.store.load(&name);
-        runtime.restore_history(&daemon.store, daemon.clock.now());
-        let mut history_saved = Instant::now();
-        let mut ticker = tokio::time::interval(runtime.group.interval);
+        let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut running: Option<Running> = None;
-        let mut recently_deleted: HashMap<u64, Instant> = HashMap::new();
         let mut last_tick = Instant::now();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = stopped.changed() => break,
             }
-            let interval = runtime.group.interval;
             let since_last = last_tick.elapsed();
             if since_last > interval + interval / 2 {
                 let skipped =
@@ -101,331 +480,56 @@ pub fn spawn(daemon: Arc<Daemon>, group: Group, identity: u64, act_after: Instan
                     .inc_by(skipped);
             }
             last_tick = Instant::now();
-            finish_run(
-                &daemon,
-                &name,
-                &mut running,
-                &mut memory,
-                &mut recently_deleted,
-                &task_status,
-            )
-            .await;
-            recently_deleted.retain(|_, at| at.elapsed() < DELETE_GRACE);
-            let report = tick_once(
-                &daemon,
-                &mut runtime,
-                &mut memory,
-                &running,
-                &recently_deleted,
-                &task_status,
-            )
-            .await;
-            if let Some(report) = report {
-                if Instant::now() < act_after {
-                    if report.decision.direction.is_some() {
-                        tracing::info!(group = %name, "the configuration changed moments ago: not acting until it has settled");
-                    }
-                } else {
-                    let spent = memory.creates_last_hour(daemon.clock.now());
-                    maybe_start_run(&daemon, &runtime, report, spent, &mut running, &task_status);
-                }
+            if let Some(report) = task.tick().await {
+                task.act(report);
             }
-            crate::failpoint::hit("memory.before_save");
-            daemon.store.save(&name, &memory);
-            // The history is kept for restarts; a crash loses at most the last few minutes,
-            // which only makes the rules warm up again (they hold meanwhile).
-            if history_saved.elapsed() >= HISTORY_SAVE_EVERY {
-                runtime.save_history(&daemon.store);
-                history_saved = Instant::now();
-            }
-            daemon.metrics.sync_api(&daemon.client());
+            task.save(false);
         }
-        runtime.save_history(&daemon.store);
         // Stopping: let a running action end (bounded), and record its outcome.
-        if let Some(run) = running.as_ref()
-            && !run.task.is_finished()
-        {
-            let _ = tokio::time::timeout(daemon.options.action_deadline, async {
-                while !run.task.is_finished() {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            })
-            .await;
-        }
-        finish_run(
-            &daemon,
-            &name,
-            &mut running,
-            &mut memory,
-            &mut recently_deleted,
-            &task_status,
-        )
-        .await;
-        daemon.store.save(&name, &memory);
+        task.wait_for_run(daemon.options.action_deadline).await;
+        task.save(true);
     });
     GroupHandle {
         identity,
         stop,
         task,
         status,
+        interval,
+        started: Instant::now(),
     }
 }
 
-/// One tick with its deadline; records the decision and metrics.
-async fn tick_once(
-    daemon: &Daemon,
-    runtime: &mut GroupRuntime,
-    memory: &mut GroupMemory,
-    running: &Option<Running>,
-    recently_deleted: &HashMap<u64, Instant>,
-    status: &Mutex<GroupStatus>,
-) -> Option<TickReport> {
-    let name = runtime.group.name.clone();
-    let started = Instant::now();
-    let client = daemon.client();
-    let in_flight: Vec<u64> = running
-        .as_ref()
-        .filter(|r| r.direction == Direction::Down)
-        .map(|r| r.victims.clone())
-        .unwrap_or_default();
-    let deleting = |id: u64| in_flight.contains(&id) || recently_deleted.contains_key(&id);
-    let now = daemon.clock.now();
-    let span = tracing::info_span!("tick", group = %name);
-    let outcome = tracing::Instrument::instrument(
-        tokio::time::timeout(
-            runtime.group.tick_timeout,
-            runtime.tick(&client, &daemon.scraper, memory, &deleting, now),
-        ),
-        span,
-    )
-    .await;
-    daemon
-        .metrics
-        .tick_duration
-        .get_or_create(&Metrics::group(&name))
-        .observe(started.elapsed().as_secs_f64());
-    let report = match outcome {
-        Ok(Ok(report)) => report,
-        Ok(Err(error)) => {
-            record_failure(daemon, &name, status, error.to_string());
-            return None;
-        }
-        Err(_) => {
-            let reason = format!(
-                "the tick passed its deadline of {}",
-                crate::config::duration::format_duration(runtime.group.tick_timeout)
-            );
-            record_failure(daemon, &name, status, reason);
-            return None;
-        }
-    };
-    let decision = &report.decision;
-    let json = report.to_json();
-    crate::failpoint::hit("decision.before_record");
-    if let Err(error) = daemon.store.record_decision(
-        &name,
-        &decision.at.to_rfc3339(),
-        &report.to_record_json().to_string(),
-    ) {
-        tracing::error!(group = %name, %error, "cannot record the decision");
-    }
-    crate::failpoint::hit("decision.after_record");
-    let metrics = &daemon.metrics;
-    let labels = Metrics::group(&name);
-    metrics
-        .ticks
-        .get_or_create(&Metrics::group_and(&name, "result", "ok"))
-        .inc();
-    metrics
-        .desired
-        .get_or_create(&labels)
-        .set(i64::from(decision.desired));
-    metrics
-        .actual
-        .get_or_create(&labels)
-        .set(i64::from(decision.current));
-    metrics
-        .last_success
-        .get_or_create(&labels)
-        .set(Utc::now().timestamp_millis() as f64 / 1000.0);
-    metrics
-        .action_failures
-        .get_or_create(&labels)
-        .set(i64::from(memory.up_failures));
-    let wants_more = decision.current >= decision.bounds.max
-        && decision
-            .rules
-            .iter()
-            .any(|r| r.proposal.is_some_and(|p| p > decision.bounds.max));
-    metrics
-        .at_max_wanting_more
-        .get_or_create(&labels)
-        .set(i64::from(wants_more));
-    let direction = match decision.direction {
-        Some(Direction::Up) => "up",
-        Some(Direction::Down) => "down",
-        None => "none",
-    };
-    metrics
-        .decisions
-        .get_or_create(&Metrics::group_and(&name, "direction", direction))
-        .inc();
-    for droplet in &report.droplets {
-        if droplet.scrape != "ok" && droplet.state == crate::policy::MemberState::Active {
-            let reason = droplet
-                .scrape
-                .split(':')
-                .next()
-                .unwrap_or("other")
-                .to_string();
-            metrics
-                .scrape_failures
-                .get_or_create(&Metrics::group_and(&name, "reason", &reason))
-                .inc();
-        }
-    }
-    let paused = daemon.store.is_paused(&name);
-    metrics.paused.get_or_create(&labels).set(i64::from(paused));
-    tracing::info!(
-        group = %name,
-        current = decision.current,
-        desired = decision.desired,
-        winner = decision.winner.as_deref().unwrap_or("-"),
-        paused,
-        "{}",
-        decision.steps.last().map(String::as_str).unwrap_or("")
-    );
-    if let Ok(mut status) = status.lock() {
-        status.last_decision = Some(json);
-        status.last_error = None;
-        status.last_success = Some(Utc::now());
-        status.ticks += 1;
-    }
-    Some(report)
-}
-
-fn record_failure(daemon: &Daemon, name: &str, status: &Mutex<GroupStatus>, reason: String) {
-    tracing::warn!(group = %name, %reason, "tick failed");
-    daemon
-        .metrics
-        .ticks
-        .get_or_create(&Metrics::group_and(name, "result", "failed"))
-        .inc();
-    if let Ok(mut status) = status.lock() {
-        status.last_error = Some(reason);
-        status.ticks += 1;
-    }
-}
-
-/// Starts the decision's actions unless the group is paused, this is a dry run, or a run is
-/// already in progress.
-fn maybe_start_run(
-    daemon: &Arc<Daemon>,
-    runtime: &GroupRuntime,
-    report: TickReport,
-    creates_last_hour: u32,
-    running: &mut Option<Running>,
-    status: &Mutex<GroupStatus>,
-) {
-    let Some(direction) = report.decision.direction else {
-        return;
-    };
-    let name = &runtime.group.name;
-    if daemon.options.dry_run {
-        tracing::info!(group = %name, actions = ?report.actions, "dry run: not acting");
-        return;
-    }
-    if daemon.store.is_paused(name) {
-        tracing::info!(group = %name, "paused: not acting");
-        return;
-    }
-    if running.is_some() {
-        tracing::info!(group = %name, "an action run is in progress: not starting another");
-        return;
-    }
-    let droplets = report.listing.clone();
-    let desc = format!(
-        "{} since {}",
-        report.actions.join(" → "),
-        Utc::now().to_rfc3339()
-    );
-    if let Ok(mut status) = status.lock() {
-        status.running_action = Some(desc.clone());
-    }
-    let victims = report.decision.victims.clone();
-    let request = ActionRequest {
-        group: runtime.group.clone(),
-        managed_tag: daemon.managed_tag.clone(),
-        decision: report.decision,
-        droplets,
-        actions: report.actions,
-        deadline: daemon.options.action_deadline,
-        creates_last_hour,
-    };
-    let runner = daemon.runner();
-    let task = tokio::spawn(async move { runner.run(request).await });
-    *running = Some(Running {
-        task,
-        direction,
-        victims,
-        desc,
-    });
-}
-
-/// Collects a finished action run: updates the group's memory and metrics.
-async fn finish_run(
-    daemon: &Daemon,
-    name: &str,
-    running: &mut Option<Running>,
-    memory: &mut GroupMemory,
-    recently_deleted: &mut HashMap<u64, Instant>,
-    status: &Mutex<GroupStatus>,
-) {
-    let Some(run) = running.take_if(|r| r.task.is_finished()) else {
-        return;
-    };
-    let now = daemon.clock.now();
-    let report = match run.task.await {
-        Ok(report) => report,
+/// One tick of `group`, acting on its decision and waiting for the actions (`run --once`).
+/// Returns whether the tick or its actions failed.
+pub async fn run_once(daemon: &Arc<Daemon>, group: &Group) -> bool {
+    let name = group.name.clone();
+    let status = Arc::new(Mutex::new(GroupStatus::default()));
+    let mut task = match GroupTask::new(daemon.clone(), group.clone(), status, Instant::now()) {
+        Ok(task) => task,
         Err(error) => {
-            tracing::error!(group = %name, %error, "the action task failed");
-            return;
+            tracing::error!(group = %name, %error, "cannot compile the group's expressions");
+            return true;
         }
     };
-    for result in &report.results {
-        let outcome = if result.outcome.is_ok() {
-            "ok"
-        } else {
-            "failed"
-        };
-        daemon
-            .metrics
-            .actions
-            .get_or_create(&vec![
-                ("group".into(), name.into()),
-                ("action".into(), result.name.clone()),
-                ("result".into(), outcome.into()),
-            ])
-            .inc();
-    }
-    memory.created(report.create_attempts, now);
-    for id in &report.deleted {
-        recently_deleted.insert(*id, Instant::now());
-    }
-    let summary = match report.failure() {
-        None => {
-            memory.scaled(run.direction, now);
-            format!("{}: ok", run.desc)
-        }
-        Some(error) => {
-            if run.direction == Direction::Up {
-                memory.up_failed(now);
+    let Some(report) = task.tick().await else {
+        return true;
+    };
+    let mut failed = false;
+    if task.act(report) {
+        // The run gets its deadline and a little more to settle its journal.
+        let limit = daemon.options.action_deadline + Duration::from_secs(5);
+        match task.wait_for_run(limit).await {
+            Some(true) => {
+                tracing::error!(group = %name, "actions failed");
+                failed = true;
             }
-            format!("{}: failed: {error}", run.desc)
+            Some(false) => {}
+            None => {
+                tracing::error!(group = %name, "the actions did not end in time");
+                failed = true;
+            }
         }
-    };
-    if let Ok(mut status) = status.lock() {
-        status.running_action = None;
-        status.last_action = Some(summary);
     }
+    task.save(true);
+    failed
 }

@@ -121,6 +121,30 @@ impl Daemon {
             .and_then(|h| h.status.lock().ok().map(|s| s.clone()))
     }
 
+    /// Whether every group task ended a tick within its last two intervals (the watchdog's
+    /// condition).
+    pub fn groups_alive(&self) -> bool {
+        self.groups
+            .lock()
+            .map(|groups| groups.values().all(GroupHandle::is_alive))
+            .unwrap_or(false)
+    }
+
+    /// Whether every group has ticked successfully at least once (`/readyz`).
+    pub fn groups_ready(&self) -> bool {
+        self.groups
+            .lock()
+            .map(|groups| {
+                groups.values().all(|h| {
+                    h.status
+                        .lock()
+                        .map(|s| s.last_success.is_some())
+                        .unwrap_or(false)
+                })
+            })
+            .unwrap_or(false)
+    }
+
     fn env(&self) -> impl Fn(&str) -> Option<String> + '_ {
         |name| (self.env)(name)
     }

@@ -3,9 +3,6 @@
 //! SIGHUP, the watchdog, and a clean stop on SIGTERM).
 
 use super::run::Daemon;
-use super::tick::GroupRuntime;
-use crate::policy::{Direction, MemoryStore};
-use crate::script::runner::ActionRequest;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,81 +13,9 @@ pub async fn run_once(daemon: &Arc<Daemon>) -> usize {
     let generation = daemon.generation();
     let mut failures = 0;
     for group in &generation.config.groups {
-        let name = group.name.clone();
-        let mut runtime = match GroupRuntime::new(group.clone(), daemon.managed_tag.clone()) {
-            Ok(runtime) => runtime,
-            Err(error) => {
-                tracing::error!(group = %name, %error, "cannot compile the group's expressions");
-                failures += 1;
-                continue;
-            }
-        };
-        let mut memory = daemon.store.load(&name);
-        let now = daemon.clock.now();
-        runtime.restore_history(&daemon.store, now);
-        let tick = tokio::time::timeout(
-            group.tick_timeout,
-            runtime.tick(
-                &daemon.client(),
-                &daemon.scraper,
-                &mut memory,
-                &|_| false,
-                now,
-            ),
-        )
-        .await;
-        let report = match tick {
-            Ok(Ok(report)) => report,
-            Ok(Err(error)) => {
-                tracing::error!(group = %name, %error, "tick failed");
-                failures += 1;
-                continue;
-            }
-            Err(_) => {
-                tracing::error!(group = %name, "tick passed its deadline");
-                failures += 1;
-                continue;
-            }
-        };
-        crate::failpoint::hit("decision.before_record");
-        let _ = daemon.store.record_decision(
-            &name,
-            &report.decision.at.to_rfc3339(),
-            &report.to_record_json().to_string(),
-        );
-        crate::failpoint::hit("decision.after_record");
-        tracing::info!(group = %name, current = report.decision.current, desired = report.decision.desired, "{}", report.decision.steps.last().map(String::as_str).unwrap_or(""));
-        if let Some(direction) = report.decision.direction {
-            if daemon.options.dry_run || daemon.store.is_paused(&name) {
-                tracing::info!(group = %name, dry_run = daemon.options.dry_run, "not acting");
-            } else {
-                let request = ActionRequest {
-                    group: group.clone(),
-                    managed_tag: daemon.managed_tag.clone(),
-                    decision: report.decision.clone(),
-                    droplets: report.listing.clone(),
-                    actions: report.actions.clone(),
-                    deadline: daemon.options.action_deadline,
-                    creates_last_hour: memory.creates_last_hour(daemon.clock.now()),
-                };
-                let result = daemon.runner().run(request).await;
-                let now = daemon.clock.now();
-                memory.created(result.create_attempts, now);
-                match result.failure() {
-                    None => memory.scaled(direction, now),
-                    Some(error) => {
-                        tracing::error!(group = %name, %error, "actions failed");
-                        if direction == Direction::Up {
-                            memory.up_failed(now);
-                        }
-                        failures += 1;
-                    }
-                }
-            }
+        if super::group::run_once(daemon, group).await {
+            failures += 1;
         }
-        crate::failpoint::hit("memory.before_save");
-        daemon.store.save(&name, &memory);
-        runtime.save_history(&daemon.store);
     }
     failures
 }
@@ -149,8 +74,14 @@ pub async fn serve(
                 });
             }
             _ = watchdog.tick() => {
-                // The scheduler loop turning over is what keeps the watchdog fed.
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                // Fed only while every group ends its ticks (successful or failed, so a
+                // DigitalOcean outage is no reason for a restart loop): a group stuck for two
+                // intervals lets systemd restart the daemon.
+                if daemon.groups_alive() {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                } else {
+                    tracing::warn!("a group has not ended a tick for two intervals: not feeding the watchdog");
+                }
             }
         }
     }

@@ -251,14 +251,15 @@ impl GroupRuntime {
         members
     }
 
-    /// Scrapes the active members (each cut at `timeout`), records their samples and marks
-    /// which answered (`Member::scraped`). Returns each droplet's outcome: "ok", or why not.
+    /// Scrapes the active members (each cut at `timeout`, the whole phase at `deadline`),
+    /// records their samples and marks which answered (`Member::scraped`). Returns each
+    /// droplet's outcome: "ok", or why not.
     pub async fn scrape(
         &mut self,
         scraper: &Scraper,
         droplets: &[Droplet],
         members: &mut [Member],
-        timeout: Duration,
+        (timeout, deadline): (Duration, tokio::time::Instant),
         now: DateTime<Utc>,
     ) -> HashMap<u64, String> {
         let active: Vec<Droplet> = droplets
@@ -283,7 +284,7 @@ impl GroupRuntime {
                 outcome.insert(droplet.id, reason);
             }
         }
-        let results = scraper.fetch_all(&targets, timeout).await;
+        let results = scraper.fetch_all(&targets, timeout, deadline).await;
         let at = now.timestamp_millis();
         for (target, result) in targets.iter().zip(results) {
             let identity = DropletIdentity {
@@ -407,21 +408,23 @@ impl GroupRuntime {
         deleting: &(dyn Fn(u64) -> bool + Sync),
         now: DateTime<Utc>,
     ) -> Result<TickReport, TickError> {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let droplets = client.list_droplets_by_tag(&self.group.tag).await?;
         crate::failpoint::hit("tick.after_list");
         let mut members = self.members(&droplets, deleting, now);
-        // Hung endpoints must not cost the decision: scrapes get what is left of 90 % of the
-        // tick's time, so the tick still decides (with those droplets missing) in time.
-        let budget = self
-            .group
-            .tick_timeout
-            .mul_f64(0.9)
-            .saturating_sub(started.elapsed())
-            .max(Duration::from_millis(50));
-        let timeout = self.group.scrape.timeout.min(budget);
+        // Hung endpoints must not cost the decision: the whole scrape phase, waiting for a
+        // slot included, ends at 90 % of the tick's time, so the tick still decides (with the
+        // droplets not reached counted as missing) in time.
+        let deadline = (started + self.group.tick_timeout.mul_f64(0.9))
+            .max(tokio::time::Instant::now() + Duration::from_millis(50));
         let scraped = self
-            .scrape(scraper, &droplets, &mut members, timeout, now)
+            .scrape(
+                scraper,
+                &droplets,
+                &mut members,
+                (self.group.scrape.timeout, deadline),
+                now,
+            )
             .await;
         crate::failpoint::hit("tick.after_scrape");
         self.busy_values(&mut members, now);

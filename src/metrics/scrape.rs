@@ -33,6 +33,9 @@ pub enum MissingReason {
     TooLarge(usize),
     /// The answer was not the exposition format (`SOURCE:LINE:COLUMN: reason`).
     Garbage(String),
+    /// The tick's scrape phase ended before this droplet's turn came (too many hung
+    /// endpoints ahead of it).
+    NotReached,
 }
 
 impl MissingReason {
@@ -47,6 +50,7 @@ impl MissingReason {
             MissingReason::Status(_) => "http_status",
             MissingReason::TooLarge(_) => "too_large",
             MissingReason::Garbage(_) => "garbage",
+            MissingReason::NotReached => "not_reached",
         }
     }
 }
@@ -66,6 +70,9 @@ impl fmt::Display for MissingReason {
             MissingReason::Status(code) => write!(f, "answered HTTP {code}"),
             MissingReason::TooLarge(limit) => write!(f, "answer larger than {limit} bytes"),
             MissingReason::Garbage(error) => write!(f, "not the exposition format: {error}"),
+            MissingReason::NotReached => {
+                f.write_str("not reached before the tick's scrape deadline")
+            }
         }
     }
 }
@@ -125,7 +132,9 @@ pub fn targets(
     (ready, missing)
 }
 
-/// The scraper: one connection pool and a bound on scrapes in flight, shared by all groups.
+/// The scraper: a connection pool and a bound on scrapes in flight. Each group gets its own
+/// bound ([`Scraper::for_group`]), so a group of hung endpoints never queues another group's
+/// scrapes behind its own.
 #[derive(Debug, Clone)]
 pub struct Scraper {
     http: reqwest::Client,
@@ -155,6 +164,15 @@ impl Scraper {
             limit: Arc::new(Semaphore::new(concurrency.max(1))),
             body_limit,
         })
+    }
+
+    /// A scraper sharing this one's HTTP client but with its own `concurrency` slots.
+    pub fn for_group(&self, concurrency: usize) -> Scraper {
+        Scraper {
+            http: self.http.clone(),
+            limit: Arc::new(Semaphore::new(concurrency.max(1))),
+            body_limit: self.body_limit,
+        }
     }
 
     /// Fetches one target.
@@ -188,21 +206,28 @@ impl Scraper {
         }
     }
 
-    /// Fetches every target concurrently (bounded), each with `timeout`. Results come in the
-    /// targets' order.
+    /// Fetches every target concurrently (bounded), each with `timeout`, the whole phase
+    /// ending at `deadline`, waiting for a slot included: a target whose turn has not come by
+    /// then is [`MissingReason::NotReached`]. Results come in the targets' order.
     pub async fn fetch_all(
         &self,
         targets: &[Target],
         timeout: Duration,
+        deadline: tokio::time::Instant,
     ) -> Vec<Result<String, MissingReason>> {
         let mut set = JoinSet::new();
         for (index, target) in targets.iter().enumerate() {
             let scraper = self.clone();
             let url = target.url.clone();
             set.spawn(async move {
-                // The semaphore is never closed, so acquiring only waits.
-                let _permit = scraper.limit.acquire().await;
-                (index, scraper.fetch(&url, timeout).await)
+                let fetched = tokio::time::timeout_at(deadline, async {
+                    // The semaphore is never closed, so acquiring only waits.
+                    let _permit = scraper.limit.acquire().await;
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    scraper.fetch(&url, timeout.min(left)).await
+                })
+                .await;
+                (index, fetched.unwrap_or(Err(MissingReason::NotReached)))
             });
         }
         let mut results: Vec<Option<Result<String, MissingReason>>> = vec![None; targets.len()];

@@ -376,6 +376,10 @@ fn destroy_droplets(ids: Array) -> HostResult<Array> {
                 if let Ok(mut deleted) = ctx.deleted.lock() {
                     deleted.push(*id);
                 }
+                // Listings lag deletes: until it has left them, it counts toward nothing.
+                if let Err(e) = ctx.journal.mark_deleted(&ctx.group.name, &[*id]) {
+                    tracing::error!(group = %ctx.group.name, droplet = id, error = %e, "cannot record a deleted droplet");
+                }
             }
             Err(error) => {
                 failure = Some(format!("droplet {id}: {error}"));

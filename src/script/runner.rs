@@ -60,6 +60,20 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// A run that failed as a whole before or outside its scripts (`reason` says how).
+    pub fn failed(reason: String) -> RunReport {
+        RunReport {
+            results: vec![ActionResult {
+                name: "(runner)".into(),
+                outcome: Err(reason),
+                took: Duration::ZERO,
+            }],
+            created: Vec::new(),
+            deleted: Vec::new(),
+            create_attempts: 0,
+        }
+    }
+
     /// The first failure, if any.
     pub fn failure(&self) -> Option<&str> {
         self.results

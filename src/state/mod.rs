@@ -6,6 +6,7 @@
 pub mod sqlite;
 
 pub use sqlite::Store;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -57,12 +58,20 @@ pub trait Journal: Send + Sync {
     fn settle(&self, entry: u64, outcome: &str) -> Result<(), StateError>;
     /// Entries not settled (after a crash), oldest first.
     fn pending(&self) -> Result<Vec<Pending>, StateError>;
+    /// Records droplets whose delete DigitalOcean accepted: they count toward nothing until
+    /// they have left the group's listings, however long the listings lag.
+    fn mark_deleted(&self, group: &str, ids: &[u64]) -> Result<(), StateError>;
+    /// The group's deleted droplets that may still be listed.
+    fn deleted(&self, group: &str) -> Result<BTreeSet<u64>, StateError>;
+    /// Forgets deleted droplets that have left the listings.
+    fn forget_deleted(&self, group: &str, ids: &[u64]) -> Result<(), StateError>;
 }
 
 /// A journal in memory, for tests and `plan`.
 #[derive(Debug, Default)]
 pub struct MemoryJournal {
     entries: Mutex<Vec<(Pending, Option<String>)>>,
+    deleted: Mutex<BTreeMap<String, BTreeSet<u64>>>,
 }
 
 impl MemoryJournal {
@@ -111,5 +120,38 @@ impl Journal for MemoryJournal {
             .filter(|(_, s)| s.is_none())
             .map(|(p, _)| p.clone())
             .collect())
+    }
+
+    fn mark_deleted(&self, group: &str, ids: &[u64]) -> Result<(), StateError> {
+        let mut deleted = self
+            .deleted
+            .lock()
+            .map_err(|e| StateError::Store(e.to_string()))?;
+        deleted
+            .entry(group.to_string())
+            .or_default()
+            .extend(ids.iter().copied());
+        Ok(())
+    }
+
+    fn deleted(&self, group: &str) -> Result<BTreeSet<u64>, StateError> {
+        let deleted = self
+            .deleted
+            .lock()
+            .map_err(|e| StateError::Store(e.to_string()))?;
+        Ok(deleted.get(group).cloned().unwrap_or_default())
+    }
+
+    fn forget_deleted(&self, group: &str, ids: &[u64]) -> Result<(), StateError> {
+        let mut deleted = self
+            .deleted
+            .lock()
+            .map_err(|e| StateError::Store(e.to_string()))?;
+        if let Some(set) = deleted.get_mut(group) {
+            for id in ids {
+                set.remove(id);
+            }
+        }
+        Ok(())
     }
 }

@@ -6,13 +6,14 @@
 use super::{Intent, Journal, Pending, StateError};
 use crate::policy::{GroupMemory, MemoryStore};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The schema version this binary writes; older databases are migrated step by step.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Decisions kept per group.
 const DECISIONS_KEPT: i64 = 1000;
@@ -38,6 +39,9 @@ const MIGRATIONS: &[&str] = &[
     "DROP TABLE history;
      CREATE TABLE history (grp TEXT NOT NULL, droplet INTEGER NOT NULL, body TEXT NOT NULL,
                            PRIMARY KEY (grp, droplet));",
+    // Droplets whose delete was accepted and that may still be listed (listings lag).
+    "CREATE TABLE deleted (grp TEXT NOT NULL, droplet INTEGER NOT NULL, since TEXT NOT NULL,
+                           PRIMARY KEY (grp, droplet));",
 ];
 
 fn store_error(error: impl std::fmt::Display) -> StateError {
@@ -49,6 +53,9 @@ pub struct Store {
     conn: Mutex<Connection>,
     path: PathBuf,
     _lock: File,
+    /// Failed operations by name: every failure is logged where it happens and counted here
+    /// for `do_scaler_state_errors_total`, never discarded.
+    failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -106,10 +113,30 @@ impl Store {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
             _lock: lock,
+            failures: Mutex::new(BTreeMap::new()),
         };
         store.migrate()?;
         store.prune()?;
         Ok(store)
+    }
+
+    /// Counts `result` against `operation` when it failed, and passes it on.
+    fn counted<T>(
+        &self,
+        operation: &'static str,
+        result: Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        if result.is_err()
+            && let Ok(mut failures) = self.failures.lock()
+        {
+            *failures.entry(operation).or_insert(0) += 1;
+        }
+        result
+    }
+
+    /// Failed operations so far, by operation (`settle`, `record_decision`, …).
+    pub fn failures(&self) -> BTreeMap<&'static str, u64> {
+        self.failures.lock().map(|f| f.clone()).unwrap_or_default()
     }
 
     fn migrate(&self) -> Result<(), StateError> {
@@ -135,6 +162,10 @@ impl Store {
 
     /// Records a decision (its JSON), keeping the last thousand per group.
     pub fn record_decision(&self, group: &str, at: &str, body: &str) -> Result<(), StateError> {
+        self.counted("record_decision", self.insert_decision(group, at, body))
+    }
+
+    fn insert_decision(&self, group: &str, at: &str, body: &str) -> Result<(), StateError> {
         let conn = self.conn.lock().map_err(store_error)?;
         conn.execute(
             "INSERT INTO decisions (grp, at, body) VALUES (?1, ?2, ?3)",
@@ -204,6 +235,14 @@ impl Store {
         group: &str,
         droplets: impl Iterator<Item = (u64, String)>,
     ) -> Result<(), StateError> {
+        self.counted("save_history", self.replace_history(group, droplets))
+    }
+
+    fn replace_history(
+        &self,
+        group: &str,
+        droplets: impl Iterator<Item = (u64, String)>,
+    ) -> Result<(), StateError> {
         let mut conn = self.conn.lock().map_err(store_error)?;
         let transaction = conn.transaction().map_err(store_error)?;
         transaction
@@ -253,6 +292,7 @@ impl Store {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
             _lock: lock,
+            failures: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -271,6 +311,32 @@ impl Store {
 
 impl Journal for Store {
     fn intend(&self, group: &str, intent: &Intent) -> Result<u64, StateError> {
+        self.counted("intend", self.write_intent(group, intent))
+    }
+
+    fn settle(&self, entry: u64, outcome: &str) -> Result<(), StateError> {
+        self.counted("settle", self.write_settle(entry, outcome))
+    }
+
+    fn pending(&self) -> Result<Vec<Pending>, StateError> {
+        self.counted("pending", self.read_pending())
+    }
+
+    fn mark_deleted(&self, group: &str, ids: &[u64]) -> Result<(), StateError> {
+        self.counted("mark_deleted", self.write_deleted(group, ids))
+    }
+
+    fn deleted(&self, group: &str) -> Result<BTreeSet<u64>, StateError> {
+        self.counted("deleted", self.read_deleted(group))
+    }
+
+    fn forget_deleted(&self, group: &str, ids: &[u64]) -> Result<(), StateError> {
+        self.counted("forget_deleted", self.remove_deleted(group, ids))
+    }
+}
+
+impl Store {
+    fn write_intent(&self, group: &str, intent: &Intent) -> Result<u64, StateError> {
         let conn = self.conn.lock().map_err(store_error)?;
         conn.execute(
             "INSERT INTO journal (grp, intent, created_at) VALUES (?1, ?2, ?3)",
@@ -280,7 +346,7 @@ impl Journal for Store {
         Ok(conn.last_insert_rowid() as u64)
     }
 
-    fn settle(&self, entry: u64, outcome: &str) -> Result<(), StateError> {
+    fn write_settle(&self, entry: u64, outcome: &str) -> Result<(), StateError> {
         let conn = self.conn.lock().map_err(store_error)?;
         conn.execute(
             "UPDATE journal SET settled_at = ?1, outcome = ?2 WHERE id = ?3",
@@ -290,7 +356,7 @@ impl Journal for Store {
         Ok(())
     }
 
-    fn pending(&self) -> Result<Vec<Pending>, StateError> {
+    fn read_pending(&self) -> Result<Vec<Pending>, StateError> {
         let conn = self.conn.lock().map_err(store_error)?;
         let mut statement = conn
             .prepare("SELECT id, grp, intent FROM journal WHERE settled_at IS NULL ORDER BY id")
@@ -314,6 +380,42 @@ impl Journal for Store {
                 })
             })
             .collect())
+    }
+
+    fn write_deleted(&self, group: &str, ids: &[u64]) -> Result<(), StateError> {
+        let conn = self.conn.lock().map_err(store_error)?;
+        let now = chrono::Utc::now().to_rfc3339();
+        for id in ids {
+            conn.execute(
+                "INSERT OR IGNORE INTO deleted (grp, droplet, since) VALUES (?1, ?2, ?3)",
+                params![group, *id as i64, now],
+            )
+            .map_err(store_error)?;
+        }
+        Ok(())
+    }
+
+    fn read_deleted(&self, group: &str) -> Result<BTreeSet<u64>, StateError> {
+        let conn = self.conn.lock().map_err(store_error)?;
+        let mut statement = conn
+            .prepare("SELECT droplet FROM deleted WHERE grp = ?1")
+            .map_err(store_error)?;
+        let rows = statement
+            .query_map(params![group], |row| row.get::<_, i64>(0))
+            .map_err(store_error)?;
+        Ok(rows.flatten().map(|id| id as u64).collect())
+    }
+
+    fn remove_deleted(&self, group: &str, ids: &[u64]) -> Result<(), StateError> {
+        let conn = self.conn.lock().map_err(store_error)?;
+        for id in ids {
+            conn.execute(
+                "DELETE FROM deleted WHERE grp = ?1 AND droplet = ?2",
+                params![group, *id as i64],
+            )
+            .map_err(store_error)?;
+        }
+        Ok(())
     }
 }
 
@@ -347,6 +449,7 @@ impl MemoryStore for Store {
             )
         {
             tracing::error!(group, %error, "cannot save the group's memory");
+            let _ = self.counted::<()>("save_memory", Err(store_error(error)));
         }
     }
 }
