@@ -429,3 +429,93 @@ async fn half_the_droplets_unreachable_then_all_never_scales_down() {
     );
     h.finish(4, 4).await;
 }
+
+const MANAGED: &str = "do-scaler:default";
+
+/// Trust at the edges (2): the whole scrape phase has one deadline, waiting for a slot
+/// included: a group of 1,000 hung endpoints still decides (here: restores its min) within its
+/// tick's deadline, the droplets never reached counting as missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_hung_droplets_still_decide_within_the_tick() {
+    use do_scaler::daemon::GroupRuntime;
+    use do_scaler::metrics::scrape::{DEFAULT_BODY_LIMIT, Scraper};
+    let sim = sim(0, Demand::Constant(1.0), Duration::from_millis(300)).await;
+    for id in sim.seed(1000, "web", Some(MANAGED)) {
+        sim.make_hang(id);
+    }
+    let group = do_scaler::config::group_from_toml(
+        "web",
+        &GROUP
+            .replace("min = 1\nmax = 5\n", "min = 1001\nmax = 2000\ninterval = \"5s\"\n"),
+    )
+    .unwrap();
+    let deadline = group.tick_timeout;
+    let mut runtime = GroupRuntime::new(group, MANAGED.into()).unwrap();
+    let mut options = do_scaler::digitalocean::ClientOptions::new(
+        sim.api_url(),
+        do_scaler::config::ApiToken::new(sim.token()),
+    );
+    options.rate_limits = None;
+    let client = do_scaler::digitalocean::Client::new(options).unwrap();
+    let scraper = Scraper::new(64, DEFAULT_BODY_LIMIT).unwrap();
+    let started = std::time::Instant::now();
+    let report = runtime
+        .tick(
+            &client,
+            &scraper,
+            &mut do_scaler::policy::GroupMemory::default(),
+            &|_| false,
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(took < deadline, "the tick took {took:?}, past {deadline:?}");
+    assert_eq!(report.decision.desired, 1001, "{:#?}", report.decision.steps);
+    let not_reached = report
+        .droplets
+        .iter()
+        .filter(|d| d.scrape.starts_with("not_reached"))
+        .count();
+    assert!(not_reached > 0, "some droplets were never reached");
+    assert!(report.droplets.iter().all(|d| d.scrape != "ok"));
+}
+
+/// Trust at the edges (2): groups do not wait for each other: beside a group of 1,000 hung
+/// droplets, a 2-droplet group ticks on its interval and reads its metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_group_does_not_delay_another() {
+    let sim = sim(2, Demand::Constant(2.0), Duration::from_millis(300)).await;
+    for id in sim.seed(1000, "slow", Some(MANAGED)) {
+        sim.make_hang(id);
+    }
+    let dir = config_dir(GROUP);
+    std::fs::write(
+        dir.path().join("conf.d/slow.toml"),
+        GROUP
+            .replace("tag = \"web\"", "tag = \"slow\"")
+            .replace("min = 1\nmax = 5\n", "min = 1\nmax = 1200\n"),
+    )
+    .unwrap();
+    let daemon = daemon(dir.path(), &sim).await.unwrap();
+    let running = serve_daemon(daemon.clone()).await;
+    let ticks = |group: &str| daemon.group_status(group).map_or(0, |s| s.ticks);
+    eventually(Duration::from_secs(10), "both groups to tick", || {
+        ticks("web") > 0 && ticks("slow") > 0
+    })
+    .await;
+    let from = ticks("web");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let done = ticks("web") - from;
+    assert!(done >= 4, "the small group ticked {done} times in 5 s at a 1 s interval");
+    // (The sim shares its demand among every droplet, the slow group's too, so the small
+    // group may shrink; what matters is that it reads every droplet it has.)
+    let status = get(&format!("{}/api/v1/groups/web", running.url)).await;
+    let droplets = status["last_decision"]["droplets"].as_array().unwrap();
+    assert!(!droplets.is_empty(), "{status:#}");
+    assert!(
+        droplets.iter().all(|d| d["scrape"] == "ok"),
+        "every droplet of the small group was read: {status:#}"
+    );
+    running.stop().await;
+}

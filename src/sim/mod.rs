@@ -312,6 +312,36 @@ impl Sim {
         self.shared.stop_agent(id);
     }
 
+    /// Makes a droplet's metrics endpoint accept connections and never answer.
+    pub fn make_hang(&self, id: u64) {
+        self.shared.lock().hung.insert(id);
+    }
+
+    /// Adds `count` active droplets tagged `tag` (and `managed_tag`, if given), an hour old,
+    /// serving metrics like the seeded ones; returns their ids.
+    pub fn seed(&self, count: u32, tag: &str, managed_tag: Option<&str>) -> Vec<u64> {
+        let now = self.shared.clock.now();
+        let mut tags = vec![tag.to_string()];
+        tags.extend(managed_tag.map(str::to_string));
+        let activated: Vec<(u64, std::net::Ipv4Addr)> = {
+            let mut state = self.shared.lock();
+            (1..=count)
+                .flat_map(|index| {
+                    state.seed(
+                        format!("{tag}-{index:02}"),
+                        tags.clone(),
+                        "s-2vcpu-4gb",
+                        Duration::from_secs(3600),
+                        now,
+                    )
+                })
+                .collect()
+        };
+        let ids = activated.iter().map(|(id, _)| *id).collect();
+        self.shared.serve(activated);
+        ids
+    }
+
     /// Deletes a droplet as if through the API (its endpoints stop at once).
     pub fn delete(&self, id: u64) -> bool {
         let existed = self.shared.lock().droplets.remove(&id).is_some();

@@ -117,6 +117,8 @@ pub struct State {
     pub tags: BTreeSet<String>,
     /// Load balancers by id.
     pub load_balancers: BTreeMap<String, LoadBalancer>,
+    /// Droplets whose metrics endpoint a test made hang.
+    pub hung: BTreeSet<u64>,
 }
 
 /// Droplets activated by an advance, whose endpoints must now be served.
@@ -150,6 +152,7 @@ impl State {
             request_times: VecDeque::new(),
             tags: BTreeSet::new(),
             load_balancers: BTreeMap::new(),
+            hung: BTreeSet::new(),
         }
     }
 
@@ -422,11 +425,12 @@ impl State {
         counts
     }
 
-    /// Whether a droplet's endpoint hangs or answers garbage (a stable choice per droplet).
+    /// Whether a droplet's endpoint hangs or answers garbage (a stable choice per droplet, or
+    /// a droplet whose endpoint a test made hang).
     pub fn scrape_fault(&self, id: u64) -> (bool, bool) {
         let bucket = (id.wrapping_mul(2_654_435_761) % 1000) as f64 / 1000.0;
         (
-            bucket < self.faults.scrape_hang_share,
+            bucket < self.faults.scrape_hang_share || self.hung.contains(&id),
             bucket >= 1.0 - self.faults.scrape_garbage_share,
         )
     }
