@@ -105,8 +105,9 @@ enum Command {
         /// One tick of every group, wait for the actions it started, exit (1 if any failed).
         #[arg(long)]
         once: bool,
-        /// Wall-clock limit of one action run.
-        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        /// Wall-clock limit of one action run (long enough for a create and a health check at
+        /// real DigitalOcean boot times).
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
         action_timeout: Duration,
     },
     /// Run one tick of every group (or one) and show the decision without acting.

@@ -345,3 +345,87 @@ async fn run_once_keeps_the_sample_history_so_rates_work_across_invocations() {
         decisions[0]
     );
 }
+
+/// Trust at the edges (2): an action run reports when it ends, not at the next tick, and a
+/// panic inside it ends it as failed (the status never stays "running").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_run_reports_when_it_ends_and_a_panic_ends_it_as_failed() {
+    let sim = sim(1, Demand::Constant(1.0), Duration::from_millis(300)).await;
+    // A 20 s interval: whatever changes within a few seconds of the run's end was not the
+    // next tick's doing. `min = 2` makes the first tick scale up.
+    let group =
+        GROUP.replace("min = 1", "min = 2\ninterval = \"20s\"") + "\n[actions]\nup = [\"boom\"]\n";
+    let dir = config_dir(&group);
+    std::fs::write(
+        dir.path().join("actions/boom.rhai"),
+        "sleep(500); __panic_for_tests();\n",
+    )
+    .unwrap();
+    let daemon = daemon(dir.path(), &sim).await.unwrap();
+    let running = serve_daemon(daemon.clone()).await;
+    let url = format!("{}/api/v1/groups/web", running.url);
+    eventually(Duration::from_secs(5), "the run to start", || {
+        daemon
+            .group_status("web")
+            .is_some_and(|s| s.running_action.is_some())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    eventually(Duration::from_secs(5), "the run to end", || {
+        daemon
+            .group_status("web")
+            .is_some_and(|s| s.running_action.is_none())
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "before the next tick"
+    );
+    let status = get(&url).await;
+    let last = status["last_action"].as_str().unwrap();
+    assert!(last.contains("failed"), "{last}");
+    let metrics = daemon.metrics.render();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("do_scaler_actions_total")
+                && l.contains("result=\"failed\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    assert_eq!(status["ticks"], 1, "still the first tick");
+    running.stop().await;
+}
+
+/// Trust at the edges (2): `/readyz` waits for a successful tick, not just any tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_waits_for_a_successful_tick() {
+    let sim = sim(1, Demand::Constant(1.0), Duration::from_millis(300)).await;
+    let dir = config_dir(GROUP);
+    let daemon = daemon(dir.path(), &sim).await.unwrap();
+    // Every answer fails from the first tick on.
+    sim.update_faults(|f| f.error_rate = 1.0);
+    let running = serve_daemon(daemon.clone()).await;
+    eventually(Duration::from_secs(30), "a failed tick", || {
+        daemon
+            .group_status("web")
+            .is_some_and(|s| s.ticks > 0 && s.last_error.is_some())
+    })
+    .await;
+    let ready = reqwest::get(format!("{}/readyz", running.url))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503, "a failed tick is not ready");
+    sim.update_faults(|f| f.error_rate = 0.0);
+    eventually(Duration::from_secs(30), "a successful tick", || {
+        daemon
+            .group_status("web")
+            .is_some_and(|s| s.last_success.is_some())
+    })
+    .await;
+    let ready = reqwest::get(format!("{}/readyz", running.url))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    running.stop().await;
+}

@@ -292,3 +292,54 @@ fn the_do_agent_launcher_fails_closed() {
         );
     }
 }
+
+/// Trust at the edges (2): the watchdog is fed while every group ends its ticks, failed ones
+/// included: a DigitalOcean outage is no reason for systemd to restart the daemon in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_is_fed_through_a_digitalocean_outage() {
+    let sim = sim(1, Demand::Constant(1.0), Duration::from_millis(300)).await;
+    let dir = config_dir(GROUP);
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = free_port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_do-scaler"));
+    command
+        .args(["run", "--config"])
+        .arg(dir.path().join("do-scaler.toml"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("DIGITALOCEAN_API_URL", sim.api_url())
+        .env("DIGITALOCEAN_TOKEN", sim.token())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("DO_SCALER_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    // What the daemon told systemd within `window`.
+    let listen = |window: Duration| {
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 512];
+        while started.elapsed() < window {
+            if let Ok(n) = socket.recv(&mut buffer) {
+                seen.push(String::from_utf8_lossy(&buffer[..n]).to_string());
+            }
+        }
+        seen
+    };
+    let first = tokio::task::block_in_place(|| listen(Duration::from_secs(4)));
+    assert!(first.iter().any(|m| m.contains("READY=1")), "{first:?}");
+    assert!(first.iter().any(|m| m.contains("WATCHDOG=1")), "{first:?}");
+    // An outage: every API answer fails, every tick fails, and yet ticks end.
+    sim.update_faults(|f| f.error_rate = 1.0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = tokio::task::block_in_place(|| listen(Duration::from_secs(4)));
+    assert!(
+        during.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2,
+        "fed during the outage: {during:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -445,8 +445,10 @@ async fn a_thousand_hung_droplets_still_decide_within_the_tick() {
     }
     let group = do_scaler::config::group_from_toml(
         "web",
-        &GROUP
-            .replace("min = 1\nmax = 5\n", "min = 1001\nmax = 2000\ninterval = \"5s\"\n"),
+        &GROUP.replace(
+            "min = 1\nmax = 5\n",
+            "min = 1001\nmax = 2000\ninterval = \"5s\"\n",
+        ),
     )
     .unwrap();
     let deadline = group.tick_timeout;
@@ -471,7 +473,11 @@ async fn a_thousand_hung_droplets_still_decide_within_the_tick() {
         .unwrap();
     let took = started.elapsed();
     assert!(took < deadline, "the tick took {took:?}, past {deadline:?}");
-    assert_eq!(report.decision.desired, 1001, "{:#?}", report.decision.steps);
+    assert_eq!(
+        report.decision.desired, 1001,
+        "{:#?}",
+        report.decision.steps
+    );
     let not_reached = report
         .droplets
         .iter()
@@ -507,7 +513,10 @@ async fn a_hung_group_does_not_delay_another() {
     let from = ticks("web");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let done = ticks("web") - from;
-    assert!(done >= 4, "the small group ticked {done} times in 5 s at a 1 s interval");
+    assert!(
+        done >= 4,
+        "the small group ticked {done} times in 5 s at a 1 s interval"
+    );
     // (The sim shares its demand among every droplet, the slow group's too, so the small
     // group may shrink; what matters is that it reads every droplet it has.)
     let status = get(&format!("{}/api/v1/groups/web", running.url)).await;
@@ -516,6 +525,52 @@ async fn a_hung_group_does_not_delay_another() {
     assert!(
         droplets.iter().all(|d| d["scrape"] == "ok"),
         "every droplet of the small group was read: {status:#}"
+    );
+    running.stop().await;
+}
+
+/// Trust at the edges (2): the shipped scale-up (create, then `health_check_tcp`) succeeds at
+/// real DigitalOcean timings: droplets that take 75 s to boot, under the default action
+/// deadline. (Real time: this test takes about 80 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_scale_up_succeeds_when_droplets_take_75_seconds_to_boot() {
+    let sim = sim(1, Demand::Constant(1.0), Duration::from_secs(75)).await;
+    let group = group(2, 3, "")
+        + "\n[actions]\nup = [\"digitalocean_create_droplet\", \"health_check_tcp\"]\n";
+    let dir = config_dir(&group);
+    let daemon = daemon_with_options(
+        dir.path(),
+        &sim,
+        do_scaler::daemon::RunOptions::new(do_scaler::daemon::run::DEFAULT_ACTION_DEADLINE),
+    )
+    .await
+    .unwrap();
+    let running = serve_daemon(daemon.clone()).await;
+    let url = format!("{}/api/v1/groups/web", running.url);
+    let started = std::time::Instant::now();
+    let status = loop {
+        let status = get(&url).await;
+        if status["last_action"].is_string() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(150),
+            "no action run ended: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let last = status["last_action"].as_str().unwrap();
+    assert!(last.ends_with(": ok"), "{last}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(70),
+        "the boot took its time"
+    );
+    assert_eq!(
+        sim.droplets()
+            .iter()
+            .filter(|d| d.status == do_scaler::digitalocean::DropletStatus::Active)
+            .count(),
+        2
     );
     running.stop().await;
 }

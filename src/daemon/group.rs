@@ -533,3 +533,50 @@ pub async fn run_once(daemon: &Arc<Daemon>, group: &Group) -> bool {
     task.save(true);
     failed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(
+        interval: Duration,
+        started_ago: Duration,
+        last_end_ago: Option<Duration>,
+    ) -> GroupHandle {
+        let (stop, _) = watch::channel(false);
+        let status = GroupStatus {
+            last_tick_end: last_end_ago.map(|ago| Instant::now() - ago),
+            ..GroupStatus::default()
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let task = runtime.block_on(async { tokio::spawn(async {}) });
+        GroupHandle {
+            identity: 0,
+            stop,
+            task,
+            status: Arc::new(Mutex::new(status)),
+            interval,
+            started: Instant::now() - started_ago,
+        }
+    }
+
+    #[test]
+    fn a_group_is_alive_while_it_ends_ticks_within_two_intervals() {
+        let second = Duration::from_secs(1);
+        assert!(
+            handle(second * 10, second * 5, None).is_alive(),
+            "just started"
+        );
+        assert!(
+            !handle(second * 10, second * 60, None).is_alive(),
+            "never ticked"
+        );
+        assert!(handle(second * 10, second * 600, Some(second * 15)).is_alive());
+        assert!(
+            !handle(second * 10, second * 600, Some(second * 25)).is_alive(),
+            "stuck for more than two intervals"
+        );
+    }
+}

@@ -33,6 +33,11 @@ pub enum DaemonError {
     Client(String),
 }
 
+/// The default wall-clock limit of one action run: a create plus the shipped health check at
+/// real DigitalOcean timings (a droplet takes a minute or more to boot; the health check waits
+/// up to 5 minutes for it, then tries its ports).
+pub const DEFAULT_ACTION_DEADLINE: Duration = Duration::from_secs(600);
+
 /// How the daemon runs.
 #[derive(Debug, Clone)]
 pub struct RunOptions {

@@ -594,6 +594,12 @@ fn parse_duration_ms(text: &str) -> HostResult<i64> {
 
 /// Registers every host function on the engine.
 pub fn register(engine: &mut Engine) {
+    // Test builds only: a host function that panics, so the tests can show that a panic inside
+    // an action run ends that run as failed instead of leaving it "running".
+    #[cfg(feature = "failpoints")]
+    engine.register_fn("__panic_for_tests", || -> () {
+        panic!("a host function panicked (test)");
+    });
     engine.register_fn("create_droplets", create_droplets);
     engine.register_fn("destroy_droplets", destroy_droplets);
     engine.register_fn("list_droplets", list_droplets);
