@@ -551,7 +551,7 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let task = runtime.block_on(async { tokio::spawn(async {}) });
+        let task = runtime.spawn(async {});
         GroupHandle {
             identity: 0,
             stop,
