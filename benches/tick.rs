@@ -54,7 +54,13 @@ async fn measure(droplets: u32) -> (Duration, u64, u64) {
     // Warm up the connection pool and the history.
     for _ in 0..2 {
         runtime
-            .tick(&client, &scraper, &mut memory, &|_| false, Utc::now())
+            .tick(
+                &client,
+                &scraper,
+                &mut memory,
+                &Default::default(),
+                Utc::now(),
+            )
             .await
             .expect("tick");
     }
@@ -65,7 +71,13 @@ async fn measure(droplets: u32) -> (Duration, u64, u64) {
     for _ in 0..rounds {
         let started = Instant::now();
         runtime
-            .tick(&client, &scraper, &mut memory, &|_| false, Utc::now())
+            .tick(
+                &client,
+                &scraper,
+                &mut memory,
+                &Default::default(),
+                Utc::now(),
+            )
             .await
             .expect("tick");
         times.push(started.elapsed());

@@ -212,6 +212,9 @@ struct SimArgs {
     /// Share (0-1) of droplets whose metrics endpoint answers garbage.
     #[arg(long, default_value_t = 0.0)]
     scrape_garbage: f64,
+    /// How long listings lag creates and deletes, as the real API's do.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    list_lag: Duration,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -249,6 +252,7 @@ impl SimArgs {
                 delete_hang: self.delete_hang,
                 scrape_hang_share: self.scrape_hang,
                 scrape_garbage_share: self.scrape_garbage,
+                list_lag: self.list_lag,
                 ..Faults::default()
             },
             clock: Arc::new(SystemClock),

@@ -64,7 +64,7 @@ fn scripts(extra: &[(&str, &str)]) -> Arc<Scripts> {
 /// Decides for `group` against the sim with the rule's value forced to `value`.
 fn decision(group: &Group, droplets: &[Droplet], value: f64) -> Decision {
     let mut runtime = GroupRuntime::new(group.clone(), MANAGED.into()).unwrap();
-    let mut members = runtime.members(droplets, &|_| false, Utc::now());
+    let mut members = runtime.members(droplets, &Default::default(), Utc::now());
     // As if every droplet answered its scrape with `value`.
     for member in &mut members {
         member.scraped = true;

@@ -166,19 +166,125 @@ async fn large_creates_go_ten_at_a_time() {
 }
 
 #[tokio::test]
-async fn the_droplet_limit_is_its_own_error_and_not_retried() {
+async fn at_the_droplet_limit_what_fits_is_created_and_the_rest_reported() {
     let sim = Sim::start(options(1)).await.unwrap();
-    sim.set_droplet_limit(2);
+    sim.set_droplet_limit(3);
     let report = client(&sim)
-        .create_droplets(&request(&["web-d1", "web-d2"]), "web")
+        .create_droplets(&request(&["web-d1", "web-d2", "web-d3", "web-d4"]), "web")
         .await;
     assert!(
         matches!(report.failure, Some(ApiError::DropletLimit { .. })),
         "{:?}",
         report.failure
     );
-    assert_eq!(report.missing, ["web-d1", "web-d2"]);
-    assert_eq!(sim.api_counts()["POST /v2/droplets"], 1);
+    let created: Vec<&str> = report.created.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(created, ["web-d1", "web-d2"], "room for two");
+    assert_eq!(report.missing, ["web-d3", "web-d4"]);
+    assert!(report.uncertain.is_empty());
+    assert_eq!(sim.created_names(), ["web-d1", "web-d2"]);
+    // Refused whole, then what fits: two creates, never a retry of the refused request.
+    assert_eq!(sim.api_counts()["POST /v2/droplets"], 2);
+    // With no room at all, nothing more is asked.
+    let report = client(&sim)
+        .create_droplets(&request(&["web-d5"]), "web")
+        .await;
+    assert!(matches!(
+        report.failure,
+        Some(ApiError::DropletLimit { .. })
+    ));
+    assert_eq!(sim.api_counts()["POST /v2/droplets"], 3);
+}
+
+/// Trust at the edges (2): the real API's listings lag creates. An ambiguous answer whose
+/// droplets the listing does not show yet is never answered by sending the names again:
+/// they are reported uncertain, and each name is created once.
+#[tokio::test]
+async fn an_ambiguous_create_is_never_resent_when_the_listing_lags() {
+    let sim = Sim::start(options(0)).await.unwrap();
+    sim.update_faults(|f| {
+        f.create_succeeds_then_500 = 1;
+        f.list_lag = Duration::from_secs(5);
+    });
+    let report = client(&sim)
+        .create_droplets(&request(&["web-e1", "web-e2"]), "web")
+        .await;
+    assert!(report.failure.is_some());
+    assert_eq!(report.uncertain, ["web-e1", "web-e2"]);
+    assert_eq!(sim.created_names(), ["web-e1", "web-e2"], "each name once");
+    assert_eq!(sim.api_counts()["POST /v2/droplets"], 1, "never resent");
+}
+
+/// Trust at the edges (2): a listing that shows a droplet twice across pages keeps it once; a
+/// listing whose count disagrees with its own `meta.total` is taken again, three times at
+/// most, then refused instead of decided on.
+#[tokio::test]
+async fn listings_are_deduplicated_and_checked_against_their_total() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let droplet = |id: u64| {
+        let sim_droplet = serde_json::json!({
+            "id": id, "name": format!("web-{id}"), "memory": 1024, "vcpus": 1, "disk": 25,
+            "locked": false, "status": "active", "created_at": "2026-01-01T00:00:00Z",
+            "features": [], "backup_ids": [], "next_backup_window": null, "snapshot_ids": [],
+            "image": {}, "volume_ids": [], "size": {}, "size_slug": "s-1vcpu-1gb",
+            "networks": { "v4": [], "v6": [] },
+            "region": { "slug": "nyc3", "name": "nyc3", "sizes": [], "available": true, "features": [] },
+            "tags": ["web"], "vpc_uuid": null
+        });
+        sim_droplet
+    };
+    // Page 1: droplets 1, 2; page 2: 2 again, 3; total 3 → consistent once deduplicated.
+    // `/bad` always claims a total of 5.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let app = axum::Router::new().route(
+        "/v2/droplets",
+        axum::routing::get(
+            move |axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>| {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let bad = q.get("tag_name").map(String::as_str) == Some("bad");
+                    let total = if bad { 5 } else { 3 };
+                    let page = q.get("page").map(String::as_str).unwrap_or("1");
+                    let tag = q.get("tag_name").cloned().unwrap_or_default();
+                    let body = if page == "1" {
+                        serde_json::json!({
+                            "droplets": [droplet(1), droplet(2)],
+                            "links": { "pages": { "next": format!("https://api.digitalocean.com/v2/droplets?page=2&per_page=200&tag_name={tag}") } },
+                            "meta": { "total": total }
+                        })
+                    } else {
+                        serde_json::json!({
+                            "droplets": [droplet(2), droplet(3)],
+                            "links": { "pages": {} },
+                            "meta": { "total": total }
+                        })
+                    };
+                    axum::Json(body)
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut options = ClientOptions::new(url, ApiToken::new("t"));
+    options.rate_limits = None;
+    let client = Client::new(options).unwrap();
+    let listed = client.list_droplets_by_tag("web").await.unwrap();
+    let ids: Vec<u64> = listed.iter().map(|d| d.id).collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one listing of two pages");
+    let error = client.list_droplets_by_tag("bad").await.unwrap_err();
+    assert!(
+        matches!(error, ApiError::Inconsistent { attempts: 3, .. }),
+        "{error}"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2 + 6,
+        "three listings of two pages"
+    );
 }
 
 #[tokio::test]

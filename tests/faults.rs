@@ -37,8 +37,22 @@ fn group(min: u32, max: u32, extra: &str) -> String {
 }
 
 async fn start(seeded: u32, demand: Demand, group: &str, action_deadline: Duration) -> Harness {
-    let sim = Arc::new(sim(seeded, demand, Duration::from_millis(300)).await);
+    start_with(seeded, demand, group, action_deadline, |_| {}).await
+}
+
+/// Like [`start`], with the sim and the configuration folder adjusted before the daemon starts.
+async fn start_with(
+    seeded: u32,
+    demand: Demand,
+    group: &str,
+    action_deadline: Duration,
+    adjust: impl FnOnce(&(Sim, std::path::PathBuf)),
+) -> Harness {
+    let sim = sim(seeded, demand, Duration::from_millis(300)).await;
     let dir = config_dir(group);
+    let pair = (sim, dir.path().to_path_buf());
+    adjust(&pair);
+    let sim = Arc::new(pair.0);
     let daemon = daemon_with_deadline(dir.path(), &sim, action_deadline)
         .await
         .unwrap();
@@ -466,7 +480,7 @@ async fn a_thousand_hung_droplets_still_decide_within_the_tick() {
             &client,
             &scraper,
             &mut do_scaler::policy::GroupMemory::default(),
-            &|_| false,
+            &Default::default(),
             chrono::Utc::now(),
         )
         .await
@@ -573,4 +587,46 @@ async fn the_shipped_scale_up_succeeds_when_droplets_take_75_seconds_to_boot() {
         2
     );
     running.stop().await;
+}
+
+/// Trust at the edges (2): listings that lag creates and deletes by 2 s (as the real API's
+/// can) never push the group past max, never create a name twice, never resend the names of
+/// an ambiguous create, and leave no journal row open; a deleted droplet counts toward
+/// nothing while the listing still shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_listings_never_pass_max_nor_create_twice() {
+    let h = start_with(
+        2,
+        Demand::Constant(6.0),
+        &group(2, 4, ""),
+        DEADLINE,
+        |(sim, dir)| {
+            sim.update_faults(|f| {
+                f.list_lag = Duration::from_secs(2);
+                f.create_succeeds_then_500 = 1;
+            });
+            let base = dir.join("do-scaler.toml");
+            let text = std::fs::read_to_string(&base).unwrap();
+            std::fs::write(
+                &base,
+                text.replace("listing_lag = \"0s\"", "listing_lag = \"3s\""),
+            )
+            .unwrap();
+        },
+    )
+    .await;
+    h.eventually_size(4).await;
+    h.keeps_ticking(4).await;
+    assert_eq!(h.sim.droplets().len(), 4, "at max, and no further");
+    // Down again, with deletes lagging too.
+    h.sim.set_demand(Demand::Constant(0.4));
+    h.eventually_size(2).await;
+    h.keeps_ticking(4).await;
+    assert_eq!(h.sim.droplets().len(), 2, "at min, and no further");
+    assert!(
+        h.sim.api_counts()["POST /v2/droplets"] <= 3,
+        "no blind resend: {:?}",
+        h.sim.api_counts()
+    );
+    h.finish(2, 4).await;
 }

@@ -194,7 +194,7 @@ async fn the_old_example_scales_up_under_load_and_down_when_idle_within_its_boun
     for _ in 0..90 {
         let now = at(&clock);
         let report = runtime
-            .tick(&client, &scraper, &mut memory, &|_| false, now)
+            .tick(&client, &scraper, &mut memory, &Default::default(), now)
             .await
             .unwrap();
         if let Some(direction) = report.decision.direction {

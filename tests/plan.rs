@@ -72,7 +72,7 @@ async fn plan_after_ticks(group_text: &str, demand: f64, memory: GroupMemory) ->
                     &client,
                     &scraper,
                     &mut scratch,
-                    &|_| false,
+                    &Default::default(),
                     start() + chrono::Duration::seconds(tick * 15),
                 )
                 .await

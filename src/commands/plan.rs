@@ -151,7 +151,8 @@ async fn plan_group(
         round += 1;
         let now = Utc::now();
         let droplets = client.list_droplets_by_tag(&runtime.group.tag).await?;
-        let mut members = runtime.members(&droplets, &|_| false, now);
+        let mut members =
+            runtime.members(&droplets, &crate::daemon::tick::InFlight::default(), now);
         let timeout = runtime.group.scrape.timeout;
         let deadline = tokio::time::Instant::now() + runtime.group.tick_timeout.mul_f64(0.9);
         let scraped = runtime

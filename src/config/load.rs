@@ -348,6 +348,11 @@ fn base_from_text(
             .unwrap_or_else(|| resolve(&base_dir, string_or(&file.state, DEFAULT_STATE_PATH))),
         conf_dir: resolve(&base_dir, string_or(&file.conf_dir, "conf.d")),
         actions_dir: resolve(&base_dir, string_or(&file.actions_dir, "actions")),
+        listing_lag: file
+            .listing_lag
+            .as_ref()
+            .map(|d| d.get_ref().0)
+            .unwrap_or(Duration::from_secs(60)),
         status_api: StatusApi {
             listen,
             token_file: file

@@ -40,6 +40,9 @@ pub struct Base {
     pub conf_dir: PathBuf,
     /// Folder of action scripts (may not exist).
     pub actions_dir: PathBuf,
+    /// How long listings may lag a create (droplets with an unknown outcome count as booting
+    /// that long).
+    pub listing_lag: Duration,
     /// Status API settings.
     pub status_api: StatusApi,
     /// A token written in the original tool's files (`do_token`), used only when no other

@@ -35,6 +35,11 @@ pub struct BaseFile {
     /// The folder of action scripts; a script here overrides a shipped one of the same name.
     /// Default "actions"; a missing folder is fine.
     pub actions_dir: Option<Spanned<String>>,
+    /// How long the API's listings may lag a create: a droplet asked for with an unknown
+    /// outcome (an ambiguous answer, a crash mid-create) counts as booting until a listing
+    /// taken this long after the request does not show it. Default "1m"; "0s" for an API whose
+    /// listings are current (the simulator without `--list-lag`).
+    pub listing_lag: Option<Spanned<ConfigDuration>>,
     /// The status API: health, metrics, decisions, pause and reload.
     #[serde(default)]
     pub status_api: StatusApiFile,

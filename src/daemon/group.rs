@@ -4,7 +4,7 @@
 //! the same [`GroupTask`] for one tick, so the two ways of running never drift apart.
 
 use super::Daemon;
-use super::tick::{GroupRuntime, TickReport};
+use super::tick::{GroupRuntime, InFlight, TickReport};
 use crate::api::metrics::Metrics;
 use crate::config::Group;
 use crate::metrics::scrape::Scraper;
@@ -147,21 +147,26 @@ impl GroupTask {
         let name = self.name().to_string();
         let started = Instant::now();
         let client = daemon.client();
-        let in_flight: Vec<u64> = self
+        let mut in_flight = InFlight {
+            deleting: blocking(|| daemon.store.deleted(&name)).unwrap_or_default(),
+            unlisted: blocking(|| daemon.store.unlisted(&name)).unwrap_or_default(),
+            listing_lag: daemon.generation().config.base.listing_lag,
+        };
+        let deleted = in_flight.deleting.clone();
+        if let Some(run) = self
             .running
             .as_ref()
             .filter(|r| r.direction == Direction::Down)
-            .map(|r| r.victims.clone())
-            .unwrap_or_default();
-        let deleted: BTreeSet<u64> = blocking(|| daemon.store.deleted(&name)).unwrap_or_default();
-        let deleting = |id: u64| in_flight.contains(&id) || deleted.contains(&id);
+        {
+            in_flight.deleting.extend(run.victims.iter().copied());
+        }
         let now = daemon.clock.now();
         let span = tracing::info_span!("tick", group = %name);
         let outcome = tracing::Instrument::instrument(
             tokio::time::timeout(
                 self.runtime.group.tick_timeout,
                 self.runtime
-                    .tick(&client, &self.scraper, &mut self.memory, &deleting, now),
+                    .tick(&client, &self.scraper, &mut self.memory, &in_flight, now),
             ),
             span,
         )
@@ -186,14 +191,47 @@ impl GroupTask {
                 return None;
             }
         };
-        // Deleted droplets that have left the listing are gone for good.
+        self.settle_in_flight(&in_flight, &deleted, &report, now);
+        self.record(&report);
+        Some(report)
+    }
+
+    /// What the listing settled: deleted droplets that have left it are gone for good, and
+    /// created ones it shows no longer need counting apart; those asked for with an unknown
+    /// outcome and still not listed after [`UNLISTED_EXPIRY`] are taken as never made.
+    fn settle_in_flight(
+        &self,
+        in_flight: &InFlight,
+        deleted: &BTreeSet<u64>,
+        report: &TickReport,
+        now: DateTime<Utc>,
+    ) {
+        let daemon = &self.daemon;
+        let name = self.name();
         let listed: BTreeSet<u64> = report.listing.iter().map(|d| d.id).collect();
         let left: Vec<u64> = deleted.difference(&listed).copied().collect();
         if !left.is_empty() {
-            let _ = blocking(|| daemon.store.forget_deleted(&name, &left));
+            let _ = blocking(|| daemon.store.forget_deleted(name, &left));
         }
-        self.record(&report);
-        Some(report)
+        let listed_names: BTreeSet<&str> = report.listing.iter().map(|d| d.name.as_str()).collect();
+        let pending: Vec<&str> = in_flight.pending(now).map(|u| u.name.as_str()).collect();
+        let mut settled = Vec::new();
+        for unlisted in &in_flight.unlisted {
+            if listed_names.contains(unlisted.name.as_str()) {
+                settled.push(unlisted.name.clone());
+            } else if !pending.contains(&unlisted.name.as_str()) {
+                tracing::warn!(
+                    group = %name,
+                    droplet = %unlisted.name,
+                    "a droplet asked for at {} is still not listed: taken as never made",
+                    unlisted.since.to_rfc3339()
+                );
+                settled.push(unlisted.name.clone());
+            }
+        }
+        if !settled.is_empty() {
+            let _ = blocking(|| daemon.store.forget_unlisted(name, &settled));
+        }
     }
 
     /// Records a decision: the state database, metrics, the log and the status.

@@ -12,7 +12,7 @@ use crate::digitalocean::{Client, ClientOptions};
 use crate::metrics::scrape::{DEFAULT_BODY_LIMIT, Scraper};
 use crate::policy::MemoryStore;
 use crate::script::runner::Runner;
-use crate::state::{Intent, Journal, Store};
+use crate::state::{Intent, Journal, Store, Unlisted};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -242,7 +242,9 @@ pub async fn reconcile(daemon: &Daemon) {
             .iter()
             .find(|g| g.name == entry.group)
         else {
-            let _ = daemon.store.settle(entry.id, "group no longer configured");
+            if let Err(error) = daemon.store.settle(entry.id, "group no longer configured") {
+                tracing::error!(entry = entry.id, %error, "cannot settle a journal entry");
+            }
             continue;
         };
         let listing = match client.list_droplets_by_tag(&group.tag).await {
@@ -259,11 +261,23 @@ pub async fn reconcile(daemon: &Daemon) {
                     .filter(|d| names.contains(&d.name))
                     .map(|d| format!("{}={}", d.name, d.id))
                     .collect();
-                if !found.is_empty() {
-                    let mut memory = daemon.store.load(&group.name);
-                    memory.created(found.len() as u32, daemon.clock.now());
-                    daemon.store.save(&group.name, &memory);
+                // Names not listed may still land (listings lag): they count as booting until
+                // a listing shows them or they expire, and count as spent either way.
+                let unlisted: Vec<Unlisted> = names
+                    .iter()
+                    .filter(|n| !listing.iter().any(|d| &d.name == *n))
+                    .map(|name| Unlisted {
+                        name: name.clone(),
+                        id: None,
+                        since: chrono::Utc::now(),
+                    })
+                    .collect();
+                if let Err(error) = daemon.store.mark_created(&group.name, &unlisted) {
+                    tracing::error!(group = %group.name, %error, "cannot record unlisted droplets");
                 }
+                let mut memory = daemon.store.load(&group.name);
+                memory.created(names.len() as u32, daemon.clock.now());
+                daemon.store.save(&group.name, &memory);
                 format!(
                     "reconciled after restart: {} of {} created ({})",
                     found.len(),
@@ -286,7 +300,9 @@ pub async fn reconcile(daemon: &Daemon) {
         };
         crate::failpoint::hit("reconcile.before_settle");
         tracing::info!(group = %group.name, entry = entry.id, %outcome, "journal entry settled");
-        let _ = daemon.store.settle(entry.id, &outcome);
+        if let Err(error) = daemon.store.settle(entry.id, &outcome) {
+            tracing::error!(group = %group.name, entry = entry.id, %error, "cannot settle a journal entry");
+        }
     }
 }
 

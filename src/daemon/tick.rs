@@ -30,6 +30,37 @@ struct CompiledRule {
     is_target: bool,
 }
 
+/// How long a created droplet (its create answered, so it exists) counts as booting while no
+/// listing shows it: past this it was deleted by someone else before any listing caught it.
+pub const UNLISTED_EXPIRY: Duration = Duration::from_secs(3600);
+
+/// What the daemon has asked DigitalOcean for that a listing may not show yet.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight {
+    /// Droplets being deleted: the victims of a run in progress and accepted deletes the
+    /// listing still shows. They count toward nothing.
+    pub deleting: std::collections::BTreeSet<u64>,
+    /// Droplets created (or maybe created) that the listing does not show yet. They count as
+    /// booting, so a lagging listing never makes the group ask for them again.
+    pub unlisted: Vec<crate::state::Unlisted>,
+    /// How long listings may lag a create (the base file's `listing_lag`).
+    pub listing_lag: Duration,
+}
+
+impl InFlight {
+    /// The unlisted droplets still worth counting at `now`: created ones for
+    /// [`UNLISTED_EXPIRY`]; ones asked for with an unknown outcome until a listing taken
+    /// `listing_lag` after the request could have shown them.
+    pub fn pending(&self, now: DateTime<Utc>) -> impl Iterator<Item = &crate::state::Unlisted> {
+        let created = chrono::Duration::from_std(UNLISTED_EXPIRY).unwrap_or_default();
+        let unknown = chrono::Duration::from_std(self.listing_lag).unwrap_or_default();
+        self.unlisted.iter().filter(move |u| {
+            let window = if u.id.is_some() { created } else { unknown };
+            now - u.since < window
+        })
+    }
+}
+
 /// A droplet as a tick saw it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DropletReport {
@@ -202,17 +233,19 @@ impl GroupRuntime {
             || self.group.adopt_tags.iter().any(|t| droplet.has_tag(t))
     }
 
-    /// Classifies each droplet: active past warmup, booting, or on its way out (`deleting`).
+    /// Classifies each droplet: active past warmup, booting, off (billed, no capacity), or on
+    /// its way out. Droplets this daemon created that the listing does not show yet follow the
+    /// listed ones, as booting.
     pub fn members(
         &mut self,
         droplets: &[Droplet],
-        deleting: &(dyn Fn(u64) -> bool + Sync),
+        in_flight: &InFlight,
         now: DateTime<Utc>,
     ) -> Vec<Member> {
         let warmup = chrono::Duration::from_std(self.group.warmup).unwrap_or_default();
-        let mut members = Vec::with_capacity(droplets.len());
+        let mut members = Vec::with_capacity(droplets.len() + in_flight.unlisted.len());
         for droplet in droplets {
-            let state = if deleting(droplet.id) {
+            let state = if in_flight.deleting.contains(&droplet.id) {
                 MemberState::Deleting
             } else if droplet.status == DropletStatus::Active {
                 // A droplet already active when first seen has been up since about its
@@ -232,8 +265,8 @@ impl GroupRuntime {
             } else if matches!(droplet.status, DropletStatus::New) {
                 MemberState::Booting
             } else {
-                // Off or archived: neither capacity nor on its way.
-                MemberState::Deleting
+                // Powered off or archived: billed, so it counts toward max, but no capacity.
+                MemberState::Off
             };
             members.push(Member {
                 id: droplet.id,
@@ -248,6 +281,26 @@ impl GroupRuntime {
         }
         let listed: std::collections::HashSet<u64> = droplets.iter().map(|d| d.id).collect();
         self.first_active.retain(|id, _| listed.contains(id));
+        let listed_names: std::collections::HashSet<&str> =
+            droplets.iter().map(|d| d.name.as_str()).collect();
+        for unlisted in in_flight.pending(now) {
+            if listed_names.contains(unlisted.name.as_str())
+                || unlisted.id.is_some_and(|id| listed.contains(&id))
+            {
+                continue;
+            }
+            members.push(Member {
+                id: unlisted.id.unwrap_or(0),
+                name: unlisted.name.clone(),
+                created_at: unlisted.since,
+                state: MemberState::Booting,
+                managed: true,
+                // Never a victim: it cannot be destroyed before it is listed.
+                protected: true,
+                busy: None,
+                scraped: false,
+            });
+        }
         members
     }
 
@@ -398,20 +451,20 @@ impl GroupRuntime {
         }
     }
 
-    /// One whole tick: list, classify, scrape, evaluate, decide. `deleting` names droplets
-    /// whose deletion is in flight.
+    /// One whole tick: list, classify, scrape, evaluate, decide. `in_flight` is what the
+    /// daemon asked for that the listing may not show yet.
     pub async fn tick(
         &mut self,
         client: &Client,
         scraper: &Scraper,
         memory: &mut GroupMemory,
-        deleting: &(dyn Fn(u64) -> bool + Sync),
+        in_flight: &InFlight,
         now: DateTime<Utc>,
     ) -> Result<TickReport, TickError> {
         let started = tokio::time::Instant::now();
         let droplets = client.list_droplets_by_tag(&self.group.tag).await?;
         crate::failpoint::hit("tick.after_list");
-        let mut members = self.members(&droplets, deleting, now);
+        let mut members = self.members(&droplets, in_flight, now);
         // Hung endpoints must not cost the decision: the whole scrape phase, waiting for a
         // slot included, ends at 90 % of the tick's time, so the tick still decides (with the
         // droplets not reached counted as missing) in time.
@@ -451,7 +504,7 @@ impl GroupRuntime {
             memory,
         );
         let actions = actions_for(&self.group, &decision);
-        let reports = droplets
+        let mut reports: Vec<DropletReport> = droplets
             .iter()
             .zip(members)
             .map(|(droplet, member)| DropletReport {
@@ -468,6 +521,17 @@ impl GroupRuntime {
                 protected: member.protected,
             })
             .collect();
+        // Droplets created but not listed yet.
+        reports.extend(members.iter().skip(droplets.len()).map(|m| DropletReport {
+            id: m.id,
+            name: m.name.clone(),
+            status: "new".into(),
+            state: m.state,
+            address: None,
+            scrape: "not listed yet: created, the listing lags".into(),
+            managed: true,
+            protected: false,
+        }));
         TickReport {
             group: self.group.name.clone(),
             droplets: reports,

@@ -523,6 +523,18 @@ impl Client {
         query: &str,
         key: &str,
     ) -> Result<Vec<T>, ApiError> {
+        self.list_all_counted(listing, query, key)
+            .await
+            .map(|(items, _)| items)
+    }
+
+    /// Like [`Client::list_all`], with the `meta.total` the last page claimed.
+    async fn list_all_counted<T: DeserializeOwned>(
+        &self,
+        listing: &str,
+        query: &str,
+        key: &str,
+    ) -> Result<(Vec<T>, Option<u64>), ApiError> {
         let mut path = format!(
             "{listing}?{query}{}per_page={PER_PAGE}",
             if query.is_empty() { "" } else { "&" }
@@ -547,12 +559,13 @@ impl Client {
                     reason: e.to_string(),
                 })?;
             items.append(&mut batch);
+            let total = value.pointer("/meta/total").and_then(Value::as_u64);
             let next = value
                 .pointer("/links/pages/next")
                 .and_then(Value::as_str)
                 .map(str::to_string);
             match next {
-                None => return Ok(items),
+                None => return Ok((items, total)),
                 Some(link) => {
                     crate::failpoint::hit("list.between_pages");
                     let (next_path, next_page) = Self::next_page_path(listing, &link, page)?;
@@ -563,10 +576,42 @@ impl Client {
         }
     }
 
-    /// Every droplet carrying `tag`, across all pages.
+    /// Every droplet carrying `tag`, across all pages. The real API's listings are not one
+    /// snapshot across pages: a droplet listed twice is kept once (by id), and a listing whose
+    /// count disagrees with its own `meta.total` is taken again, up to three times in all,
+    /// then refused ([`ApiError::Inconsistent`]) rather than decided on.
     pub async fn list_droplets_by_tag(&self, tag: &str) -> Result<Vec<Droplet>, ApiError> {
+        const ATTEMPTS: u32 = 3;
         let query = format!("tag_name={}", urlencode(tag));
-        self.list_all("/v2/droplets", &query, "droplets").await
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (mut droplets, total): (Vec<Droplet>, _) = self
+                .list_all_counted("/v2/droplets", &query, "droplets")
+                .await?;
+            let mut seen = std::collections::HashSet::new();
+            droplets.retain(|d| seen.insert(d.id));
+            match total {
+                Some(total) if total != droplets.len() as u64 => {
+                    tracing::warn!(
+                        tag,
+                        listed = droplets.len(),
+                        total,
+                        attempt,
+                        "the droplet listing disagrees with its own total; listing again"
+                    );
+                    if attempt >= ATTEMPTS {
+                        return Err(ApiError::Inconsistent {
+                            path: format!("/v2/droplets?{query}"),
+                            listed: droplets.len() as u64,
+                            total,
+                            attempts: ATTEMPTS,
+                        });
+                    }
+                }
+                _ => return Ok(droplets),
+            }
+        }
     }
 
     /// How many droplets the whole account has (one request, for preflight).
@@ -611,46 +656,19 @@ impl Client {
             if index > 0 {
                 crate::failpoint::hit("create.between_chunks");
             }
-            let mut pending: Vec<String> = chunk.to_vec();
-            let mut ambiguous_rounds = 0;
-            while !pending.is_empty() {
-                match self.create_once(&request.with_names(&pending)).await {
-                    Ok(droplets) => {
-                        report.created.extend(droplets);
-                        pending.clear();
-                    }
-                    Err(error) if error.is_ambiguous() && ambiguous_rounds < 2 => {
-                        ambiguous_rounds += 1;
-                        tracing::warn!(error = %error, names = ?pending, "create answer was ambiguous; re-listing the group to see what exists");
-                        tokio::time::sleep(self.retry.delay(ambiguous_rounds - 1, None)).await;
-                        match self.list_droplets_by_tag(tag).await {
-                            Ok(existing) => {
-                                for droplet in existing {
-                                    if let Some(index) =
-                                        pending.iter().position(|n| *n == droplet.name)
-                                    {
-                                        pending.remove(index);
-                                        report.created.push(droplet);
-                                    }
-                                }
-                            }
-                            Err(list_error) => {
-                                tracing::warn!(error = %list_error, "re-listing after an ambiguous create failed");
-                                report.uncertain.extend(pending.iter().cloned());
-                                report.missing.extend(pending);
-                                report.failure = Some(error);
-                                break;
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        if error.is_ambiguous() {
-                            report.uncertain.extend(pending.iter().cloned());
-                        }
-                        report.missing.extend(pending);
-                        report.failure = Some(error);
-                        break;
-                    }
+            match self.create_once(&request.with_names(chunk)).await {
+                Ok(droplets) => report.created.extend(droplets),
+                Err(error) if error.is_ambiguous() => {
+                    self.settle_ambiguous_create(chunk, tag, error, &mut report)
+                        .await;
+                }
+                Err(limit @ ApiError::DropletLimit { .. }) => {
+                    self.create_what_fits(request, chunk, limit, &mut report)
+                        .await;
+                }
+                Err(error) => {
+                    report.missing.extend(chunk.iter().cloned());
+                    report.failure = Some(error);
                 }
             }
             if report.failure.is_some() {
@@ -661,6 +679,77 @@ impl Client {
             report.missing.extend(rest.iter().cloned());
         }
         report
+    }
+
+    /// After an ambiguous answer to a create, finds which of `names` exist by listing the
+    /// group (twice, a moment apart: listings lag). The names it does not find are never sent
+    /// again: they stay uncertain (the caller counts them until the listings settle it), which
+    /// is what keeps a lagging listing from creating a droplet twice.
+    async fn settle_ambiguous_create(
+        &self,
+        names: &[String],
+        tag: &str,
+        error: ApiError,
+        report: &mut CreateReport,
+    ) {
+        tracing::warn!(error = %error, names = ?names, "create answer was ambiguous; listing the group to see what exists (the names are never sent again)");
+        let mut pending: Vec<String> = names.to_vec();
+        for round in 0..2 {
+            tokio::time::sleep(self.retry.delay(round, None)).await;
+            match self.list_droplets_by_tag(tag).await {
+                Ok(existing) => {
+                    for droplet in existing {
+                        if let Some(index) = pending.iter().position(|n| *n == droplet.name) {
+                            pending.remove(index);
+                            report.created.push(droplet);
+                        }
+                    }
+                }
+                Err(list_error) => {
+                    tracing::warn!(error = %list_error, "listing after an ambiguous create failed");
+                }
+            }
+            if pending.is_empty() {
+                return;
+            }
+        }
+        report.uncertain.extend(pending.iter().cloned());
+        report.missing.extend(pending);
+        report.failure = Some(error);
+    }
+
+    /// At the account's droplet limit a create is all or nothing: asks how much room is left
+    /// and creates that many of `names`, reporting the rest as missing with `limit`.
+    async fn create_what_fits(
+        &self,
+        request: &CreateDroplets,
+        names: &[String],
+        limit: ApiError,
+        report: &mut CreateReport,
+    ) {
+        let room = match (self.account().await, self.count_droplets().await) {
+            (Ok(account), Ok(existing)) => account.droplet_limit.saturating_sub(existing) as usize,
+            _ => 0,
+        };
+        let mut rest = names.to_vec();
+        if room > 0 && room < names.len() {
+            let fits: Vec<String> = rest.drain(..room).collect();
+            tracing::warn!(
+                room,
+                asked = names.len(),
+                "at the account's droplet limit: creating what fits"
+            );
+            match self.create_once(&request.with_names(&fits)).await {
+                Ok(droplets) => report.created.extend(droplets),
+                Err(error) if error.is_ambiguous() => {
+                    report.uncertain.extend(fits.iter().cloned());
+                    report.missing.extend(fits);
+                }
+                Err(_) => report.missing.extend(fits),
+            }
+        }
+        report.missing.extend(rest);
+        report.failure = Some(limit);
     }
 
     async fn create_once(&self, request: &CreateDroplets) -> Result<Vec<Droplet>, ApiError> {

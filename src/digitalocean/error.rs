@@ -71,6 +71,20 @@ pub enum ApiError {
         /// What did not parse.
         reason: String,
     },
+    /// A listing's droplets disagree with its own `meta.total`, every time it was taken.
+    #[error(
+        "the listing {path} showed {listed} distinct droplets for a total of {total}, {attempts} times: the API is inconsistent, so this tick decides nothing"
+    )]
+    Inconsistent {
+        /// The listing.
+        path: String,
+        /// Distinct droplets listed.
+        listed: u64,
+        /// What `meta.total` said.
+        total: u64,
+        /// How many times it was taken.
+        attempts: u32,
+    },
     /// A pagination link did not advance (a loop) or pointed at another resource.
     #[error("pagination of {path} stopped: {reason}")]
     Pagination {
@@ -109,6 +123,7 @@ impl ApiError {
             ApiError::Timeout { .. } => "timeout".into(),
             ApiError::Decode { .. } => "decode".into(),
             ApiError::Pagination { .. } => "pagination".into(),
+            ApiError::Inconsistent { .. } => "inconsistent_listing".into(),
             ApiError::Refused { .. } => "refused".into(),
         }
     }

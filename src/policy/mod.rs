@@ -27,6 +27,9 @@ pub enum MemberState {
     Booting,
     /// Being deleted: counts toward nothing.
     Deleting,
+    /// Powered off or archived: billed, so it counts toward `max`, but it has no capacity and
+    /// is never destroyed or replaced without saying so.
+    Off,
 }
 
 /// One droplet of the group, as the decision sees it.
@@ -173,6 +176,14 @@ pub fn decide(input: &Input<'_>, memory: &mut GroupMemory) -> Decision {
 
     let bounds = bounds_at(group, now);
     let forced = apply_bounds(&bounds, current, &mut desired, &mut winner, &mut steps);
+    count_off_toward_max(
+        input.members,
+        &bounds,
+        current,
+        &mut desired,
+        &mut winner,
+        &mut steps,
+    );
     // The recommendation this tick leaves for the stabilization windows: after the bounds, so
     // a forced move to max is what the next ticks' scale-down window remembers.
     memory.recommendations.push((now, desired));
@@ -323,6 +334,44 @@ fn apply_bounds(
     Forced::No
 }
 
+/// Powered-off and archived droplets are billed: they count toward `max`, so a scale-up never
+/// takes the droplets billed past it (they are never destroyed or replaced without saying so:
+/// the step names them whenever there are any).
+fn count_off_toward_max(
+    members: &[Member],
+    bounds: &Bounds,
+    current: u32,
+    desired: &mut u32,
+    winner: &mut Option<String>,
+    steps: &mut Vec<String>,
+) {
+    let off: Vec<u64> = members
+        .iter()
+        .filter(|m| m.state == MemberState::Off)
+        .map(|m| m.id)
+        .collect();
+    if off.is_empty() {
+        return;
+    }
+    steps.push(format!(
+        "{} droplet(s) are powered off or archived ({}): billed, so they count toward max, but they carry no load; do-scaler never destroys them: power them on or destroy them",
+        off.len(),
+        off.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+    ));
+    let room = bounds.max.saturating_sub(off.len() as u32);
+    if *desired > current && *desired > room {
+        *desired = room.max(current);
+        *winner = Some("max".into());
+        steps.push(format!(
+            "max {} counting the {} off: at most {} running or booting, desired {}",
+            bounds.max,
+            off.len(),
+            room,
+            *desired
+        ));
+    }
+}
+
 /// The stabilization windows: a scale-down goes only to the highest recommendation of
 /// `stabilization.down`, a scale-up only to the lowest of `stabilization.up` (never below
 /// `floor`, the bound a forced move must reach).
@@ -441,7 +490,7 @@ pub fn choose_victims(
     let min_age = chrono::Duration::from_std(group.scale_in.min_age).unwrap_or_default();
     let mut candidates: Vec<&Member> = members
         .iter()
-        .filter(|m| m.state != MemberState::Deleting)
+        .filter(|m| !matches!(m.state, MemberState::Deleting | MemberState::Off))
         .filter(|m| m.managed || group.allow_unmanaged)
         .filter(|m| !m.protected)
         .filter(|m| now - m.created_at >= min_age)

@@ -250,10 +250,11 @@ fn create_droplets(count: i64) -> HostResult<Array> {
         Err(error) => {
             // Cut at the deadline: whether the droplets exist is unknown here, and the next
             // tick's listing (by tag) counts whatever landed; the names are never asked again.
-            // Every name counts as spent.
+            // Every name counts as spent, and as booting until a listing settles it.
             if let Ok(mut spent) = ctx.spent.lock() {
                 *spent += count as u32;
             }
+            mark_created(&ctx, names.iter().map(|n| (n.clone(), None)));
             let outcome = format!("outcome unknown, the next listing shows it: {error}");
             if let Err(e) = ctx.journal.settle(entry, &outcome) {
                 tracing::error!(group = %ctx.group.name, error = %e, "cannot settle a journal entry");
@@ -265,6 +266,15 @@ fn create_droplets(count: i64) -> HostResult<Array> {
     if let Ok(mut spent) = ctx.spent.lock() {
         *spent += (report.created.len() + report.uncertain.len()) as u32;
     }
+    // Listings lag creates: until one shows them, these count as booting.
+    mark_created(
+        &ctx,
+        report
+            .created
+            .iter()
+            .map(|d| (d.name.clone(), Some(d.id)))
+            .chain(report.uncertain.iter().map(|n| (n.clone(), None))),
+    );
     let ids: Vec<String> = report.created.iter().map(|d| d.id.to_string()).collect();
     let outcome = match &report.failure {
         None => format!("created {}", ids.join(",")),
@@ -293,6 +303,20 @@ fn create_droplets(count: i64) -> HostResult<Array> {
         .iter()
         .map(|d| convert::droplet(d, true, false))
         .collect())
+}
+
+/// Records droplets created (or maybe created) as unlisted for the group.
+fn mark_created(ctx: &RunContext, made: impl Iterator<Item = (String, Option<u64>)>) {
+    let since = chrono::Utc::now();
+    let entries: Vec<crate::state::Unlisted> = made
+        .map(|(name, id)| crate::state::Unlisted { name, id, since })
+        .collect();
+    if entries.is_empty() {
+        return;
+    }
+    if let Err(e) = ctx.journal.mark_created(&ctx.group.name, &entries) {
+        tracing::error!(group = %ctx.group.name, error = %e, "cannot record created droplets");
+    }
 }
 
 fn destroy_droplets(ids: Array) -> HostResult<Array> {

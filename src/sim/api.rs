@@ -272,8 +272,9 @@ async fn list_droplets(
         .as_deref()
         .map(|t| vec![("tag_name", t)])
         .unwrap_or_default();
+    let now = shared.clock.now();
     let state = shared.lock();
-    let items = state.list(tag.as_deref());
+    let items = state.list_visible(tag.as_deref(), now);
     paginate("/v2/droplets", &items, "droplets", &params, &extra)
 }
 
@@ -351,12 +352,10 @@ async fn get_droplet(State(shared): Shared2, Path(id): Path<u64>) -> Response {
 }
 
 async fn delete_droplet(State(shared): Shared2, Path(id): Path<u64>) -> Response {
+    let now = shared.clock.now();
     let (existed, hang) = {
         let mut state = shared.lock();
-        (
-            state.droplets.remove(&id).is_some(),
-            state.faults.delete_hang,
-        )
+        (state.remove(id, now), state.faults.delete_hang)
     };
     if !existed {
         return not_found();
@@ -381,9 +380,10 @@ async fn delete_by_tag(
     };
     let ids: Vec<u64> = {
         let mut state = shared.lock();
+        let now = shared.clock.now();
         let ids: Vec<u64> = state.list(Some(tag)).iter().map(|d| d.id).collect();
         for id in &ids {
-            state.droplets.remove(id);
+            state.remove(*id, now);
         }
         ids
     };

@@ -344,7 +344,8 @@ impl Sim {
 
     /// Deletes a droplet as if through the API (its endpoints stop at once).
     pub fn delete(&self, id: u64) -> bool {
-        let existed = self.shared.lock().droplets.remove(&id).is_some();
+        let now = self.shared.clock.now();
+        let existed = self.shared.lock().remove(id, now);
         self.shared.stop_agent(id);
         existed
     }

@@ -33,6 +33,10 @@ pub struct Faults {
     pub scrape_hang_share: f64,
     /// Share (0–1) of droplets whose metrics endpoint answers garbage.
     pub scrape_garbage_share: f64,
+    /// How long listings lag the truth, as the real API's do: a new droplet appears in
+    /// listings only this long after its create, and a deleted one leaves them only this long
+    /// after its delete (a GET by id is current).
+    pub list_lag: Duration,
 }
 
 /// One simulated droplet.
@@ -42,6 +46,8 @@ pub struct SimDroplet {
     pub droplet: Droplet,
     /// When it turns active.
     pub ready_at: DateTime<Utc>,
+    /// From when listings show it (its create plus the listing lag).
+    pub listed_from: DateTime<Utc>,
     /// Its address in the sim's loopback /16, once active.
     pub address: Option<Ipv4Addr>,
     /// Its machine.
@@ -119,6 +125,8 @@ pub struct State {
     pub load_balancers: BTreeMap<String, LoadBalancer>,
     /// Droplets whose metrics endpoint a test made hang.
     pub hung: BTreeSet<u64>,
+    /// Deleted droplets that listings still show, until when.
+    pub departed: Vec<(Droplet, DateTime<Utc>)>,
 }
 
 /// Droplets activated by an advance, whose endpoints must now be served.
@@ -153,6 +161,7 @@ impl State {
             tags: BTreeSet::new(),
             load_balancers: BTreeMap::new(),
             hung: BTreeSet::new(),
+            departed: Vec::new(),
         }
     }
 
@@ -276,6 +285,8 @@ impl State {
                 SimDroplet {
                     droplet: droplet.clone(),
                     ready_at: now + chrono::Duration::from_std(self.boot_delay).unwrap_or_default(),
+                    listed_from: now
+                        + chrono::Duration::from_std(self.faults.list_lag).unwrap_or_default(),
                     address: None,
                     machine: MachineMetrics::new(vcpus, memory, disk, Duration::ZERO),
                 },
@@ -313,6 +324,7 @@ impl State {
             self.stats.created_names.pop();
             if let Some(sim) = self.droplets.get_mut(&droplet.id) {
                 sim.ready_at = created_at;
+                sim.listed_from = created_at;
                 sim.machine = MachineMetrics::new(droplet.vcpus, droplet.memory, droplet.disk, age);
             }
             activated.extend(self.activate(droplet.id));
@@ -412,6 +424,40 @@ impl State {
             .map(|d| &d.droplet)
             .filter(|d| tag.is_none_or(|t| d.has_tag(t)))
             .collect()
+    }
+
+    /// What a listing shows at `now`: droplets past their listing lag, and deleted ones whose
+    /// departure has not reached the listings yet, in id order.
+    pub fn list_visible(&self, tag: Option<&str>, now: DateTime<Utc>) -> Vec<&Droplet> {
+        let mut shown: Vec<&Droplet> = self
+            .droplets
+            .values()
+            .filter(|d| d.listed_from <= now)
+            .map(|d| &d.droplet)
+            .chain(
+                self.departed
+                    .iter()
+                    .filter(|(_, until)| *until > now)
+                    .map(|(d, _)| d),
+            )
+            .filter(|d| tag.is_none_or(|t| d.has_tag(t)))
+            .collect();
+        shown.sort_by_key(|d| d.id);
+        shown
+    }
+
+    /// Deletes a droplet; listings keep showing it for the listing lag. Returns whether it
+    /// existed.
+    pub fn remove(&mut self, id: u64, now: DateTime<Utc>) -> bool {
+        let Some(gone) = self.droplets.remove(&id) else {
+            return false;
+        };
+        self.departed.retain(|(_, until)| *until > now);
+        if !self.faults.list_lag.is_zero() {
+            let until = now + chrono::Duration::from_std(self.faults.list_lag).unwrap_or_default();
+            self.departed.push((gone.droplet, until));
+        }
+        true
     }
 
     /// Counts of droplets by status.

@@ -25,6 +25,18 @@ pub enum Intent {
     },
 }
 
+/// A droplet this daemon created (or may have created) that the listings do not show yet:
+/// it counts as booting until they do, so a lagging listing never makes the group ask twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unlisted {
+    /// Its unique name.
+    pub name: String,
+    /// Its id, when the create was answered (`None` after an ambiguous answer).
+    pub id: Option<u64>,
+    /// When it was asked for.
+    pub since: chrono::DateTime<chrono::Utc>,
+}
+
 /// A journal entry not yet settled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
@@ -65,6 +77,13 @@ pub trait Journal: Send + Sync {
     fn deleted(&self, group: &str) -> Result<BTreeSet<u64>, StateError>;
     /// Forgets deleted droplets that have left the listings.
     fn forget_deleted(&self, group: &str, ids: &[u64]) -> Result<(), StateError>;
+    /// Records droplets created, or asked for with an unknown outcome: they count as booting
+    /// until the listings show them.
+    fn mark_created(&self, group: &str, created: &[Unlisted]) -> Result<(), StateError>;
+    /// The group's created droplets the listings have not shown yet.
+    fn unlisted(&self, group: &str) -> Result<Vec<Unlisted>, StateError>;
+    /// Forgets created droplets by name (listed at last, or given up on).
+    fn forget_unlisted(&self, group: &str, names: &[String]) -> Result<(), StateError>;
 }
 
 /// A journal in memory, for tests and `plan`.
@@ -72,6 +91,7 @@ pub trait Journal: Send + Sync {
 pub struct MemoryJournal {
     entries: Mutex<Vec<(Pending, Option<String>)>>,
     deleted: Mutex<BTreeMap<String, BTreeSet<u64>>>,
+    unlisted: Mutex<BTreeMap<String, Vec<Unlisted>>>,
 }
 
 impl MemoryJournal {
@@ -151,6 +171,37 @@ impl Journal for MemoryJournal {
             for id in ids {
                 set.remove(id);
             }
+        }
+        Ok(())
+    }
+
+    fn mark_created(&self, group: &str, created: &[Unlisted]) -> Result<(), StateError> {
+        let mut unlisted = self
+            .unlisted
+            .lock()
+            .map_err(|e| StateError::Store(e.to_string()))?;
+        unlisted
+            .entry(group.to_string())
+            .or_default()
+            .extend(created.iter().cloned());
+        Ok(())
+    }
+
+    fn unlisted(&self, group: &str) -> Result<Vec<Unlisted>, StateError> {
+        let unlisted = self
+            .unlisted
+            .lock()
+            .map_err(|e| StateError::Store(e.to_string()))?;
+        Ok(unlisted.get(group).cloned().unwrap_or_default())
+    }
+
+    fn forget_unlisted(&self, group: &str, names: &[String]) -> Result<(), StateError> {
+        let mut unlisted = self
+            .unlisted
+            .lock()
+            .map_err(|e| StateError::Store(e.to_string()))?;
+        if let Some(list) = unlisted.get_mut(group) {
+            list.retain(|u| !names.contains(&u.name));
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! explanations, and pause flags. One process writes a database: an exclusive lock on a file
 //! beside it refuses a second daemon.
 
-use super::{Intent, Journal, Pending, StateError};
+use super::{Intent, Journal, Pending, StateError, Unlisted};
 use crate::policy::{GroupMemory, MemoryStore};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The schema version this binary writes; older databases are migrated step by step.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Decisions kept per group.
 const DECISIONS_KEPT: i64 = 1000;
@@ -42,6 +42,9 @@ const MIGRATIONS: &[&str] = &[
     // Droplets whose delete was accepted and that may still be listed (listings lag).
     "CREATE TABLE deleted (grp TEXT NOT NULL, droplet INTEGER NOT NULL, since TEXT NOT NULL,
                            PRIMARY KEY (grp, droplet));",
+    // Droplets created (or asked for with an unknown outcome) that listings do not show yet.
+    "CREATE TABLE unlisted (grp TEXT NOT NULL, name TEXT NOT NULL, droplet INTEGER,
+                            since TEXT NOT NULL, PRIMARY KEY (grp, name));",
 ];
 
 fn store_error(error: impl std::fmt::Display) -> StateError {
@@ -333,9 +336,78 @@ impl Journal for Store {
     fn forget_deleted(&self, group: &str, ids: &[u64]) -> Result<(), StateError> {
         self.counted("forget_deleted", self.remove_deleted(group, ids))
     }
+
+    fn mark_created(&self, group: &str, created: &[Unlisted]) -> Result<(), StateError> {
+        self.counted("mark_created", self.write_unlisted(group, created))
+    }
+
+    fn unlisted(&self, group: &str) -> Result<Vec<Unlisted>, StateError> {
+        self.counted("unlisted", self.read_unlisted(group))
+    }
+
+    fn forget_unlisted(&self, group: &str, names: &[String]) -> Result<(), StateError> {
+        self.counted("forget_unlisted", self.remove_unlisted(group, names))
+    }
 }
 
 impl Store {
+    fn write_unlisted(&self, group: &str, created: &[Unlisted]) -> Result<(), StateError> {
+        let conn = self.conn.lock().map_err(store_error)?;
+        for entry in created {
+            conn.execute(
+                "INSERT OR REPLACE INTO unlisted (grp, name, droplet, since) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    group,
+                    entry.name,
+                    entry.id.map(|id| id as i64),
+                    entry.since.to_rfc3339()
+                ],
+            )
+            .map_err(store_error)?;
+        }
+        Ok(())
+    }
+
+    fn read_unlisted(&self, group: &str) -> Result<Vec<Unlisted>, StateError> {
+        let conn = self.conn.lock().map_err(store_error)?;
+        let mut statement = conn
+            .prepare("SELECT name, droplet, since FROM unlisted WHERE grp = ?1 ORDER BY since")
+            .map_err(store_error)?;
+        let rows = statement
+            .query_map(params![group], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Option<i64>>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(store_error)?;
+        Ok(rows
+            .flatten()
+            .filter_map(|(name, id, since)| {
+                Some(Unlisted {
+                    name,
+                    id: id.map(|id| id as u64),
+                    since: chrono::DateTime::parse_from_rfc3339(&since)
+                        .ok()?
+                        .with_timezone(&chrono::Utc),
+                })
+            })
+            .collect())
+    }
+
+    fn remove_unlisted(&self, group: &str, names: &[String]) -> Result<(), StateError> {
+        let conn = self.conn.lock().map_err(store_error)?;
+        for name in names {
+            conn.execute(
+                "DELETE FROM unlisted WHERE grp = ?1 AND name = ?2",
+                params![group, name],
+            )
+            .map_err(store_error)?;
+        }
+        Ok(())
+    }
+
     fn write_intent(&self, group: &str, intent: &Intent) -> Result<u64, StateError> {
         let conn = self.conn.lock().map_err(store_error)?;
         conn.execute(

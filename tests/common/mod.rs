@@ -41,7 +41,8 @@ pub fn config_dir(group: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("do-scaler.toml"),
-        "interval = \"1s\"\nstate = \"state.db\"\n[status_api]\ntoken_file = \"api-token\"\n",
+        // The sim's listings are current unless a test gives it a lag.
+        "interval = \"1s\"\nstate = \"state.db\"\nlisting_lag = \"0s\"\n[status_api]\ntoken_file = \"api-token\"\n",
     )
     .unwrap();
     std::fs::write(dir.path().join("api-token"), API_TOKEN).unwrap();
