@@ -429,3 +429,44 @@ async fn readyz_waits_for_a_successful_tick() {
     assert_eq!(ready.status(), 200);
     running.stop().await;
 }
+
+/// Trust at the edges (2): two daemons with one instance on one group (separate state files)
+/// notice each other from the droplets they did not make, stop acting, and say why in the
+/// status API and a metric, until an operator resumes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_with_one_instance_stop_acting_and_say_why() {
+    let sim = sim(2, Demand::Constant(6.0), Duration::from_millis(300)).await;
+    let group = GROUP.replace("min = 1\nmax = 5", "min = 2\nmax = 4");
+    let (dir_a, dir_b) = (config_dir(&group), config_dir(&group));
+    let a = daemon(dir_a.path(), &sim).await.unwrap();
+    let b = daemon(dir_b.path(), &sim).await.unwrap();
+    let (running_a, running_b) = (serve_daemon(a.clone()).await, serve_daemon(b.clone()).await);
+    for (name, daemon) in [("a", &a), ("b", &b)] {
+        eventually(
+            Duration::from_secs(20),
+            &format!("daemon {name} to stop acting"),
+            || daemon.store.pause_reason("web").is_some(),
+        )
+        .await;
+    }
+    let status = get(&format!("{}/api/v1/groups/web", running_a.url)).await;
+    assert_eq!(status["paused"], true);
+    assert!(
+        status["pause_reason"]
+            .as_str()
+            .unwrap()
+            .contains("another daemon with the same instance"),
+        "{status:#}"
+    );
+    assert!(
+        a.metrics
+            .render()
+            .contains("do_scaler_instance_conflict{group=\"web\"} 1")
+    );
+    // Paused: nothing more is created, however busy the group.
+    let made = sim.created_names().len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sim.created_names().len(), made);
+    running_a.stop().await;
+    running_b.stop().await;
+}

@@ -705,3 +705,29 @@ fn outside_the_bounds_a_decision_moves_only_to_the_bound() {
     );
     assert_eq!(next.desired, 4, "{:#?}", next.steps);
 }
+
+/// Trust at the edges (2): powered-off droplets are billed, so they count toward max: the
+/// group is not grown past max around them, they are never victims, and every decision says
+/// they are there.
+#[test]
+fn powered_off_droplets_count_toward_max_and_are_never_removed() {
+    let g = group(
+        "min = 1\nmax = 3\n[scale_in]\nmin_age = \"0s\"\n[[rule]]\nname = \"cpu\"\nexpr = 'avg(x)'\ntarget = 0.6\n",
+    );
+    let mut members = active(2);
+    members.push(member(3, MemberState::Off, 90));
+    // Busy: ceil(2 × 1.2 / 0.6) = 4 wanted, but 2 running + 1 off leave no room under max 3.
+    let up = once(&g, &members, &[Observation::Number(1.2)]);
+    assert_eq!(up.desired, 2, "{:#?}", up.steps);
+    assert!(
+        up.steps
+            .iter()
+            .any(|s| s.contains("powered off") && s.contains('3')),
+        "{:#?}",
+        up.steps
+    );
+    // Idle: one droplet may go, never the powered-off one.
+    let down = once(&g, &members, &[Observation::Number(0.1)]);
+    assert_eq!(down.desired, 1, "{:#?}", down.steps);
+    assert!(!down.victims.contains(&3));
+}

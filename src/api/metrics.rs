@@ -57,6 +57,8 @@ pub struct Metrics {
     pub paused: Family<Labels, Gauge>,
     /// Failed state database operations, by operation.
     pub state_errors: Family<Labels, Gauge>,
+    /// 1 when a group stopped acting because another daemon with this instance acts on it.
+    pub instance_conflict: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -95,6 +97,7 @@ impl Metrics {
             reload_time: Gauge::default(),
             paused: Family::default(),
             state_errors: Family::default(),
+            instance_conflict: Family::default(),
             registry: Registry::default(),
         };
         registry.register("ticks", "Ticks by group and result", metrics.ticks.clone());
@@ -178,6 +181,11 @@ impl Metrics {
             "state_errors",
             "State database operations that failed, by operation (each is also logged)",
             metrics.state_errors.clone(),
+        );
+        registry.register(
+            "instance_conflict",
+            "1 when the group stopped acting because another daemon with this instance acts on it",
+            metrics.instance_conflict.clone(),
         );
         Metrics {
             registry,

@@ -106,6 +106,7 @@ fn group_summary(daemon: &Daemon, name: &str) -> Option<serde_json::Value> {
         "current": decision.get("current"),
         "desired": decision.get("desired"),
         "paused": daemon.store.is_paused(name),
+        "pause_reason": daemon.store.pause_reason(name),
         "running_action": status.running_action,
         "last_action": status.last_action,
         "last_error": status.last_error,
@@ -189,6 +190,13 @@ async fn set_paused(
     }
     match daemon.store.set_paused(&name, paused) {
         Ok(()) => {
+            if !paused {
+                daemon
+                    .metrics
+                    .instance_conflict
+                    .get_or_create(&crate::api::metrics::Metrics::group(&name))
+                    .set(0);
+            }
             tracing::info!(group = %name, paused, "pause flag changed through the status API");
             axum::Json(json!({ "group": name, "paused": paused })).into_response()
         }

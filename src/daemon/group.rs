@@ -108,6 +108,7 @@ pub struct GroupTask {
     status: Arc<Mutex<GroupStatus>>,
     act_after: Instant,
     history_saved: Instant,
+    conflicts: super::conflict::ConflictWatch,
 }
 
 impl GroupTask {
@@ -132,6 +133,7 @@ impl GroupTask {
             status,
             act_after,
             history_saved: Instant::now(),
+            conflicts: super::conflict::ConflictWatch::default(),
         })
     }
 
@@ -191,9 +193,49 @@ impl GroupTask {
                 return None;
             }
         };
+        self.watch_for_another_daemon(&in_flight, &report, now);
         self.settle_in_flight(&in_flight, &deleted, &report, now);
         self.record(&report);
         Some(report)
+    }
+
+    /// Pauses the group when its listing shows another daemon with this instance at work.
+    fn watch_for_another_daemon(
+        &mut self,
+        in_flight: &InFlight,
+        report: &TickReport,
+        now: DateTime<Utc>,
+    ) {
+        let daemon = &self.daemon;
+        let name = self.runtime.group.name.clone();
+        let ours = blocking(|| {
+            daemon
+                .store
+                .intended_names(&name, daemon.started_at - chrono::TimeDelta::hours(1))
+        })
+        .unwrap_or_default();
+        let expected = super::conflict::Expected {
+            managed_tag: &daemon.managed_tag,
+            ours: &ours,
+            deleted: &in_flight.deleting,
+            started_at: daemon.started_at,
+            now,
+        };
+        let Some(reason) = self.conflicts.check(&report.listing, &expected) else {
+            return;
+        };
+        if blocking(|| daemon.store.pause_reason(&name)).is_some() {
+            return;
+        }
+        tracing::error!(group = %name, "{reason}; the group is paused until an operator resumes it");
+        if let Err(error) = blocking(|| daemon.store.pause_because(&name, &reason)) {
+            tracing::error!(group = %name, %error, "cannot pause the group");
+        }
+        daemon
+            .metrics
+            .instance_conflict
+            .get_or_create(&Metrics::group(&name))
+            .set(1);
     }
 
     /// What the listing settled: deleted droplets that have left it are gone for good, and

@@ -2,6 +2,7 @@
 //! schedule it (`group`), the shared state, reload and reconciliation (`run`), the ways it runs
 //! (`serve`).
 
+pub mod conflict;
 pub mod generation;
 pub mod group;
 pub mod reload;

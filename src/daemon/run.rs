@@ -76,6 +76,8 @@ pub struct Daemon {
     pub managed_tag: String,
     /// Options.
     pub options: RunOptions,
+    /// When the daemon started (droplets with its tag created later must be its own).
+    pub started_at: chrono::DateTime<chrono::Utc>,
     config_path: PathBuf,
     overrides: Overrides,
     env: credentials::SharedEnv,
@@ -199,6 +201,7 @@ pub async fn prepare(
         .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
     let (reload_requests, reload_inbox) = mpsc::channel(16);
     let daemon = Arc::new(Daemon {
+        started_at: clock.now(),
         started_with: generation.config.base.clone(),
         reload_requests,
         reload_inbox: Mutex::new(Some(reload_inbox)),

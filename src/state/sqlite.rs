@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The schema version this binary writes; older databases are migrated step by step.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Decisions kept per group.
 const DECISIONS_KEPT: i64 = 1000;
@@ -45,6 +45,8 @@ const MIGRATIONS: &[&str] = &[
     // Droplets created (or asked for with an unknown outcome) that listings do not show yet.
     "CREATE TABLE unlisted (grp TEXT NOT NULL, name TEXT NOT NULL, droplet INTEGER,
                             since TEXT NOT NULL, PRIMARY KEY (grp, name));",
+    // Why a group is paused, when the daemon paused it itself (another daemon on its droplets).
+    "ALTER TABLE paused ADD COLUMN reason TEXT;",
 ];
 
 fn store_error(error: impl std::fmt::Display) -> StateError {
@@ -211,6 +213,59 @@ impl Store {
         }
         .map_err(store_error)?;
         Ok(())
+    }
+
+    /// Pauses a group on the daemon's own account, with the reason operators see; it stays
+    /// paused (across restarts) until they resume it.
+    pub fn pause_because(&self, group: &str, reason: &str) -> Result<(), StateError> {
+        let result = self.conn.lock().map_err(store_error).and_then(|conn| {
+            conn.execute(
+                "INSERT INTO paused (grp, since, reason) VALUES (?1, ?2, ?3) ON CONFLICT (grp) DO UPDATE SET reason = excluded.reason",
+                params![group, chrono::Utc::now().to_rfc3339(), reason],
+            )
+            .map(|_| ())
+            .map_err(store_error)
+        });
+        self.counted("pause", result)
+    }
+
+    /// Why the daemon paused a group itself, if it did (`None` for an operator's pause).
+    pub fn pause_reason(&self, group: &str) -> Option<String> {
+        self.conn.lock().ok().and_then(|conn| {
+            conn.query_row(
+                "SELECT reason FROM paused WHERE grp = ?1",
+                params![group],
+                |row| row.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .ok()
+            .flatten()
+            .flatten()
+        })
+    }
+
+    /// The names this daemon asked to create for a group since `since` (from the journal).
+    pub fn intended_names(
+        &self,
+        group: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<BTreeSet<String>, StateError> {
+        let conn = self.conn.lock().map_err(store_error)?;
+        let mut statement = conn
+            .prepare("SELECT intent FROM journal WHERE grp = ?1 AND created_at >= ?2")
+            .map_err(store_error)?;
+        let rows = statement
+            .query_map(params![group, since.to_rfc3339()], |row| {
+                row.get::<_, String>(0)
+            })
+            .map_err(store_error)?;
+        let mut names = BTreeSet::new();
+        for text in rows.flatten() {
+            if let Some(Intent::Create { names: made }) = intent_from_json(&text) {
+                names.extend(made);
+            }
+        }
+        Ok(names)
     }
 
     /// Whether a group is paused.
