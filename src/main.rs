@@ -368,6 +368,7 @@ async fn run() -> Result<ExitCode> {
         } => {
             let options = do_scaler::daemon::RunOptions {
                 dry_run,
+                once,
                 ..do_scaler::daemon::RunOptions::new(action_timeout)
             };
             let env: credentials::SharedEnv = Arc::new(credentials::process_env);

@@ -470,3 +470,54 @@ async fn two_daemons_with_one_instance_stop_acting_and_say_why() {
     running_a.stop().await;
     running_b.stop().await;
 }
+
+/// Trust at the edges (2): `run --once` from cron, when nothing changes, costs one listing and
+/// nothing else (no preflight), and `--dry-run` writes nothing to DigitalOcean, not even a tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_lists_and_nothing_else_and_a_dry_run_writes_nothing() {
+    let sim = sim(2, Demand::Constant(2.0), Duration::from_millis(300)).await;
+    let dir = config_dir(&GROUP.replace("min = 1", "min = 2"));
+    for extra in [None, Some("--dry-run")] {
+        let before = sim.api_counts();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_do-scaler"));
+        command
+            .args(["run", "--once", "--config"])
+            .arg(dir.path().join("do-scaler.toml"))
+            .args(extra)
+            .env("DIGITALOCEAN_API_URL", sim.api_url())
+            .env("DIGITALOCEAN_TOKEN", sim.token());
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let after = sim.api_counts();
+        let mut spent: Vec<(String, u64)> = after
+            .iter()
+            .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        spent.sort();
+        assert_eq!(
+            spent,
+            vec![("GET /v2/droplets".to_string(), 1)],
+            "{extra:?}: one listing and nothing else"
+        );
+    }
+}
+
+/// The decision log of an unknown group is a 404, and a bad `limit` a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_of_an_unknown_group_are_404_and_a_bad_limit_400() {
+    let sim = sim(1, Demand::Constant(1.0), Duration::from_millis(300)).await;
+    let dir = config_dir(GROUP);
+    let running = serve_daemon(daemon(dir.path(), &sim).await.unwrap()).await;
+    for (path, status) in [
+        ("/api/v1/groups/nope/decisions", 404),
+        ("/api/v1/groups/web/decisions?limit=abc", 400),
+        ("/api/v1/groups/web/decisions?limit=5", 200),
+    ] {
+        let answer = reqwest::get(format!("{}{path}", running.url))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), status, "{path}");
+    }
+    running.stop().await;
+}

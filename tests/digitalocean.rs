@@ -454,3 +454,52 @@ async fn a_delete_that_times_out_is_retried_and_found_gone() {
     assert!(sim.droplets().is_empty());
     assert_eq!(sim.api_counts()["DELETE /v2/droplets/{id}"], 2);
 }
+
+/// Trust at the edges (2): a 429 is waited out for as long as the server says, through
+/// `ratelimit-reset` when there is no `retry-after`, not cut to a fixed cap.
+#[tokio::test]
+async fn a_429_waits_until_the_rate_limit_resets() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let app = axum::Router::new().route(
+        "/v2/account",
+        axum::routing::get(move || {
+            let counter = counter.clone();
+            async move {
+                if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let reset = chrono::Utc::now().timestamp() + 3;
+                    (
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        [("ratelimit-reset", reset.to_string())],
+                        axum::Json(serde_json::json!({"id": "too_many_requests", "message": "slow down"})),
+                    )
+                        .into_response()
+                } else {
+                    axum::Json(serde_json::json!({"account": {"droplet_limit": 10, "email": "x", "status": "active"}}))
+                        .into_response()
+                }
+            }
+        }),
+    );
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut options = ClientOptions::new(url, ApiToken::new("t"));
+    options.rate_limits = None;
+    options.retry = RetryPolicy {
+        attempts: 3,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(50),
+    };
+    let client = Client::new(options).unwrap();
+    let started = std::time::Instant::now();
+    let account = client.account().await.unwrap();
+    assert_eq!(account.droplet_limit, 10);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "waited {:?}, not until the reset",
+        started.elapsed()
+    );
+}

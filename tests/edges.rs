@@ -343,3 +343,36 @@ async fn the_watchdog_is_fed_through_a_digitalocean_outage() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Trust at the edges (2): changing a group's tag warns that the droplets with the old tag are
+/// left to themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_a_groups_tag_warns_about_the_droplets_left_behind() {
+    let sim = sim(1, Demand::Constant(1.0), Duration::from_millis(300)).await;
+    let dir = config_dir(GROUP);
+    let port = free_port();
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_do-scaler"))
+        .args(["run", "--config"])
+        .arg(dir.path().join("do-scaler.toml"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("DIGITALOCEAN_API_URL", sim.api_url())
+        .env("DIGITALOCEAN_TOKEN", sim.token())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(healthy(port, Duration::from_secs(20)).await);
+    let file = dir.path().join("conf.d/web.toml");
+    let temp = dir.path().join("conf.d/.web.toml.new");
+    std::fs::write(&temp, GROUP.replace("tag = \"web\"", "tag = \"web2\"")).unwrap();
+    std::fs::rename(&temp, &file).unwrap();
+    eventually(Duration::from_secs(15), "the warning", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("left to themselves")
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -156,11 +156,25 @@ async fn decisions(
     if !reads_allowed(&daemon, &headers) {
         return error(StatusCode::UNAUTHORIZED, "this API needs the status token");
     }
-    let limit = query
-        .get("limit")
-        .and_then(|l| l.parse::<u32>().ok())
-        .unwrap_or(20)
-        .min(1000);
+    if !daemon
+        .generation()
+        .config
+        .groups
+        .iter()
+        .any(|g| g.name == name)
+    {
+        return error(StatusCode::NOT_FOUND, "no such group");
+    }
+    let limit = match query.get("limit").map(|l| l.parse::<u32>()) {
+        None => 20,
+        Some(Ok(limit)) => limit.min(1000),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "limit must be a whole number from 0 to 1000",
+            );
+        }
+    };
     match daemon.store.decisions(&name, limit) {
         Ok(list) => axum::Json(json!({ "group": name, "decisions": list })).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),

@@ -242,7 +242,7 @@ pub async fn check_online(
             };
         }
     };
-    let findings = preflight(&client, &loaded.config).await;
+    let findings = preflight(&client, &loaded.config, true).await;
     let errors = findings.iter().filter(|f| f.level == Level::Error).count();
     for finding in &findings {
         let _ = writeln!(stderr, "{finding}");

@@ -113,7 +113,12 @@ pub fn check_name_prefix(prefix: &str) -> Result<(), String> {
 /// Compiles a five-field cron pattern (minute hour day-of-month month day-of-week).
 pub fn compile_cron(text: &str) -> Result<croner::Cron, String> {
     let fields = text.split_whitespace().count();
-    if !text.trim_start().starts_with('@') && fields != 5 {
+    if text.trim_start().starts_with('@') {
+        return Err(format!(
+            "cron `{text}`: nicknames such as @yearly or @daily are not read; write the five fields, as in \"0 0 1 1 *\" for @yearly"
+        ));
+    }
+    if fields != 5 {
         let hint = if fields == 6 {
             ": do-scaler's cron has no seconds field, drop the first one"
         } else {
@@ -127,6 +132,19 @@ pub fn compile_cron(text: &str) -> Result<croner::Cron, String> {
         .build()
         .parse(text)
         .map_err(|e| format!("cron `{text}` is not valid: {e}"))
+        .and_then(|cron| {
+            // A pattern that never fires (30 February) would be a schedule that silently never
+            // opens. Every possible date recurs within eight years (29 February included).
+            let start = chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|e| e.to_string())?;
+            match cron.find_next_occurrence(&start, false) {
+                Ok(next) if next < start + chrono::TimeDelta::days(366 * 8) => Ok(cron),
+                _ => Err(format!(
+                    "cron `{text}` never fires (no such date): check its day-of-month and month"
+                )),
+            }
+        })
 }
 
 /// Parses an IANA time zone name.
@@ -888,4 +906,19 @@ fn build_schedule(
         min,
         max,
     })
+}
+
+#[cfg(test)]
+mod cron_tests {
+    use super::compile_cron;
+
+    #[test]
+    fn impossible_dates_and_nicknames_are_refused() {
+        for text in ["0 0 30 2 *", "0 0 31 4 *", "@yearly", "@daily"] {
+            assert!(compile_cron(text).is_err(), "{text} was accepted");
+        }
+        for text in ["0 0 29 2 *", "0 8 * * 1-5", "*/5 * * * *", "0 0 31 * *"] {
+            assert!(compile_cron(text).is_ok(), "{text} was refused");
+        }
+    }
 }

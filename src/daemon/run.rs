@@ -41,8 +41,10 @@ pub const DEFAULT_ACTION_DEADLINE: Duration = Duration::from_secs(600);
 /// How the daemon runs.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Decide and log, never act.
+    /// Decide and log, never act (and write nothing to DigitalOcean).
     pub dry_run: bool,
+    /// One tick of every group (`run --once`): no preflight, no status API.
+    pub once: bool,
     /// Wall-clock limit of one action run.
     pub action_deadline: Duration,
     /// How long changed files must keep their content before a reload loads them, and how
@@ -56,6 +58,7 @@ impl RunOptions {
     pub fn new(action_deadline: Duration) -> RunOptions {
         RunOptions {
             dry_run: false,
+            once: false,
             action_deadline,
             settle: reload::SETTLE,
         }
@@ -221,7 +224,10 @@ pub async fn prepare(
         api_token: RwLock::new(api_token),
     });
     reconcile(&daemon).await;
-    preflight_warnings(&daemon).await;
+    // `--once` from cron costs one listing per 200 droplets when nothing changes: no preflight.
+    if !daemon.options.once {
+        preflight_warnings(&daemon).await;
+    }
     Ok(daemon)
 }
 
@@ -311,8 +317,12 @@ pub async fn reconcile(daemon: &Daemon) {
 
 async fn preflight_warnings(daemon: &Daemon) {
     let generation = daemon.generation();
-    for finding in
-        crate::digitalocean::preflight::preflight(&daemon.client(), &generation.config).await
+    for finding in crate::digitalocean::preflight::preflight(
+        &daemon.client(),
+        &generation.config,
+        !daemon.options.dry_run,
+    )
+    .await
     {
         if finding.level != crate::digitalocean::preflight::Level::Info {
             tracing::warn!("preflight: {finding}");
@@ -442,6 +452,24 @@ impl Daemon {
     /// Makes `generation` the one in force: stops the tasks of changed and removed groups and
     /// starts new ones (a changed group's only once its old task has ended).
     fn swap_in(self: &Arc<Self>, generation: Arc<Generation>) {
+        let previous = self.generation();
+        for group in &generation.config.groups {
+            if let Some(old) = previous
+                .config
+                .groups
+                .iter()
+                .find(|g| g.name == group.name && !g.tag.eq_ignore_ascii_case(&group.tag))
+            {
+                tracing::warn!(
+                    group = %group.name,
+                    "the group's tag changed from `{}` to `{}`: droplets tagged `{}` are no longer this group's and are left to themselves (still running and billed); destroy them or tag them `{}`",
+                    old.tag,
+                    group.tag,
+                    old.tag,
+                    group.tag
+                );
+            }
+        }
         if let Ok(mut slot) = self.generation.write() {
             *slot = generation.clone();
         }

@@ -31,7 +31,7 @@ pub struct RetryPolicy {
     pub attempts: u32,
     /// Delay before the first retry; doubled each time, jittered.
     pub base_delay: Duration,
-    /// Longest delay between attempts (also caps `retry-after`).
+    /// Longest backoff between attempts (a server's `retry-after` is waited in full).
     pub max_delay: Duration,
 }
 
@@ -46,7 +46,9 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The jittered delay before retry number `retry` (0-based), at least `retry_after`.
+    /// The jittered delay before retry number `retry` (0-based), at least `retry_after`: a
+    /// server that says how long to wait (`retry-after`, `ratelimit-reset`) is waited out in
+    /// full, however long; the caller's deadline (the tick's, the action run's) bounds it.
     fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
         let exponential = self
             .base_delay
@@ -56,7 +58,7 @@ impl RetryPolicy {
         // retry at once.
         let jittered = exponential.mul_f64(0.5 + fastrand::f64() * 0.5);
         match retry_after {
-            Some(after) => after.min(self.max_delay).max(jittered),
+            Some(after) => after.max(jittered),
             None => jittered,
         }
     }
@@ -105,6 +107,7 @@ enum Safety {
 /// One answer that was received.
 struct Answer {
     status: StatusCode,
+    /// How long a 429 asks to wait: `retry-after`, else until `ratelimit-reset`.
     retry_after: Option<Duration>,
     body: Vec<u8>,
 }
@@ -300,7 +303,13 @@ impl Client {
             remaining: header_number(headers, "ratelimit-remaining"),
             reset: header_number(headers, "ratelimit-reset"),
         });
-        let retry_after = header_number(headers, "retry-after").map(Duration::from_secs);
+        let reset_in = header_number(headers, "ratelimit-reset").map(|reset| {
+            let now = chrono::Utc::now().timestamp().max(0) as u64;
+            Duration::from_secs(reset.saturating_sub(now))
+        });
+        let retry_after = header_number(headers, "retry-after")
+            .map(Duration::from_secs)
+            .or(reset_in.filter(|_| status == StatusCode::TOO_MANY_REQUESTS));
         let mut body = Vec::new();
         let mut response = response;
         loop {
@@ -974,7 +983,8 @@ mod tests {
         assert!(policy.delay(0, Some(Duration::from_millis(700))) >= Duration::from_millis(700));
         assert_eq!(
             policy.delay(0, Some(Duration::from_secs(60))),
-            Duration::from_secs(1)
+            Duration::from_secs(60),
+            "what the server asks for is waited in full; the caller's deadline bounds it"
         );
     }
 }

@@ -89,8 +89,9 @@ pub fn projected_calls_per_hour(config: &Config) -> u64 {
 }
 
 /// Runs every preflight check. API failures become findings; nothing here changes the
-/// account except creating the managed-by tag, which is idempotent.
-pub async fn preflight(client: &Client, config: &Config) -> Vec<Finding> {
+/// account except creating the managed-by tag (idempotent), and only when `may_write` (a dry
+/// run writes nothing).
+pub async fn preflight(client: &Client, config: &Config, may_write: bool) -> Vec<Finding> {
     let mut findings = Findings { list: Vec::new() };
     let base_file = config.base.path.clone();
 
@@ -127,7 +128,9 @@ pub async fn preflight(client: &Client, config: &Config) -> Vec<Finding> {
         }
     };
     let managed_tag = config.base.managed_by_tag();
-    if let Err(error) = client.ensure_tag(&managed_tag).await {
+    if !may_write {
+        // A dry run proves nothing about write scopes, and says so below.
+    } else if let Err(error) = client.ensure_tag(&managed_tag).await {
         findings.push(
             Level::Error,
             &base_file,
