@@ -435,3 +435,93 @@ async fn a_fifo_or_device_in_conf_d_blocks_neither_reloads_nor_ticks() {
     .await;
     running.stop().await;
 }
+
+/// Copies a folder tree.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Trust at the edges (2): the original tool's layout is watched too: an edit of its group
+/// `.cfg`, of a JSON policy or of the base `.cfg` each reloads once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_of_the_old_tools_files_reload() {
+    let sim = sim(2, Demand::Constant(1.0), Duration::from_millis(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/legacy"),
+        dir.path(),
+    );
+    let token = sim.token().to_string();
+    let daemon = do_scaler::daemon::run::prepare(
+        dir.path().join("do-scaler.cfg"),
+        do_scaler::config::Overrides {
+            api_url: Some(sim.api_url()),
+            state: Some(dir.path().join("state.db")),
+            listen: None,
+        },
+        std::sync::Arc::new(move |name: &str| {
+            (name == "DIGITALOCEAN_TOKEN").then(|| token.clone())
+        }),
+        std::sync::Arc::new(do_scaler::clock::SystemClock),
+        do_scaler::daemon::RunOptions {
+            settle: Duration::from_millis(300),
+            dry_run: true,
+            ..do_scaler::daemon::RunOptions::new(Duration::from_secs(20))
+        },
+    )
+    .await
+    .unwrap();
+    let running = serve_daemon(daemon.clone()).await;
+    get(&format!("{}/api/v1/groups/web", running.url)).await;
+    let start = daemon.generation().number;
+    let edits: [(&str, &str, &str); 3] = [
+        ("conf.d/web.cfg", "max = 8", "max = 6"),
+        ("conf.d/policies/loadavg.json", "", ""),
+        ("do-scaler.cfg", "interval = 30", "interval = 20"),
+    ];
+    for (index, (file, from, to)) in edits.iter().enumerate() {
+        let path = dir.path().join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let edited = if from.is_empty() {
+            // A policy: change its threshold number, whatever it is, by appending a digit.
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let mut value = value;
+            let threshold = &mut value["conditions"][0]["threshold"];
+            *threshold = match threshold.as_f64() {
+                Some(n) => (n + 1.0).into(),
+                None => threshold
+                    .as_str()
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .map(|n| (n + 1.0).to_string().into())
+                    .unwrap_or_else(|| "1".into()),
+            };
+            serde_json::to_string_pretty(&value).unwrap()
+        } else {
+            assert!(text.contains(from), "{file} has `{from}`");
+            text.replace(from, to)
+        };
+        write(&path, edited.as_bytes());
+        let expected = start + index as u64 + 1;
+        eventually(
+            Duration::from_secs(5),
+            &format!("the edit of {file} to load"),
+            || daemon.generation().number == expected,
+        )
+        .await;
+        assert!(daemon.reload_error.lock().unwrap().is_none());
+    }
+    assert_eq!(daemon.generation().config.groups[0].max, 6);
+    assert_eq!(
+        daemon.generation().config.base.interval,
+        Duration::from_secs(20)
+    );
+    running.stop().await;
+}

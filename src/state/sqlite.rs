@@ -667,4 +667,21 @@ mod tests {
         let error = Store::open(&path).unwrap_err();
         assert!(error.to_string().contains("another do-scaler"), "{error}");
     }
+
+    #[test]
+    fn failed_writes_are_counted_not_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        store
+            .conn
+            .lock()
+            .unwrap()
+            .execute_batch("DROP TABLE decisions; DROP TABLE journal;")
+            .unwrap();
+        assert!(store.record_decision("web", "now", "{}").is_err());
+        assert!(store.settle(1, "done").is_err());
+        let failures = store.failures();
+        assert_eq!(failures.get("record_decision"), Some(&1));
+        assert_eq!(failures.get("settle"), Some(&1));
+    }
 }
