@@ -232,3 +232,204 @@ async fn the_old_example_scales_up_under_load_and_down_when_idle_within_its_boun
     assert_eq!(unique.len(), names.len(), "a name was reused: {names:?}");
     let _ = Direction::Up;
 }
+
+/// A copy of the old example with `edit` applied to its folder.
+fn variant(edit: impl FnOnce(&Path)) -> tempfile::TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap().flatten() {
+            let target = to.join(entry.file_name());
+            if entry.path().is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    copy(old_config().parent().unwrap(), dir.path());
+    edit(dir.path());
+    dir
+}
+
+fn edit_file(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{} has no `{from}`", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// The decision `plan` shows for a configuration against `sim` (desired size and each rule's
+/// value), with `env` as the environment.
+async fn planned(
+    config: PathBuf,
+    sim: &Sim,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> (serde_json::Value, Vec<String>) {
+    let state = tempfile::tempdir().unwrap();
+    let request = do_scaler::commands::plan::PlanRequest {
+        config,
+        overrides: Overrides {
+            api_url: Some(sim.api_url()),
+            state: Some(state.path().join("none.db")),
+            ..Overrides::default()
+        },
+        group: None,
+        json: true,
+        wait: Duration::ZERO,
+    };
+    let output = do_scaler::commands::plan::run(&request, env, &InMemoryStore::default()).await;
+    assert_eq!(output.exit_code, 0, "{}", output.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
+    let group = &plan["groups"][0];
+    let verdicts = group["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}={}", r["name"], r["value"]))
+        .collect();
+    (group["desired"].clone(), verdicts)
+}
+
+/// Issue 16: four legitimate configurations of the original tool — a token in `[DEFAULT]`,
+/// values continued on indented lines, templates in a `droplet_dir`, a custom Python action —
+/// load and decide as the original tool would (the last once it is ported to Rhai).
+#[tokio::test]
+async fn the_old_tools_other_legitimate_configurations_load_and_decide_alike() {
+    let sim = Sim::start(SimOptions {
+        seed_droplets: 3,
+        seed_managed_tag: Some("autoscaled".into()),
+        open_ports: Vec::new(),
+        demand: Demand::Constant(12.0),
+        seed_age: Duration::from_secs(3 * 3600),
+        token: "dop_v1_from_default_section".into(),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    let sim_token = sim.token().to_string();
+    let env = move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| sim_token.clone());
+    let baseline = planned(old_config(), &sim, &env).await;
+
+    // 1. The token in [DEFAULT], referred to as ${scaler:do_token} (configparser looks a
+    //    section's keys up in [DEFAULT] too). No token in the environment: the file's is used.
+    let default_token = variant(|dir| {
+        edit_file(
+            &dir.join("conf.d/web.cfg"),
+            "[scaler]\ndo_token = dop_v1_0123456789abcdef0123456789abcdef   ; the old tool kept the token here\n",
+            "[DEFAULT]\ndo_token = dop_v1_from_default_section\n\n[scaler]\n",
+        );
+    });
+    let cfg = default_token.path().join("do-scaler.cfg");
+    let loaded = load(&cfg, &Overrides::default()).unwrap();
+    assert_eq!(
+        loaded.config.base.inline_token.as_ref().unwrap().expose(),
+        "dop_v1_from_default_section"
+    );
+    assert_eq!(planned(cfg.clone(), &sim, &no_env).await, baseline);
+    let out = tempfile::tempdir().unwrap();
+    assert_eq!(migrate(&cfg, out.path()).exit_code, 0);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("digitalocean-token")).unwrap(),
+        "dop_v1_from_default_section\n"
+    );
+
+    // An empty token is never written: migrate says so and writes no token file.
+    let empty = variant(|dir| {
+        edit_file(
+            &dir.join("conf.d/web.cfg"),
+            "do_token = dop_v1_0123456789abcdef0123456789abcdef",
+            "do_token =",
+        );
+    });
+    let out = tempfile::tempdir().unwrap();
+    let migrated = migrate(&empty.path().join("do-scaler.cfg"), out.path());
+    assert!(
+        migrated.stderr.contains("do_token is empty"),
+        "{}",
+        migrated.stderr
+    );
+    assert!(!out.path().join("digitalocean-token").exists());
+
+    // 2. Values continued on indented lines.
+    let multiline = variant(|dir| {
+        let path = dir.join("conf.d/web.cfg");
+        edit_file(
+            &path,
+            "policy_files = mem_avail.json loadavg.json down.json",
+            "policy_files = mem_avail.json\n    loadavg.json\n\n    down.json",
+        );
+        edit_file(&path, "ports = 22 80", "ports = 22\n  80");
+    });
+    let cfg = multiline.path().join("do-scaler.cfg");
+    let group = &load(&cfg, &Overrides::default()).unwrap().config.groups[0];
+    assert_eq!(group.rules.len(), 3);
+    assert_eq!(
+        group.actions.params["health_check_tcp"]["ports"],
+        toml::Value::Array(vec![22.into(), 80.into()])
+    );
+    assert_eq!(planned(cfg, &sim, &env).await, baseline);
+
+    // 3. Droplet templates in a `droplet_dir`.
+    let droplet_dir = variant(|dir| {
+        std::fs::create_dir(dir.join("conf.d/templates")).unwrap();
+        std::fs::rename(
+            dir.join("conf.d/droplets/web.json"),
+            dir.join("conf.d/templates/web.json"),
+        )
+        .unwrap();
+        edit_file(
+            &dir.join("conf.d/web.cfg"),
+            "tag_name = web\n",
+            "tag_name = web\ndroplet_dir = templates\n",
+        );
+    });
+    let cfg = droplet_dir.path().join("do-scaler.cfg");
+    let original = load(&old_config(), &Overrides::default())
+        .unwrap()
+        .config
+        .groups[0]
+        .template
+        .clone();
+    assert_eq!(
+        load(&cfg, &Overrides::default()).unwrap().config.groups[0].template,
+        original
+    );
+    assert_eq!(planned(cfg, &sim, &env).await, baseline);
+
+    // 4. A custom Python action class: refused with what to do, then accepted once ported.
+    let custom = variant(|dir| {
+        edit_file(
+            &dir.join("conf.d/policies/loadavg.json"),
+            "\"actions\": [\"digitalocean_create_droplet\", \"health_check_tcp\"]",
+            "\"actions\": [\"digitalocean_create_droplet\", \"notify_slack\"]",
+        );
+        // The class's own settings, as the old tool kept them.
+        let path = dir.join("conf.d/web.cfg");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            format!("{text}\n[notify_slack]\nurl = http://127.0.0.1:9/hook\n"),
+        )
+        .unwrap();
+    });
+    let cfg = custom.path().join("do-scaler.cfg");
+    let error = load(&cfg, &Overrides::default()).unwrap_err().to_string();
+    assert!(
+        error.contains("notify_slack")
+            && error.contains("Rhai")
+            && error.contains("Porting a custom Python action"),
+        "{error}"
+    );
+    std::fs::create_dir(custom.path().join("actions")).unwrap();
+    std::fs::write(
+        custom.path().join("actions/notify_slack.rhai"),
+        "log_info(`scaled ${decision.direction}`);\n",
+    )
+    .unwrap();
+    let group = &load(&cfg, &Overrides::default()).unwrap().config.groups[0];
+    assert_eq!(
+        group.actions.params["notify_slack"]["url"].as_str(),
+        Some("http://127.0.0.1:9/hook"),
+        "the old section becomes the action's parameters"
+    );
+}

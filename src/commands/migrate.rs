@@ -56,9 +56,10 @@ pub fn migrate(cfg: &Path, out: &Path) -> CommandOutput {
         std::fs::create_dir_all(out.join("conf.d"))
             .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
         let mut base = converted.base.clone();
-        if let Some(token) = &converted.token {
+        if let Some(token) = converted.token.as_ref().filter(|t| !t.expose().is_empty()) {
             let path = out.join("digitalocean-token");
-            write_secret(&path, &format!("{token}\n"))?;
+            // The one place the old token is written out: into a 0600 file, never an empty one.
+            write_secret(&path, &format!("{}\n", token.expose()))?;
             base.push_str("# The old do_token, moved out of the group files. Better: a systemd credential\n# (/etc/do-scaler/credentials/digitalocean-token), then delete this line and the file.\ntoken_file = \"digitalocean-token\"\n");
         }
         write(&out.join("do-scaler.toml"), &base)?;

@@ -241,7 +241,7 @@ pub fn load_base(
             .map_err(|e| diagnostics.extend(e))
             .ok()?;
         let mut base = base_from_text(config_path, &converted.base, overrides, diagnostics)?;
-        base.inline_token = converted.token.map(super::credentials::ApiToken::new);
+        base.inline_token = converted.token;
         return Some(base);
     }
     let source = match crate::config::files::read_config(config_path) {
@@ -609,10 +609,7 @@ fn load_legacy(config_path: &Path, overrides: &Overrides) -> Result<Loaded, Load
             ignored: Vec::new(),
         });
     };
-    base.inline_token = converted
-        .token
-        .clone()
-        .map(super::credentials::ApiToken::new);
+    base.inline_token = converted.token.clone();
     let known_actions = known_actions(&base.actions_dir);
     let base_dir = parent_dir(config_path);
     let mut groups = Vec::new();

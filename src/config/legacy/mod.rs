@@ -3,126 +3,13 @@
 //! (TOML text) that go through the same validation and model as the native format, so every
 //! later stage is shared, and `migrate` writes exactly that text.
 
+pub mod ini;
+
 use super::diagnostic::{Diagnostic, Severity};
+use ini::{Ini, Lookup};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-
-/// An INI file as Python's configparser reads it: sections, case-insensitive keys, whole-line
-/// `#`/`;` comments (inline ` ;` and ` #` comments accepted too), `${section:key}` interpolation.
-#[derive(Debug, Default)]
-pub struct Ini {
-    file: PathBuf,
-    sections: BTreeMap<String, BTreeMap<String, (String, usize)>>,
-}
-
-impl Ini {
-    /// Parses INI text.
-    pub fn parse(file: &Path, text: &str) -> Result<Ini, Diagnostic> {
-        let mut ini = Ini {
-            file: file.to_path_buf(),
-            ..Ini::default()
-        };
-        let mut current: Option<String> = None;
-        for (index, raw) in text.lines().enumerate() {
-            let line_no = index + 1;
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-                continue;
-            }
-            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                current = Some(name.trim().to_string());
-                ini.sections.entry(name.trim().to_string()).or_default();
-                continue;
-            }
-            let Some(section) = &current else {
-                return Err(Diagnostic::error_at(
-                    file,
-                    text,
-                    None,
-                    format!("line {line_no}: a key before any [section]"),
-                )
-                .at_line(line_no));
-            };
-            let Some(split) = line.find(['=', ':']) else {
-                return Err(Diagnostic::error_at(
-                    file,
-                    text,
-                    None,
-                    format!("expected `key = value`, found `{line}`"),
-                )
-                .at_line(line_no));
-            };
-            let key = line[..split].trim().to_lowercase();
-            let mut value = line[split + 1..].trim().to_string();
-            for marker in [" ;", " #", "\t;", "\t#"] {
-                if let Some(at) = value.find(marker) {
-                    value.truncate(at);
-                }
-            }
-            if let Some(entries) = ini.sections.get_mut(section) {
-                entries.insert(key, (value.trim().to_string(), line_no));
-            }
-        }
-        Ok(ini)
-    }
-
-    /// A value with interpolation resolved, and its line.
-    pub fn get(&self, section: &str, key: &str) -> Option<(String, usize)> {
-        let (raw, line) = self.sections.get(section)?.get(&key.to_lowercase())?;
-        Some((self.interpolate(section, raw, 0), *line))
-    }
-
-    fn interpolate(&self, section: &str, value: &str, depth: usize) -> String {
-        if depth > 10 || !value.contains("${") {
-            return value.to_string();
-        }
-        let mut out = String::new();
-        let mut rest = value;
-        while let Some(start) = rest.find("${") {
-            out.push_str(&rest[..start]);
-            let Some(end) = rest[start..].find('}') else {
-                break;
-            };
-            let reference = &rest[start + 2..start + end];
-            let (other, key) = reference.split_once(':').unwrap_or((section, reference));
-            let resolved = self
-                .sections
-                .get(other)
-                .and_then(|s| s.get(&key.to_lowercase()))
-                .map(|(v, _)| self.interpolate(other, v, depth + 1))
-                .unwrap_or_default();
-            out.push_str(&resolved);
-            rest = &rest[start + end + 1..];
-        }
-        out.push_str(rest);
-        out
-    }
-
-    /// Whether a section exists.
-    pub fn has(&self, section: &str) -> bool {
-        self.sections.contains_key(section)
-    }
-
-    fn error(&self, line: usize, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            severity: Severity::Error,
-            file: self.file.clone(),
-            line,
-            column: 1,
-            message: message.into(),
-        }
-    }
-}
-
-impl Diagnostic {
-    fn at_line(mut self, line: usize) -> Diagnostic {
-        self.line = line;
-        self.column = 1;
-        self
-    }
-}
 
 /// One sample of a condition.
 #[derive(Debug, Deserialize)]
@@ -177,8 +64,8 @@ pub struct Converted {
     pub base: String,
     /// Native group files: (name, TOML text, the old file it came from).
     pub groups: Vec<(String, String, PathBuf)>,
-    /// The old `do_token`, if one was in the files.
-    pub token: Option<String>,
+    /// The old `do_token`, if one was in the files (held as a secret: never printed).
+    pub token: Option<super::credentials::ApiToken>,
     /// What changed in meaning, for the user.
     pub notes: Vec<String>,
     /// Warnings about the old files.
@@ -209,7 +96,8 @@ pub fn convert(cfg: &Path) -> Result<Converted, Vec<Diagnostic>> {
             format!("cannot read the old base file: {e}"),
         )]
     })?;
-    let base = Ini::parse(cfg, &text).map_err(|e| vec![e])?;
+    let parsed = Ini::parse(cfg, &text)?;
+    let base = Lookup::new(&parsed);
     let dir = cfg
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -223,6 +111,10 @@ pub fn convert(cfg: &Path) -> Result<Converted, Vec<Diagnostic>> {
         .get("scheduler", "confd_dir")
         .map(|(v, _)| dir.join(v))
         .unwrap_or_else(|| dir.join("conf.d"));
+    let lookup_errors = base.take_errors();
+    if !lookup_errors.is_empty() {
+        return Err(lookup_errors);
+    }
     let mut out = Converted {
         base: format!(
             "# Converted from {} by do-scaler.\ninterval = {}\nconf_dir = \"conf.d\"\n",
@@ -246,8 +138,11 @@ pub fn convert(cfg: &Path) -> Result<Converted, Vec<Diagnostic>> {
         .filter(|p| p.extension().is_some_and(|e| e == "cfg"))
         .collect();
     files.sort();
+    // Scripts in the folder the converted configuration reads (`actions/` beside the base file)
+    // stand in for the old tool's custom Python action classes of the same name.
+    let actions = super::load::known_actions(&dir.join("actions"));
     for file in files {
-        match convert_group(&file, &confd, &interval, &mut out) {
+        match convert_group(&file, &confd, &interval, &actions, &mut out) {
             Ok(()) => {}
             Err(mut found) => errors.append(&mut found),
         }
@@ -275,6 +170,7 @@ fn convert_group(
     file: &Path,
     confd: &Path,
     interval: &str,
+    actions: &std::collections::BTreeSet<String>,
     out: &mut Converted,
 ) -> Result<(), Vec<Diagnostic>> {
     out.inputs.push(file.to_path_buf());
@@ -285,27 +181,30 @@ fn convert_group(
             format!("cannot read: {e}"),
         )]
     })?;
-    let ini = Ini::parse(file, &text).map_err(|e| vec![e])?;
+    let parsed = Ini::parse(file, &text)?;
+    let ini = Lookup::new(&parsed);
     let name = file
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("group")
         .to_string();
-    let mut errors = Vec::new();
-    let need =
-        |section: &str, key: &str, errors: &mut Vec<Diagnostic>| -> Option<(String, usize)> {
-            let found = ini.get(section, key);
-            if found.is_none() {
-                errors.push(ini.error(1, format!("[{section}] needs `{key}`")));
-            }
-            found
-        };
-    let tag = need("scaler", "tag_name", &mut errors);
+    let tag = ini.need("scaler", "tag_name");
     if let Some((token, line)) = ini
         .get("scaler", "do_token")
         .or_else(|| ini.get("digitalocean_create_droplet", "do_token"))
     {
-        out.token.get_or_insert(token);
+        let token = super::credentials::ApiToken::new(token);
+        if token.expose().is_empty() {
+            out.warnings.push(Diagnostic {
+                severity: Severity::Warning,
+                file: file.to_path_buf(),
+                line,
+                column: 1,
+                message: "do_token is empty here: set DIGITALOCEAN_TOKEN or the systemd credential `digitalocean-token` instead".into(),
+            });
+        } else if out.token.is_none() {
+            out.token = Some(token);
+        }
         out.warnings.push(Diagnostic {
             severity: Severity::Warning,
             file: file.to_path_buf(),
@@ -314,10 +213,11 @@ fn convert_group(
             message: "do_token is read from this file: keep it readable by root only, or move it to a systemd credential (see `do-scaler migrate`)".into(),
         });
     }
-    let max = need("digitalocean_create_droplet", "max", &mut errors);
+    let max = ini.need("digitalocean_create_droplet", "max");
     let min = ini.get("digitalocean_destroy_droplet", "min");
-    let template_file = need("digitalocean_create_droplet", "droplet", &mut errors);
-    let policies = need("scaler", "policy_files", &mut errors);
+    let template_file = ini.need("digitalocean_create_droplet", "droplet");
+    let policies = ini.need("scaler", "policy_files");
+    let errors = ini.take_errors();
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -350,8 +250,12 @@ fn convert_group(
         seconds(interval)
     );
 
-    // The droplet template.
-    let template_path = confd.join("droplets").join(&template_file);
+    // The droplet template, in `droplet_dir` (default `droplets`, beside the policies).
+    let droplet_dir = ini
+        .get("scaler", "droplet_dir")
+        .map(|(v, _)| confd.join(v.trim()))
+        .unwrap_or_else(|| confd.join("droplets"));
+    let template_path = droplet_dir.join(template_file.trim());
     out.inputs.push(template_path.clone());
     let template_text = crate::config::files::read_config(&template_path).map_err(|e| {
         vec![ini.error(
@@ -483,12 +387,22 @@ fn convert_group(
         .map(|(v, _)| confd.join(v))
         .unwrap_or_else(|| confd.join("policies"));
     let mut errors = Vec::new();
+    let mut ported = std::collections::BTreeSet::new();
     for policy_file in policies.split_whitespace() {
         let path = policy_dir.join(policy_file);
         out.inputs.push(path.clone());
         match read_policy(&path) {
-            Ok(policy) => match policy_rule(&policy, &path, &mut out.warnings) {
-                Ok(rule) => toml.push_str(&rule),
+            Ok(policy) => match policy_rule(&policy, &path, actions, &mut out.warnings) {
+                Ok(rule) => {
+                    toml.push_str(&rule);
+                    ported.extend(
+                        policy
+                            .actions
+                            .iter()
+                            .filter(|a| !OLD_TOOL_ACTIONS.contains(&a.as_str()))
+                            .cloned(),
+                    );
+                }
                 Err(error) => errors.push(error),
             },
             Err(error) => errors.push(error),
@@ -533,9 +447,34 @@ fn convert_group(
             let _ = writeln!(toml, "address = \"{kind}\"");
         }
     }
+    // A custom action's own section (its settings in the old tool) becomes its parameters.
+    for action in &ported {
+        let keys = parsed.keys(action);
+        if keys.is_empty() {
+            continue;
+        }
+        let _ = writeln!(toml, "\n[actions.params.{}]", toml_string(action));
+        for key in keys {
+            if let Some((value, _)) = ini.get(action, &key) {
+                let _ = writeln!(toml, "{} = {}", toml_string(&key), toml_string(&value));
+            }
+        }
+    }
+    let errors = ini.take_errors();
+    if !errors.is_empty() {
+        return Err(errors);
+    }
     out.groups.push((name, toml, file.to_path_buf()));
     Ok(())
 }
+
+/// The actions the original tool shipped; any other name in a policy was a custom Python
+/// class.
+const OLD_TOOL_ACTIONS: &[&str] = &[
+    "digitalocean_create_droplet",
+    "digitalocean_destroy_droplet",
+    "health_check_tcp",
+];
 
 fn read_policy(path: &Path) -> Result<Policy, Diagnostic> {
     let text = crate::config::files::read_config(path).map_err(|e| {
@@ -626,8 +565,19 @@ fn condition_expr(
 fn policy_rule(
     policy: &Policy,
     path: &Path,
+    actions: &std::collections::BTreeSet<String>,
     warnings: &mut Vec<Diagnostic>,
 ) -> Result<String, Diagnostic> {
+    if let Some(custom) = policy.actions.iter().find(|a| !actions.contains(*a)) {
+        return Err(Diagnostic::for_file(
+            Severity::Error,
+            path,
+            format!(
+                "policy `{}` runs `{custom}`, a custom Python action class of the original tool: do-scaler runs Rhai actions, not Python. Port it to actions/{custom}.rhai beside the base file (see \"Porting a custom Python action\" in the README), or remove it from the policy's actions",
+                policy.name
+            ),
+        ));
+    }
     let creates = policy
         .actions
         .iter()
