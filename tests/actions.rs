@@ -74,6 +74,7 @@ fn decision(group: &Group, droplets: &[Droplet], value: f64) -> Decision {
             group,
             members: &members,
             observations: &[do_scaler::policy::Observation::Number(value)],
+            unread: &[],
             now: Utc::now(),
         },
         &mut GroupMemory::default(),

@@ -63,6 +63,7 @@ fn run(
             group,
             members,
             observations,
+            unread: &[],
             now,
         },
         memory,
@@ -366,22 +367,36 @@ fn scale_down_uses_the_highest_recommendation_of_its_window() {
 }
 
 #[test]
-fn a_droplet_that_gave_no_metrics_blocks_a_scale_down_but_not_a_scale_up() {
+fn a_rule_that_read_only_part_of_the_group_blocks_a_scale_down_but_not_a_scale_up() {
     let g = target_group("");
-    let mut members = active(4);
-    members[3].scraped = false;
-    // The three that answered read 10 %: a scale-down if the fourth had answered too.
+    let members = active(4);
+    // The rule read three droplets at 10 %: a scale-down if the fourth had given its series.
     let idle = [Observation::Number(0.1)];
-    assert_eq!(once(&g, &active(4), &idle).desired, 1);
-    let held = once(&g, &members, &idle);
+    assert_eq!(once(&g, &members, &idle).desired, 1);
+    let partial = vec![vec![4u64]];
+    let decide_with = |observations: &[Observation]| {
+        decide(
+            &Input {
+                group: &g,
+                members: &members,
+                observations,
+                unread: &partial,
+                now: t0(),
+            },
+            &mut GroupMemory::default(),
+        )
+    };
+    let held = decide_with(&idle);
     assert_eq!(held.desired, 4, "{:?}", held.steps);
     assert!(
         held.steps
             .iter()
-            .any(|s| s.contains("no scale-down on missing data"))
+            .any(|s| s.contains("no scale-down on partial data") && s.contains('4')),
+        "{:?}",
+        held.steps
     );
     let busy = [Observation::Number(0.9)];
-    assert_eq!(once(&g, &members, &busy).desired, 6);
+    assert_eq!(decide_with(&busy).desired, 6);
 }
 
 #[test]

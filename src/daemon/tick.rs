@@ -355,11 +355,17 @@ impl GroupRuntime {
                     outcome.insert(target.droplet_id, "ok".into());
                 }
                 Err(reason) => {
+                    // As Prometheus: a failed scrape makes the target's series stale.
+                    self.history.mark_stale(target.droplet_id, at);
                     tracing::debug!(group = %self.group.name, droplet = target.droplet_id, %reason, "scrape failed");
                     // `kind: text`: the kind labels the failure metric, the text explains it.
                     outcome.insert(target.droplet_id, format!("{}: {reason}", reason.kind()));
                 }
             }
+        }
+        // Droplets not scraped (booting, off, on their way out) give no current value either.
+        for member in members.iter().filter(|m| m.state != MemberState::Active) {
+            self.history.mark_stale(member.id, at);
         }
         let alive: std::collections::HashSet<u64> = droplets.iter().map(|d| d.id).collect();
         self.history.retain_droplets(&|id| alive.contains(&id));
@@ -388,6 +394,30 @@ impl GroupRuntime {
         if let Err(error) = store.save_history(&self.group.name, self.history.export_droplets()) {
             tracing::warn!(group = %self.group.name, %error, "cannot keep the sample history");
         }
+    }
+
+    /// For each rule, the active droplets that gave none of the series it reads in their last
+    /// scrape: a rule that read only part of the group is no ground for a scale-down.
+    pub fn unread(&self, members: &[Member]) -> Vec<Vec<u64>> {
+        self.rules
+            .iter()
+            .map(|rule| {
+                let selectors: Vec<&crate::query::Selector> = rule
+                    .expressions
+                    .iter()
+                    .flat_map(|e| e.node.selectors().into_iter().map(|(s, _)| s))
+                    .collect();
+                if selectors.is_empty() {
+                    return Vec::new();
+                }
+                let fresh = self.history.fresh_droplets(&selectors);
+                members
+                    .iter()
+                    .filter(|m| m.state == MemberState::Active && !fresh.contains(&m.id))
+                    .map(|m| m.id)
+                    .collect()
+            })
+            .collect()
     }
 
     /// Evaluates every rule at `now`.
@@ -494,11 +524,13 @@ impl GroupRuntime {
         now: DateTime<Utc>,
     ) -> TickReport {
         let observations = self.observe(now);
+        let unread = self.unread(members);
         let decision = decide(
             &Input {
                 group: &self.group,
                 members,
                 observations: &observations,
+                unread: &unread,
                 now,
             },
             memory,

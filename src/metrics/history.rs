@@ -112,6 +112,15 @@ impl History {
         let count = selected.len();
         let typical = self.typical_points;
         let series = self.droplets.entry(droplet.id).or_default();
+        // A series this scrape lacks goes stale now, as in Prometheus.
+        let present: std::collections::HashSet<&Labels> =
+            selected.iter().map(|(labels, _, _)| labels).collect();
+        for (labels, points) in series.iter_mut() {
+            if !present.contains(labels) {
+                push_stale(points, at_ms);
+            }
+        }
+        drop(present);
         for (labels, t, value) in selected {
             let points = series
                 .entry(labels)
@@ -132,6 +141,35 @@ impl History {
         let oldest = at_ms - self.retention.as_millis() as i64;
         prune_series(series, oldest, self.max_points);
         Ok(count)
+    }
+
+    /// Marks every series of a droplet stale at `at_ms`: its scrape failed, or it was not
+    /// scraped (not active any more). Range functions still see its earlier samples.
+    pub fn mark_stale(&mut self, id: u64, at_ms: i64) {
+        if let Some(series) = self.droplets.get_mut(&id) {
+            for points in series.values_mut() {
+                push_stale(points, at_ms);
+            }
+        }
+    }
+
+    /// The droplets that have a current (not stale) sample of a series `selectors` select:
+    /// those whose last scrape gave what a rule reads.
+    pub fn fresh_droplets(&self, selectors: &[&Selector]) -> std::collections::HashSet<u64> {
+        self.droplets
+            .iter()
+            .filter(|(_, series)| {
+                series.iter().any(|(labels, points)| {
+                    points
+                        .last()
+                        .is_some_and(|(_, v)| !crate::query::eval::is_stale(*v))
+                        && selectors
+                            .iter()
+                            .any(|s| s.matches(labels.name(), |n| labels.get(n)))
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Drops points older than the retention and series left empty.
@@ -239,6 +277,16 @@ impl SeriesSource for History {
     }
 }
 
+/// Appends a staleness marker unless the series is stale already (or has a point at `at_ms`).
+fn push_stale(points: &mut Vec<(i64, f64)>, at_ms: i64) {
+    match points.last() {
+        Some((t, v)) if *t < at_ms && !crate::query::eval::is_stale(*v) => {
+            points.push((at_ms, crate::query::eval::STALE));
+        }
+        _ => {}
+    }
+}
+
 /// Drops one droplet's points older than `oldest` or past `max_points`, and its empty series.
 fn prune_series(series: &mut HashMap<Labels, Vec<(i64, f64)>>, oldest: i64, max_points: usize) {
     series.retain(|_, points| {
@@ -289,6 +337,20 @@ mod tests {
             History::new(selectors, Duration::from_secs(300), 100),
             expression,
         )
+    }
+
+    /// A history sized as the product sizes it: the longest range plus headroom.
+    fn product_history(expr: &str) -> (History, crate::query::Expression) {
+        let expression = compile(expr).unwrap();
+        let selectors = expression
+            .node
+            .selectors()
+            .into_iter()
+            .map(|(s, _)| s.clone())
+            .collect();
+        let retention = retention_for(expression.longest_range(), Duration::from_secs(5));
+        let points = points_for(retention, Duration::from_secs(1));
+        (History::new(selectors, retention, points), expression)
     }
 
     #[test]
@@ -395,5 +457,103 @@ mod tests {
                 assert!((outcome.single().unwrap() - 1.0).abs() < 1e-9);
             }
         }
+    }
+
+    /// Issue 17: at several spacings and ranges, with jittered scrape times, the first value a
+    /// rate rule gives is the truth (no under-read first value), and once a window is covered
+    /// it stays covered while scrapes succeed.
+    #[test]
+    fn the_first_rate_is_the_truth_and_coverage_never_flips_back() {
+        let mut rng = fastrand::Rng::with_seed(17);
+        for spacing_s in [5i64, 15, 30, 60] {
+            for range_s in [30i64, 60, 120, 300] {
+                if range_s < 2 * spacing_s {
+                    continue;
+                }
+                let expr = format!("rate(counter[{range_s}s])");
+                let (mut history, expression) = product_history(&expr);
+                let slope = 0.5; // per second
+                let mut first_value_at = None;
+                for tick in 0..(range_s / spacing_s * 3 + 4) {
+                    // Up to ±10 % of the spacing of jitter on every scrape.
+                    let jitter = rng.i64(-(spacing_s * 100)..=(spacing_s * 100));
+                    let at = tick * spacing_s * 1000 + jitter + 1_000_000;
+                    let value = 1000.0 + slope * (at as f64 / 1000.0);
+                    history
+                        .record(&droplet(1), at, &format!("counter {value}"), "t")
+                        .unwrap();
+                    let outcome =
+                        evaluate(&expression.node, &history, at, EvalOptions::default()).unwrap();
+                    match (outcome.single(), first_value_at) {
+                        (Some(rate), None) => {
+                            assert!(
+                                (rate - slope).abs() < 1e-9,
+                                "{expr} at {spacing_s}s spacing: the first value, at tick {tick}, is {rate}, not {slope}"
+                            );
+                            first_value_at = Some(tick);
+                        }
+                        (Some(rate), Some(_)) => {
+                            // Later windows may start up to 1.2 spacings before their first
+                            // sample (jitter); Prometheus then extrapolates half a spacing, and
+                            // so does do-scaler: close to the truth, and never missing.
+                            // At most 0.7 spacings of the range go unextrapolated.
+                            let bound = slope * 0.7 * spacing_s as f64 / range_s as f64;
+                            assert!(
+                                (rate - slope).abs() <= bound + 1e-9,
+                                "{expr} at {spacing_s}s spacing, tick {tick}: {rate}"
+                            );
+                        }
+                        (None, Some(first)) => panic!(
+                            "{expr} at {spacing_s}s spacing: covered at tick {first}, warming again at tick {tick}: {outcome:?}"
+                        ),
+                        (None, None) => {}
+                    }
+                }
+                let first = first_value_at.unwrap_or_else(|| panic!("{expr}: never covered"));
+                // It takes about the range to fill, and not much more.
+                assert!(
+                    first <= range_s / spacing_s + 2,
+                    "{expr} at {spacing_s}s spacing: first value only at tick {first}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_series_and_a_failed_scrape_go_stale_but_ranges_keep_the_past() {
+        let (mut history, _) = product_history("up");
+        let instant = crate::query::compile("up").unwrap();
+        let range = crate::query::compile("count_over_time(up[30s])").unwrap();
+        let value = |history: &History, expression: &crate::query::Expression, at| {
+            evaluate(&expression.node, history, at, EvalOptions::default())
+                .unwrap()
+                .single()
+        };
+        history
+            .record(&droplet(1), 0, "up{a=\"1\"} 1\nup{a=\"2\"} 1\n", "t")
+            .unwrap();
+        history
+            .record(&droplet(1), 15_000, "up{a=\"1\"} 1\n", "t")
+            .unwrap();
+        // The series missing from the second scrape has no instant value any more.
+        let at_15 = evaluate(&instant.node, &history, 15_000, EvalOptions::default()).unwrap();
+        assert_eq!(
+            at_15.single(),
+            Some(1.0),
+            "one series left, not two: {at_15:?}"
+        );
+        // A failed scrape makes every series stale; the range still counts what was there.
+        history.mark_stale(1, 30_000);
+        assert_eq!(value(&history, &instant, 30_000), None);
+        let counted = evaluate(&range.node, &history, 30_000, EvalOptions::default()).unwrap();
+        assert!(
+            matches!(counted, crate::query::Outcome::Value(_)),
+            "{counted:?}"
+        );
+        assert!(
+            history
+                .fresh_droplets(&[&instant.node.selectors()[0].0])
+                .is_empty()
+        );
     }
 }

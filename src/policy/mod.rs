@@ -49,8 +49,8 @@ pub struct Member {
     pub protected: bool,
     /// Its value of `scale_in.by`, for `least_busy`.
     pub busy: Option<f64>,
-    /// Its metrics endpoint answered this tick. An active droplet that did not leaves the
-    /// rules reading only part of the group, which is no ground for a scale-down.
+    /// Its metrics endpoint answered this tick (shown by `plan`; the decision judges the series
+    /// each rule read, [`Input::unread`]).
     pub scraped: bool,
 }
 
@@ -126,6 +126,9 @@ pub struct Input<'a> {
     pub members: &'a [Member],
     /// One observation per rule, in the group's rule order.
     pub observations: &'a [Observation],
+    /// Per rule (same order), the active droplets that gave none of the series it reads this
+    /// tick; empty (or shorter than the rules) means every droplet gave them.
+    pub unread: &'a [Vec<u64>],
     /// Now.
     pub now: DateTime<Utc>,
 }
@@ -167,7 +170,8 @@ pub fn decide(input: &Input<'_>, memory: &mut GroupMemory) -> Decision {
     let reports = rules::evaluate(group, input.observations, current, active, memory, now);
     let (mut desired, mut winner) = rules::strongest(&reports, current, &mut steps);
     hold_on_partial_data(
-        input.members,
+        &reports,
+        input.unread,
         current,
         &mut desired,
         &mut winner,
@@ -253,22 +257,44 @@ pub fn decide(input: &Input<'_>, memory: &mut GroupMemory) -> Decision {
     }
 }
 
-/// Missing data never scales down, nor does partial data: while an active droplet gave no
-/// metrics, a proposed scale-down holds.
+/// Missing data never scales down, nor does partial data: while an active droplet gave none
+/// of the series a rule proposing the scale-down reads, that scale-down holds. (A droplet
+/// whose scrape failed gave none; one that lacks only an application's metric holds the rules
+/// reading that metric.)
 fn hold_on_partial_data(
-    members: &[Member],
+    reports: &[RuleReport],
+    unread: &[Vec<u64>],
     current: u32,
     desired: &mut u32,
     winner: &mut Option<String>,
     steps: &mut Vec<String>,
 ) {
-    let unscraped = members
+    if *desired >= current {
+        return;
+    }
+    let partial = reports
         .iter()
-        .filter(|m| m.state == MemberState::Active && !m.scraped)
-        .count();
-    if *desired < current && unscraped > 0 {
+        .zip(unread)
+        .filter(|(report, missing)| {
+            report.proposal.is_some_and(|p| p < current) && !missing.is_empty()
+        })
+        .map(|(report, missing)| {
+            format!(
+                "`{}` has no current data from {} active droplet(s) ({})",
+                report.name,
+                missing.len(),
+                missing
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect::<Vec<_>>();
+    if !partial.is_empty() {
         steps.push(format!(
-            "{unscraped} active droplet(s) gave no metrics this tick: no scale-down on missing data, hold at {current}"
+            "{}: no scale-down on partial data, hold at {current}",
+            partial.join("; ")
         ));
         *desired = current;
         *winner = None;

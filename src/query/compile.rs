@@ -323,10 +323,99 @@ fn selector(vs: &parser::VectorSelector) -> Result<Selector, QueryError> {
     if !vs.matchers.or_matchers.is_empty() {
         return Err(unsupported("`or` inside a selector's braces"));
     }
+    let matchers = vs
+        .matchers
+        .matchers
+        .iter()
+        .map(go_semantics)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Selector {
         name: vs.name.clone(),
-        matchers: vs.matchers.matchers.clone(),
+        matchers,
     })
+}
+
+/// A matcher whose regular expression means what it means in Prometheus (Go's RE2): `\d`,
+/// `\w`, `\s` and `\b` (and their negations) are ASCII-only there, Unicode-aware in Rust's
+/// `regex` by default.
+fn go_semantics(matcher: &Matcher) -> Result<Matcher, QueryError> {
+    use promql_parser::label::MatchOp;
+    let rebuild = |regex: &regex::Regex| {
+        regex::Regex::new(&ascii_classes(regex.as_str()))
+            .map_err(|e| QueryError::Syntax(format!("regular expression `{}`: {e}", matcher.value)))
+    };
+    let op = match &matcher.op {
+        MatchOp::Re(regex) => MatchOp::Re(rebuild(regex)?),
+        MatchOp::NotRe(regex) => MatchOp::NotRe(rebuild(regex)?),
+        other => other.clone(),
+    };
+    Ok(Matcher::new(op, &matcher.name, &matcher.value))
+}
+
+/// Rewrites Perl classes to their ASCII meaning, as in Go's RE2.
+pub fn ascii_classes(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut chars = pattern.chars();
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let Some(next) = chars.next() else {
+                    out.push(c);
+                    break;
+                };
+                let replacement = match (next, in_class) {
+                    ('d', false) => Some("[0-9]"),
+                    ('d', true) => Some("0-9"),
+                    ('D', false) => Some("[^0-9]"),
+                    ('w', false) => Some("[0-9A-Za-z_]"),
+                    ('w', true) => Some("0-9A-Za-z_"),
+                    ('W', false) => Some("[^0-9A-Za-z_]"),
+                    ('s', false) => Some("[\\t\\n\\x0C\\r ]"),
+                    ('s', true) => Some("\\t\\n\\x0C\\r "),
+                    ('S', false) => Some("[^\\t\\n\\x0C\\r ]"),
+                    ('b', false) => Some("(?-u:\\b)"),
+                    ('B', false) => Some("(?-u:\\B)"),
+                    _ => None,
+                };
+                match replacement {
+                    Some(text) => out.push_str(text),
+                    None => {
+                        out.push('\\');
+                        out.push(next);
+                    }
+                }
+            }
+            '[' if !in_class => {
+                in_class = true;
+                out.push(c);
+                // A `]` (or `^]`) first in a class is a literal.
+                let rest = chars.as_str();
+                if let Some(stripped) = rest.strip_prefix("^]") {
+                    out.push_str("^]");
+                    chars = stripped.chars();
+                } else if let Some(stripped) = rest.strip_prefix(']') {
+                    out.push(']');
+                    chars = stripped.chars();
+                }
+            }
+            '[' if in_class && chars.as_str().starts_with(':') => {
+                // A POSIX class such as [:alpha:] inside a class.
+                out.push(c);
+                let rest = chars.as_str();
+                if let Some(end) = rest.find(":]") {
+                    out.push_str(&rest[..end + 2]);
+                    chars = rest[end + 2..].chars();
+                }
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 fn labels_of(modifier: &LabelModifier) -> Vec<String> {
@@ -466,4 +555,32 @@ pub fn compile(expr: &Expr) -> Result<Node, QueryError> {
             Node::Call { function, args }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ascii_classes;
+
+    #[test]
+    fn perl_classes_are_ascii_as_in_go() {
+        let re = |p: &str| regex::Regex::new(&format!("^(?:{})$", ascii_classes(p))).unwrap();
+        assert!(re(r"\d+").is_match("123"));
+        assert!(
+            !re(r"\d+").is_match("١٢٣"),
+            "Arabic-Indic digits are not \\d in Go"
+        );
+        assert!(!re(r"\w+").is_match("héllo"));
+        assert!(re(r"[\w.]+").is_match("web.01"));
+        assert!(!re(r"\s").is_match("\u{a0}"));
+        assert!(
+            re(r"a\\d").is_match("a\\d"),
+            "an escaped backslash stays one"
+        );
+        assert!(re(r"[]\d]+").is_match("]1"));
+        assert!(re(r".*\bweb\b.*").is_match("x web y"));
+        assert!(
+            re(r".*\bweb\b.*").is_match("éwebé"),
+            "é is no word character in Go"
+        );
+    }
 }

@@ -3,10 +3,20 @@
 //! range windows, extrapolated `rate`/`increase`/`delta`, counter resets, one-to-one vector
 //! matching.
 //!
+//! Staleness is Prometheus's: a series missing from its target's scrape, and every series of a
+//! target whose scrape failed, get a staleness marker ([`STALE`]); an instant selector finds no
+//! value past a marker, range functions skip markers and still see the earlier samples.
+//!
 //! One difference on purpose: a range function over a window the history does not yet cover
-//! gives no value ("warming") instead of an under-read one. A window is covered when
-//! (last − first + step) ≥ 0.8 × range, `step` being the average spacing of its samples — the
-//! test Prometheus uses to decide whether to extrapolate to the window's edges.
+//! gives no value ("warming") instead of an under-read one. Coverage follows what Prometheus
+//! needs to extrapolate a window all the way to its start:
+//!
+//! - `rate`, `increase`, `delta` and the `*_over_time` aggregates (`avg`, `min`, `max`, `sum`,
+//!   `count`): the window's first sample lies less than 1.1 average sample spacings after the
+//!   window's start, or the series has a sample before the window (so it stays covered while
+//!   scrapes keep succeeding, whatever the jitter);
+//! - `irate`: two samples in the window;
+//! - `last_over_time`: one sample.
 
 use super::QueryError;
 use super::compile::{
@@ -21,6 +31,15 @@ pub const WARMING: &str = "warming";
 
 /// One sample in time: milliseconds since the epoch and the value.
 pub type Point = (i64, f64);
+
+/// Prometheus's staleness marker: a NaN with its own bit pattern (`0x7ff0000000000002`), never
+/// produced by arithmetic or by parsing `NaN`.
+pub const STALE: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
+
+/// Whether a value is the staleness marker (not any NaN).
+pub fn is_stale(value: f64) -> bool {
+    value.to_bits() == STALE.to_bits()
+}
 
 /// What a [`SeriesSource`] calls for each series: its labels and its points in time order.
 pub type SeriesVisitor<'a> = dyn FnMut(&Labels, &[Point]) + 'a;
@@ -224,6 +243,7 @@ impl Context<'_> {
 
     fn instant(&mut self, selector: &Selector) -> Value {
         let at = self.at;
+        // Prometheus 2.x: a sample exactly `lookback` old still counts.
         let from = at - self.options.lookback.as_millis() as i64;
         let mut out = Vec::new();
         self.source
@@ -231,7 +251,7 @@ impl Context<'_> {
                 let end = points.partition_point(|(t, _)| *t <= at);
                 if end > 0 {
                     let (t, v) = points[end - 1];
-                    if t > from {
+                    if t >= from && !is_stale(v) {
                         out.push(Sample {
                             labels: labels.clone(),
                             value: v,
@@ -250,23 +270,23 @@ impl Context<'_> {
         let mut out = Vec::new();
         let mut warming = 0usize;
         let mut best_coverage = 0i64;
+        let mut window = Vec::new();
         self.source
             .for_each_series(selector, &mut |labels, points| {
                 let from = points.partition_point(|(t, _)| *t < start);
                 let to = points.partition_point(|(t, _)| *t <= at);
-                let window = &points[from..to];
+                window.clear();
+                window.extend(points[from..to].iter().filter(|(_, v)| !is_stale(*v)));
                 if window.is_empty() {
                     return;
                 }
-                if require_coverage {
-                    let covered = coverage(window);
-                    if covered * 10 < range_ms * 8 {
-                        warming += 1;
-                        best_coverage = best_coverage.max(covered);
-                        return;
-                    }
+                let earlier = points[..from].iter().any(|(_, v)| !is_stale(*v));
+                if require_coverage && !covered(function, &window, start, earlier) {
+                    warming += 1;
+                    best_coverage = best_coverage.max(window[window.len() - 1].0 - start);
+                    return;
                 }
-                if let Some(value) = range_value(function, window, start, at, range) {
+                if let Some(value) = range_value(function, &window, start, at, range) {
                     let labels = if function == RangeFunction::LastOverTime {
                         labels.clone()
                     } else {
@@ -277,7 +297,7 @@ impl Context<'_> {
             });
         if warming > 0 {
             self.notes.push(format!(
-                "{} series of {} {WARMING}: history covers {} of the {} range (needs 80 %)",
+                "{} series of {} {WARMING}: history covers {} of the {} range (its first sample must be within 1.1 sample spacings of the window's start)",
                 warming,
                 selector.describe(),
                 crate::config::duration::format_duration(Duration::from_secs(
@@ -290,13 +310,50 @@ impl Context<'_> {
     }
 }
 
-/// How much of a window its samples cover: last − first + average spacing (0 for one sample).
-pub fn coverage(window: &[(i64, f64)]) -> i64 {
-    if window.len() < 2 {
-        return 0;
+/// Whether a window (its samples, no staleness markers) covers enough for `function` to give
+/// the value Prometheus would extrapolate to the window's start: see the module's summary.
+/// `earlier` says whether the series has a sample before the window.
+pub fn covered(function: RangeFunction, window: &[(i64, f64)], start: i64, earlier: bool) -> bool {
+    match function {
+        RangeFunction::LastOverTime => !window.is_empty(),
+        RangeFunction::Irate => window.len() >= 2,
+        _ => {
+            if window.len() < 2 {
+                return false;
+            }
+            if earlier {
+                return true;
+            }
+            let first = window[0].0;
+            let step = (window[window.len() - 1].0 - first) as f64 / (window.len() - 1) as f64;
+            ((first - start) as f64) < 1.1 * step
+        }
     }
-    let span = window[window.len() - 1].0 - window[0].0;
-    span + span / (window.len() as i64 - 1)
+}
+
+/// Kahan–Neumaier compensated addition, as Prometheus sums over time.
+fn kahan_add(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// Prometheus's running mean: infinities are kept rather than turned into NaN by `Inf - Inf`,
+/// whatever the order of the values.
+fn mean_step(mean: f64, value: f64, count: f64) -> Option<f64> {
+    if mean.is_infinite() {
+        if value.is_infinite() && (mean > 0.0) == (value > 0.0) {
+            return None;
+        }
+        if !value.is_infinite() && !value.is_nan() {
+            return None;
+        }
+    }
+    Some(value / count - mean / count)
 }
 
 fn range_value(
@@ -325,13 +382,14 @@ fn range_value(
             increase / seconds
         }
         RangeFunction::AvgOverTime => {
-            let mut mean = 0.0;
-            let mut count = 0.0;
+            let (mut mean, mut c, mut count) = (0.0, 0.0, 0.0);
             for v in values {
                 count += 1.0;
-                mean += v / count - mean / count;
+                if let Some(step) = mean_step(mean, v, count) {
+                    (mean, c) = kahan_add(step, mean, c);
+                }
             }
-            mean
+            if mean.is_infinite() { mean } else { mean + c }
         }
         RangeFunction::MinOverTime => {
             values.fold(
@@ -345,7 +403,13 @@ fn range_value(
                 |acc, v| if acc.is_nan() || v > acc { v } else { acc },
             )
         }
-        RangeFunction::SumOverTime => values.sum(),
+        RangeFunction::SumOverTime => {
+            let (mut sum, mut c) = (0.0, 0.0);
+            for v in values {
+                (sum, c) = kahan_add(v, sum, c);
+            }
+            if sum.is_infinite() { sum } else { sum + c }
+        }
         RangeFunction::CountOverTime => window.len() as f64,
         RangeFunction::LastOverTime => window[window.len() - 1].1,
     })
@@ -568,14 +632,16 @@ fn vector_binary(
         let Some(other) = right.get(&key) else {
             continue;
         };
+        let Some(value) = element(op, sample.value, other.value, return_bool, sample.value) else {
+            continue;
+        };
+        // As Prometheus: several left elements matching one right element are an error only
+        // among the elements the operation keeps.
         if !seen.insert(key.clone()) {
             return Err(QueryError::Eval(format!(
                 "multiple matches for {key}: several series on the left side match one on the right; aggregate them or use on(...)"
             )));
         }
-        let Some(value) = element(op, sample.value, other.value, return_bool, sample.value) else {
-            continue;
-        };
         let mut labels = if drop_name {
             sample.labels.drop_name()
         } else {
@@ -607,6 +673,10 @@ fn aggregate(
     grouping: &Grouping,
     samples: Vec<Sample>,
 ) -> Vec<Sample> {
+    // Series in label order, as Prometheus reads them from storage: the result never depends
+    // on the order a source hands series over in.
+    let mut samples = samples;
+    samples.sort_by(|a, b| a.labels.cmp(&b.labels));
     let mut groups: BTreeMap<Labels, Group> = BTreeMap::new();
     for sample in samples {
         let key = match grouping {
@@ -619,7 +689,11 @@ fn aggregate(
         group.count += 1.0;
         match op {
             Aggregation::Sum => group.sum += v,
-            Aggregation::Avg => group.mean += v / group.count - group.mean / group.count,
+            Aggregation::Avg => {
+                if let Some(step) = mean_step(group.mean, v, group.count) {
+                    group.mean += step;
+                }
+            }
             Aggregation::Min => {
                 if group.count == 1.0 || group.value > v || group.value.is_nan() {
                     group.value = v;
@@ -667,7 +741,13 @@ pub fn quantile(q: f64, mut values: Vec<f64>) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    values.sort_by(|a, b| a.total_cmp(b));
+    // Prometheus sorts NaN first.
+    values.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        (false, false) => a.total_cmp(b),
+    });
     let n = values.len() as f64;
     let rank = q * (n - 1.0);
     let lower = rank.floor().max(0.0) as usize;
@@ -718,7 +798,10 @@ fn call(function: Function, mut args: Vec<Value>) -> Result<Value, QueryError> {
                             Function::Abs => s.value.abs(),
                             Function::Ceil => s.value.ceil(),
                             Function::Floor => s.value.floor(),
+                            // Go's math.Max/Min: NaN passes through.
+                            Function::ClampMin if s.value.is_nan() => s.value,
                             Function::ClampMin => s.value.max(bound),
+                            _ if s.value.is_nan() => s.value,
                             _ => s.value.min(bound),
                         },
                     })
