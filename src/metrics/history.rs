@@ -552,7 +552,7 @@ mod tests {
         );
         assert!(
             history
-                .fresh_droplets(&[&instant.node.selectors()[0].0])
+                .fresh_droplets(&[instant.node.selectors()[0].0])
                 .is_empty()
         );
     }
