@@ -51,12 +51,17 @@ fn millis(text: &str) -> i64 {
         .as_millis() as i64
 }
 
-/// Expands promtool's series notation: `a+bxn`, `a-bxn`, numbers and `_` (no sample).
+/// Expands promtool's series notation: `a+bxn`, `a-bxn`, numbers, `Inf`, `NaN`, `_` (no
+/// sample) and `stale` (a staleness marker).
 fn expand(values: &str) -> Vec<Option<f64>> {
     let mut out = Vec::new();
     for token in values.split_whitespace() {
         if token == "_" {
             out.push(None);
+            continue;
+        }
+        if token == "stale" {
+            out.push(Some(do_scaler::query::eval::STALE));
             continue;
         }
         if let Some((head, times)) = token.split_once('x') {
@@ -98,30 +103,39 @@ fn the_evaluator_agrees_with_prometheus() {
     let file: File = serde_norway::from_str(&read("tests/golden/promql.yaml")).unwrap();
     let expected: Vec<Expected> =
         serde_json::from_str(&read("tests/golden/expected.json")).unwrap();
-    let test = &file.tests[0];
-    let interval = millis(&test.interval);
-    let mut source = MemorySource::new();
-    for series in &test.input_series {
-        let labels = series_labels(&series.series);
-        for (index, value) in expand(&series.values).into_iter().enumerate() {
-            if let Some(value) = value {
-                source.push(&labels, index as i64 * interval, value);
+    let cases: Vec<(&Case, usize)> = file
+        .tests
+        .iter()
+        .enumerate()
+        .flat_map(|(index, test)| test.promql_expr_test.iter().map(move |c| (c, index)))
+        .collect();
+    let sources: Vec<MemorySource> = file
+        .tests
+        .iter()
+        .map(|test| {
+            let interval = millis(&test.interval);
+            let mut source = MemorySource::new();
+            for series in &test.input_series {
+                let labels = series_labels(&series.series);
+                for (index, value) in expand(&series.values).into_iter().enumerate() {
+                    if let Some(value) = value {
+                        source.push(&labels, index as i64 * interval, value);
+                    }
+                }
             }
-        }
-    }
-    assert_eq!(
-        test.promql_expr_test.len(),
-        expected.len(),
-        "regenerate expected.json"
-    );
-    assert!(expected.len() >= 30);
+            source
+        })
+        .collect();
+    assert_eq!(cases.len(), expected.len(), "regenerate expected.json");
+    assert!(expected.len() >= 110, "49 original cases and at least 60 of issue 17");
     let mut failures = Vec::new();
-    for (case, want) in test.promql_expr_test.iter().zip(&expected) {
+    for ((case, test), want) in cases.iter().zip(&expected) {
+        let source = &sources[*test];
         assert_eq!((&case.expr, &case.eval_time), (&want.expr, &want.eval_time));
         let expression = compile(&case.expr).unwrap_or_else(|e| panic!("{}: {e}", case.expr));
         let outcome = evaluate(
             &expression.node,
-            &source,
+            source,
             millis(&case.eval_time),
             EvalOptions::default(),
         )
@@ -148,7 +162,8 @@ fn the_evaluator_agrees_with_prometheus() {
         want.sort_by(|a, b| a.0.cmp(&b.0));
         let same = got.len() == want.len()
             && got.iter().zip(&want).all(|(g, w)| {
-                g.0 == w.0 && ((g.1 - w.1).abs() <= 1e-9 || (g.1.is_nan() && w.1.is_nan()))
+                g.0 == w.0
+                    && (g.1 == w.1 || (g.1 - w.1).abs() <= 1e-9 || (g.1.is_nan() && w.1.is_nan()))
             });
         if !same {
             failures.push(format!(
