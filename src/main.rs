@@ -119,9 +119,10 @@ enum Command {
         /// Print JSON on stdout.
         #[arg(long)]
         json: bool,
-        /// How long to keep scraping so that rate rules cover their ranges.
-        #[arg(long, default_value = "20s", value_parser = parse_duration)]
-        wait: Duration,
+        /// How long to keep scraping so that rate rules cover their ranges (default: as long as
+        /// the longest range needs; 0s to decide on what the state database already holds).
+        #[arg(long, value_parser = parse_duration)]
+        wait: Option<Duration>,
     },
     /// Evaluate an expression against capture files or live metrics endpoints.
     Query {

@@ -127,7 +127,10 @@ fn the_evaluator_agrees_with_prometheus() {
         })
         .collect();
     assert_eq!(cases.len(), expected.len(), "regenerate expected.json");
-    assert!(expected.len() >= 110, "49 original cases and at least 60 of issue 17");
+    assert!(
+        expected.len() >= 110,
+        "49 original cases and at least 60 of issue 17"
+    );
     let mut failures = Vec::new();
     for ((case, test), want) in cases.iter().zip(&expected) {
         let source = &sources[*test];

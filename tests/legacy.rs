@@ -125,7 +125,7 @@ async fn migrate_writes_a_configuration_that_checks_and_plans_the_same() {
             },
             group: None,
             json: true,
-            wait: Duration::ZERO,
+            wait: Some(Duration::ZERO),
         };
         let output =
             do_scaler::commands::plan::run(&request, &env, &InMemoryStore::default()).await;
@@ -275,7 +275,7 @@ async fn planned(
         },
         group: None,
         json: true,
-        wait: Duration::ZERO,
+        wait: Some(Duration::ZERO),
     };
     let output = do_scaler::commands::plan::run(&request, env, &InMemoryStore::default()).await;
     assert_eq!(output.exit_code, 0, "{}", output.stderr);

@@ -166,3 +166,86 @@ async fn plan_json_against_the_sim_keeps_every_example_group_within_bounds() {
         "plan never acts"
     );
 }
+
+mod common;
+
+/// Issue 17: `plan` previews the daemon. Beside a running daemon it reads the samples the
+/// daemon appends each tick, so rate rules have values at once; on a fresh state it waits as
+/// long as the longest range needs, and the next `plan` then sees rates at once too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_sees_rates_at_once_beside_the_daemon_and_after_another_plan() {
+    let sim = common::sim(2, Demand::Constant(2.0), Duration::from_millis(300)).await;
+    let rule_values = |stdout: &str| -> Vec<String> {
+        let plan: serde_json::Value = serde_json::from_str(stdout).unwrap();
+        plan["groups"][0]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["value"].to_string())
+            .collect()
+    };
+    let plan = |dir: std::path::PathBuf, wait: Option<Duration>| {
+        let sim_url = sim.api_url();
+        let token = sim.token().to_string();
+        async move {
+            let request = do_scaler::commands::plan::PlanRequest {
+                config: dir.join("do-scaler.toml"),
+                overrides: do_scaler::config::Overrides {
+                    api_url: Some(sim_url),
+                    ..Default::default()
+                },
+                group: None,
+                json: true,
+                wait,
+            };
+            let env = move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| token.clone());
+            do_scaler::commands::plan::run(
+                &request,
+                &env,
+                &do_scaler::policy::InMemoryStore::default(),
+            )
+            .await
+        }
+    };
+
+    // Beside a running daemon that has ticked a few times: a value at once, no waiting.
+    let dir = common::config_dir(common::GROUP);
+    let daemon = common::daemon(dir.path(), &sim).await.unwrap();
+    let running = common::serve_daemon(daemon.clone()).await;
+    common::eventually(Duration::from_secs(15), "five ticks", || {
+        daemon.group_status("web").is_some_and(|s| s.ticks >= 5)
+    })
+    .await;
+    let output = plan(dir.path().to_path_buf(), Some(Duration::ZERO)).await;
+    assert_eq!(output.exit_code, 0, "{}", output.stderr);
+    let values = rule_values(&output.stdout);
+    assert!(!values.iter().any(|v| v.contains("missing")), "{values:?}");
+    running.stop().await;
+
+    // Fresh state, no daemon: the first plan waits until covered, the next needs no wait.
+    let fresh = common::config_dir(common::GROUP);
+    let started = std::time::Instant::now();
+    let first = plan(fresh.path().to_path_buf(), None).await;
+    assert_eq!(first.exit_code, 0, "{}", first.stderr);
+    // GROUP's rule reads `[3s]`: the first plan scraped for about that long.
+    assert!(started.elapsed() >= Duration::from_secs(2), "it waited");
+    assert!(
+        !rule_values(&first.stdout)
+            .iter()
+            .any(|v| v.contains("missing"))
+    );
+    // A person runs the next plan a moment later (about an interval: the samples stay evenly
+    // spaced, so the window is covered as the daemon's would be).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = std::time::Instant::now();
+    let second = plan(fresh.path().to_path_buf(), Some(Duration::ZERO)).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "no wait");
+    assert_eq!(second.exit_code, 0, "{}", second.stderr);
+    let values = rule_values(&second.stdout);
+    assert!(
+        !values.iter().any(|v| v.contains("missing")),
+        "{values:?}\n{}\n{}",
+        second.stdout,
+        second.stderr
+    );
+}

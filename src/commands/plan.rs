@@ -25,8 +25,9 @@ pub struct PlanRequest {
     pub group: Option<String>,
     /// JSON on stdout instead of the report.
     pub json: bool,
-    /// How long to keep scraping for rate rules to cover their ranges.
-    pub wait: Duration,
+    /// How long to keep scraping for rate rules to cover their ranges (`None`: as long as the
+    /// longest range needs).
+    pub wait: Option<Duration>,
 }
 
 fn fail(stderr: String) -> CommandOutput {
@@ -86,19 +87,15 @@ pub async fn run(
             Ok(runtime) => runtime,
             Err(error) => return fail(format!("{stderr}{}: {error}\n", group.file.display())),
         };
-        // The daemon's state, when there is one: remembered clocks and sample history, read
-        // without taking its lock.
-        let kept = config
-            .base
-            .state_path
-            .exists()
-            .then(|| crate::state::Store::open_read_only(&config.base.state_path).ok())
-            .flatten();
-        let mut memory = match &kept {
+        // The daemon's state: remembered clocks and the sample history it appends each tick.
+        // Beside a running daemon it is read without its lock; otherwise `plan` appends its own
+        // scrapes too, so the next `plan` sees rates at once.
+        let kept = open_state(&config.base.state_path);
+        let mut memory = match kept.as_ref().map(State::store) {
             Some(store) => store.load(&group.name),
             None => memories.load(&group.name),
         };
-        if let Some(store) = kept.as_ref()
+        if let Some(store) = kept.as_ref().map(State::store)
             && runtime.restore_history(store, Utc::now()) > 0
         {
             eprintln!(
@@ -107,7 +104,11 @@ pub async fn run(
                 config.base.state_path.display()
             );
         }
-        match plan_group(&mut runtime, &client, &scraper, &mut memory, request.wait).await {
+        let outcome = plan_group(&mut runtime, &client, &scraper, &mut memory, request.wait).await;
+        if let Some(State::Writable(store)) = &kept {
+            runtime.save_history(store, Utc::now(), false);
+        }
+        match outcome {
             Ok(report) => reports.push((report, memory)),
             Err(error) => return fail(format!("{stderr}{}: {error}\n", group.file.display())),
         }
@@ -132,13 +133,41 @@ pub async fn run(
     }
 }
 
+/// The state database as `plan` may use it.
+enum State {
+    /// No daemon holds it: `plan` appends its scrapes.
+    Writable(crate::state::Store),
+    /// A daemon holds it: read only.
+    ReadOnly(crate::state::Store),
+}
+
+impl State {
+    fn store(&self) -> &crate::state::Store {
+        match self {
+            State::Writable(store) | State::ReadOnly(store) => store,
+        }
+    }
+}
+
+/// Opens the state database for `plan`: as a writer when no daemon holds it (creating it if
+/// it can), else read-only; `None` when it cannot be used at all.
+fn open_state(path: &std::path::Path) -> Option<State> {
+    match crate::state::Store::open(path) {
+        Ok(store) => Some(State::Writable(store)),
+        Err(crate::state::StateError::Locked(_)) => crate::state::Store::open_read_only(path)
+            .ok()
+            .map(State::ReadOnly),
+        Err(_) => None,
+    }
+}
+
 /// Lists and scrapes a group until its rules are covered or `wait` has passed, then decides.
 async fn plan_group(
     runtime: &mut GroupRuntime,
     client: &crate::digitalocean::Client,
     scraper: &Scraper,
     memory: &mut GroupMemory,
-    wait: Duration,
+    wait: Option<Duration>,
 ) -> Result<TickReport, crate::digitalocean::ApiError> {
     let started = Instant::now();
     let gap = runtime
@@ -146,6 +175,8 @@ async fn plan_group(
         .interval
         .clamp(Duration::from_secs(1), Duration::from_secs(5));
     let range = runtime.longest_range();
+    // By default, as long as the longest range needs to be covered, and a little more.
+    let wait = wait.unwrap_or(range + gap * 2);
     let mut round = 0;
     loop {
         round += 1;
@@ -168,10 +199,13 @@ async fn plan_group(
             return Ok(runtime.decide(&droplets, &members, &scraped, &mut scratch, now));
         }
         eprintln!(
-            "{}: scrape {round}: rules still warming (longest range {}), waiting {}",
+            "{}: scrape {round}: rules still warming (longest range {}); {} of up to {} waited",
             runtime.group.name,
             crate::config::duration::format_duration(range),
-            crate::config::duration::format_duration(gap)
+            crate::config::duration::format_duration(Duration::from_secs(
+                started.elapsed().as_secs()
+            )),
+            crate::config::duration::format_duration(wait)
         );
         tokio::time::sleep(gap).await;
     }

@@ -49,7 +49,9 @@ pub fn scrapes_needed(range: Duration, gap: Duration) -> usize {
     if range.is_zero() {
         return 1;
     }
-    ((range.as_secs_f64() * 0.8 / gap.as_secs_f64().max(0.001)).ceil() as usize).max(2)
+    // Scrape k (0-based) covers the window once range − k × gap < 1.1 × gap: the daemon's rule.
+    let spacings = range.as_secs_f64() / gap.as_secs_f64().max(0.001) - 1.1;
+    ((spacings.floor().max(0.0) as usize) + 2).max(2)
 }
 
 /// Runs the query.
@@ -139,7 +141,12 @@ pub async fn run(request: &QueryRequest) -> CommandOutput {
             (history, at)
         }
     };
-    let outcome = match evaluate(&expression.node, &history, at, EvalOptions::default()) {
+    // The daemon's rules: its lookback for this scrape spacing, its coverage and staleness.
+    let options = EvalOptions {
+        lookback: crate::daemon::tick::lookback_for(request.gap, request.timeout),
+        require_coverage: true,
+    };
+    let outcome = match evaluate(&expression.node, &history, at, options) {
         Ok(outcome) => outcome,
         Err(error) => return fail(format!("{error}\n")),
     };

@@ -68,9 +68,8 @@ impl GroupHandle {
     }
 }
 
-/// The shortest time between two saves of a group's sample history while it runs (it is also
-/// saved when the task stops): at 1,000 droplets with `[10m]` ranges one save is ~15 MB.
-const HISTORY_SAVE_EVERY: Duration = Duration::from_secs(300);
+/// How often the points the history no longer needs are deleted from the state database.
+const HISTORY_PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Scrapes one group may have in flight (each group has its own).
 const SCRAPES_PER_GROUP: usize = 64;
@@ -508,16 +507,19 @@ impl GroupTask {
         self.collect_run().await
     }
 
-    /// Keeps the memory (every tick) and, when `history` or when it is due, the sample history.
+    /// Keeps the memory and this tick's new sample points (every tick); prunes old points when
+    /// `history` or when it is due.
     pub fn save(&mut self, history: bool) {
         let daemon = self.daemon.clone();
         let name = self.name().to_string();
         crate::failpoint::hit("memory.before_save");
         blocking(|| daemon.store.save(&name, &self.memory));
-        // The history is kept for restarts; a crash loses at most the last few minutes,
-        // which only makes the rules warm up again (they hold meanwhile).
-        if history || self.history_saved.elapsed() >= HISTORY_SAVE_EVERY {
-            blocking(|| self.runtime.save_history(&daemon.store));
+        // This tick's new points go to the state database (appended, so restarts, `--once`
+        // from cron and `plan` see rates at once); old ones are pruned now and then.
+        let prune = history || self.history_saved.elapsed() >= HISTORY_PRUNE_EVERY;
+        let now = daemon.clock.now();
+        blocking(|| self.runtime.save_history(&daemon.store, now, prune));
+        if prune {
             self.history_saved = Instant::now();
         }
         daemon.metrics.sync_api(&daemon.client());

@@ -61,6 +61,13 @@ impl InFlight {
     }
 }
 
+/// How far back an instant selector looks in the daemon (and in `plan` and `query`, which
+/// preview it): two scrape intervals and a scrape's timeout, at least 30 s. Far shorter than
+/// Prometheus's 5 minutes, so a droplet gone quiet stops counting within a tick or two.
+pub fn lookback_for(interval: Duration, scrape_timeout: Duration) -> Duration {
+    (interval * 2 + scrape_timeout).max(Duration::from_secs(30))
+}
+
 /// A droplet as a tick saw it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DropletReport {
@@ -376,23 +383,37 @@ impl GroupRuntime {
         outcome
     }
 
-    /// Restores the sample history kept in `store`; returns how many droplets it had.
+    /// Restores the sample history kept in `store` (what the retention still needs); returns
+    /// how many droplets it had.
     pub fn restore_history(&mut self, store: &crate::state::Store, now: DateTime<Utc>) -> usize {
+        let since = now.timestamp_millis() - self.history.retention().as_millis() as i64;
         let history = &mut self.history;
         let restored = store
-            .load_history(&self.group.name, |id, text| history.import_droplet(id, text))
+            .load_samples(&self.group.name, since, |id, labels, t, v| {
+                history.restore_point(id, labels, t, v)
+            })
             .unwrap_or_else(|error| {
                 tracing::warn!(group = %self.group.name, %error, "cannot read the kept sample history");
                 0
             });
         self.history.prune(now.timestamp_millis());
+        // What was restored is not new: the database has it.
+        self.history.take_new_points();
         restored
     }
 
-    /// Keeps the sample history in `store` for the next start (logged, not fatal, on error).
-    pub fn save_history(&self, store: &crate::state::Store) {
-        if let Err(error) = store.save_history(&self.group.name, self.history.export_droplets()) {
+    /// Appends this tick's new points to `store` and, when `prune`, deletes what the retention
+    /// no longer needs (logged, not fatal, on error).
+    pub fn save_history(&mut self, store: &crate::state::Store, now: DateTime<Utc>, prune: bool) {
+        let points = self.history.take_new_points();
+        if let Err(error) = store.append_samples(&self.group.name, &points) {
             tracing::warn!(group = %self.group.name, %error, "cannot keep the sample history");
+        }
+        if prune {
+            let before = now.timestamp_millis() - self.history.retention().as_millis() as i64;
+            if let Err(error) = store.prune_samples(&self.group.name, before) {
+                tracing::warn!(group = %self.group.name, %error, "cannot prune the sample history");
+            }
         }
     }
 
@@ -424,8 +445,7 @@ impl GroupRuntime {
     pub fn observe(&self, now: DateTime<Utc>) -> Vec<Observation> {
         let at = now.timestamp_millis();
         let options = EvalOptions {
-            lookback: (self.group.interval * 2 + self.group.scrape.timeout)
-                .max(Duration::from_secs(30)),
+            lookback: lookback_for(self.group.interval, self.group.scrape.timeout),
             require_coverage: true,
         };
         self.rules
@@ -468,7 +488,10 @@ impl GroupRuntime {
             &busy.node,
             &self.history,
             now.timestamp_millis(),
-            EvalOptions::default(),
+            EvalOptions {
+                lookback: lookback_for(self.group.interval, self.group.scrape.timeout),
+                require_coverage: true,
+            },
         ) else {
             return;
         };

@@ -29,7 +29,13 @@ pub struct History {
     max_points: usize,
     typical_points: usize,
     droplets: BTreeMap<u64, DropletSeries>,
+    /// Points added since [`History::take_new_points`] last ran: what the state database has
+    /// not been given yet (it is appended to, never rewritten).
+    new_points: Vec<NewPoint>,
 }
+
+/// A point added to the history: its droplet, series, time (ms) and value.
+pub type NewPoint = (u64, Labels, i64, f64);
 
 impl History {
     /// A history keeping the series `selectors` select, for `retention` (the longest range in
@@ -41,6 +47,7 @@ impl History {
             max_points: max_points.max(2),
             typical_points: 0,
             droplets: BTreeMap::new(),
+            new_points: Vec::new(),
         }
     }
 
@@ -116,14 +123,19 @@ impl History {
         let present: std::collections::HashSet<&Labels> =
             selected.iter().map(|(labels, _, _)| labels).collect();
         for (labels, points) in series.iter_mut() {
-            if !present.contains(labels) {
-                push_stale(points, at_ms);
+            if !present.contains(labels) && push_stale(points, at_ms) {
+                self.new_points.push((
+                    droplet.id,
+                    labels.clone(),
+                    at_ms,
+                    crate::query::eval::STALE,
+                ));
             }
         }
         drop(present);
         for (labels, t, value) in selected {
             let points = series
-                .entry(labels)
+                .entry(labels.clone())
                 .or_insert_with(|| Vec::with_capacity(typical));
             match points.last() {
                 Some((last, _)) if *last >= t => {
@@ -134,7 +146,10 @@ impl History {
                         point.1 = value;
                     }
                 }
-                _ => points.push((t, value)),
+                _ => {
+                    points.push((t, value));
+                    self.new_points.push((droplet.id, labels, t, value));
+                }
             }
         }
         // Prune only this droplet's series here; the tick prunes the whole history once.
@@ -147,9 +162,40 @@ impl History {
     /// scraped (not active any more). Range functions still see its earlier samples.
     pub fn mark_stale(&mut self, id: u64, at_ms: i64) {
         if let Some(series) = self.droplets.get_mut(&id) {
-            for points in series.values_mut() {
-                push_stale(points, at_ms);
+            for (labels, points) in series.iter_mut() {
+                if push_stale(points, at_ms) {
+                    self.new_points
+                        .push((id, labels.clone(), at_ms, crate::query::eval::STALE));
+                }
             }
+        }
+    }
+
+    /// The points added since the last call, oldest first, for the state database.
+    pub fn take_new_points(&mut self) -> Vec<NewPoint> {
+        std::mem::take(&mut self.new_points)
+    }
+
+    /// Puts back a point kept in the state database (a restart, `plan` beside the daemon),
+    /// if its series is still selected. Call in time order per series; then
+    /// [`History::prune`].
+    pub fn restore_point(&mut self, id: u64, labels: Labels, t: i64, value: f64) {
+        if !self
+            .selectors
+            .iter()
+            .any(|s| s.matches(labels.name(), |n| labels.get(n)))
+        {
+            return;
+        }
+        let typical = self.typical_points;
+        let points = self
+            .droplets
+            .entry(id)
+            .or_default()
+            .entry(labels)
+            .or_insert_with(|| Vec::with_capacity(typical));
+        if points.last().is_none_or(|(last, _)| *last < t) {
+            points.push((t, value));
         }
     }
 
@@ -191,61 +237,9 @@ impl History {
         self.droplets.remove(&id);
     }
 
-    /// Each droplet's series as JSON text, one droplet at a time, for the state database (so
-    /// `--once` from cron and `plan` see rates across invocations). Written straight from the
-    /// series: no JSON tree, and never more than one droplet's text at once.
-    pub fn export_droplets(&self) -> impl Iterator<Item = (u64, String)> + '_ {
-        #[derive(serde::Serialize)]
-        struct Series<'a> {
-            labels: Vec<(&'a str, &'a str)>,
-            points: &'a [(i64, f64)],
-        }
-        self.droplets.iter().map(|(id, series)| {
-            let series: Vec<Series<'_>> = series
-                .iter()
-                .map(|(labels, points)| Series {
-                    labels: labels.iter().collect(),
-                    points,
-                })
-                .collect();
-            // Serializing plain strings, numbers and sequences cannot fail; an empty list is
-            // the safe fallback all the same.
-            (
-                *id,
-                serde_json::to_string(&series).unwrap_or_else(|_| "[]".into()),
-            )
-        })
-    }
-
-    /// Restores one droplet's exported series, keeping only those the selectors still select.
-    /// Text that is not an export restores nothing. Call [`History::prune`] after the last.
-    pub fn import_droplet(&mut self, id: u64, exported: &str) {
-        #[derive(serde::Deserialize)]
-        struct Series {
-            labels: Vec<(String, String)>,
-            points: Vec<(i64, f64)>,
-        }
-        let Ok(series) = serde_json::from_str::<Vec<Series>>(exported) else {
-            return;
-        };
-        let typical = self.typical_points;
-        let entry = self.droplets.entry(id).or_default();
-        for one in series {
-            let labels = Labels::new(one.labels);
-            if self
-                .selectors
-                .iter()
-                .any(|s| s.matches(labels.name(), |n| labels.get(n)))
-            {
-                let mut points = one.points;
-                points.shrink_to(typical.max(points.len()));
-                points.reserve_exact(typical.saturating_sub(points.len()));
-                entry.insert(labels, points);
-            }
-        }
-        if entry.is_empty() {
-            self.droplets.remove(&id);
-        }
+    /// How long points are kept.
+    pub fn retention(&self) -> Duration {
+        self.retention
     }
 
     /// Series and points held, for metrics and memory checks.
@@ -277,13 +271,15 @@ impl SeriesSource for History {
     }
 }
 
-/// Appends a staleness marker unless the series is stale already (or has a point at `at_ms`).
-fn push_stale(points: &mut Vec<(i64, f64)>, at_ms: i64) {
+/// Appends a staleness marker unless the series is stale already (or has a point at `at_ms`);
+/// returns whether it did.
+fn push_stale(points: &mut Vec<(i64, f64)>, at_ms: i64) -> bool {
     match points.last() {
         Some((t, v)) if *t < at_ms && !crate::query::eval::is_stale(*v) => {
             points.push((at_ms, crate::query::eval::STALE));
+            true
         }
-        _ => {}
+        _ => false,
     }
 }
 
@@ -323,6 +319,16 @@ mod tests {
             name: format!("web-{id}"),
             instance: format!("10.0.0.{id}:9110"),
         }
+    }
+
+    fn history_for(expression: &crate::query::Expression) -> (History, ()) {
+        let selectors = expression
+            .node
+            .selectors()
+            .into_iter()
+            .map(|(s, _)| s.clone())
+            .collect();
+        (History::new(selectors, Duration::from_secs(300), 100), ())
     }
 
     fn history(expr: &str) -> (History, crate::query::Expression) {
@@ -367,32 +373,25 @@ mod tests {
     }
 
     #[test]
-    fn an_export_imports_back_to_the_same_series_and_points() {
-        let (mut history, expression) = history("rate(counter[2m])");
-        for tick in 0..10i64 {
-            for id in 1..=3 {
-                let body = format!("counter{{cpu=\"0\"}} {}\n", tick * 10 + id);
-                history
-                    .record(&droplet(id as u64), tick * 5000, &body, "t")
-                    .unwrap();
-            }
+    fn new_points_are_handed_over_once_and_restore_in_order() {
+        let (mut history, expression) = history("rate(counter[1m])");
+        history.record(&droplet(1), 0, "counter 1\n", "t").unwrap();
+        history
+            .record(&droplet(1), 15_000, "counter 4\n", "t")
+            .unwrap();
+        history.mark_stale(1, 30_000);
+        let new = history.take_new_points();
+        assert_eq!(new.len(), 3, "two samples and a staleness marker");
+        assert!(history.take_new_points().is_empty(), "handed over once");
+        let (mut restored, _) = history_for(&expression);
+        for (id, labels, t, v) in new {
+            restored.restore_point(id, labels, t, v);
         }
-        let exported: Vec<(u64, String)> = history.export_droplets().collect();
-        assert_eq!(exported.len(), 3, "one text per droplet");
-        let (mut restored, _) = self::history("rate(counter[2m])");
-        for (id, text) in &exported {
-            restored.import_droplet(*id, text);
-        }
-        restored.prune(45_000);
-        assert_eq!(restored.size(), (3, 30));
-        assert_eq!(restored.export_droplets().collect::<Vec<_>>(), exported);
-        let at = |h: &History| {
-            evaluate(&expression.node, h, 45_000, EvalOptions::default()).map(|o| format!("{o:?}"))
-        };
-        assert_eq!(at(&restored).unwrap(), at(&history).unwrap());
-        let mut untouched = self::history("rate(counter[2m])").0;
-        untouched.import_droplet(9, "not a history");
-        assert_eq!(untouched.size(), (0, 0));
+        assert_eq!(restored.size(), history.size());
+        assert!(
+            restored.take_new_points().is_empty(),
+            "a restore is not new"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The schema version this binary writes; older databases are migrated step by step.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// Decisions kept per group.
 const DECISIONS_KEPT: i64 = 1000;
@@ -47,6 +47,15 @@ const MIGRATIONS: &[&str] = &[
                             since TEXT NOT NULL, PRIMARY KEY (grp, name));",
     // Why a group is paused, when the daemon paused it itself (another daemon on its droplets).
     "ALTER TABLE paused ADD COLUMN reason TEXT;",
+    // The sample history as an append-only log: each tick adds its new points (values as the
+    // bits of an f64, so NaN and staleness markers survive), old ones are deleted by time.
+    // The whole-droplet texts it replaces are dropped: the rules warm up again once.
+    "DROP TABLE history;
+     CREATE TABLE series (id INTEGER PRIMARY KEY, grp TEXT NOT NULL, droplet INTEGER NOT NULL,
+                          labels TEXT NOT NULL, UNIQUE (grp, droplet, labels));
+     CREATE TABLE samples (series INTEGER NOT NULL, t INTEGER NOT NULL, v INTEGER NOT NULL);
+     CREATE INDEX samples_by_series ON samples (series, t);
+     CREATE INDEX samples_by_time ON samples (t);",
 ];
 
 fn store_error(error: impl std::fmt::Display) -> StateError {
@@ -286,58 +295,131 @@ impl Store {
             .is_some()
     }
 
-    /// Keeps a group's sample history, one row per droplet (each an exported text), replacing
-    /// what was kept, in one transaction.
-    pub fn save_history(
+    /// Appends a group's new history points (one transaction): the state database is added
+    /// to each tick, never rewritten, so the work stays proportional to what was scraped.
+    pub fn append_samples(
         &self,
         group: &str,
-        droplets: impl Iterator<Item = (u64, String)>,
+        points: &[crate::metrics::history::NewPoint],
     ) -> Result<(), StateError> {
-        self.counted("save_history", self.replace_history(group, droplets))
+        self.counted("append_samples", self.write_samples(group, points))
     }
 
-    fn replace_history(
+    fn write_samples(
         &self,
         group: &str,
-        droplets: impl Iterator<Item = (u64, String)>,
+        points: &[crate::metrics::history::NewPoint],
     ) -> Result<(), StateError> {
+        if points.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.conn.lock().map_err(store_error)?;
         let transaction = conn.transaction().map_err(store_error)?;
-        transaction
-            .execute("DELETE FROM history WHERE grp = ?1", params![group])
-            .map_err(store_error)?;
         {
-            let mut insert = transaction
-                .prepare("INSERT INTO history (grp, droplet, body) VALUES (?1, ?2, ?3)")
+            let mut find = transaction
+                .prepare_cached(
+                    "SELECT id FROM series WHERE grp = ?1 AND droplet = ?2 AND labels = ?3",
+                )
                 .map_err(store_error)?;
-            for (droplet, body) in droplets {
+            let mut make = transaction
+                .prepare_cached("INSERT INTO series (grp, droplet, labels) VALUES (?1, ?2, ?3)")
+                .map_err(store_error)?;
+            let mut insert = transaction
+                .prepare_cached("INSERT INTO samples (series, t, v) VALUES (?1, ?2, ?3)")
+                .map_err(store_error)?;
+            let mut ids: std::collections::HashMap<(u64, &crate::query::Labels), i64> =
+                std::collections::HashMap::new();
+            for (droplet, labels, t, value) in points {
+                let id = match ids.get(&(*droplet, labels)) {
+                    Some(id) => *id,
+                    None => {
+                        let text = serde_json::to_string(&labels.iter().collect::<Vec<_>>())
+                            .map_err(store_error)?;
+                        let found: Option<i64> = find
+                            .query_row(params![group, *droplet as i64, text], |r| r.get(0))
+                            .optional()
+                            .map_err(store_error)?;
+                        let id = match found {
+                            Some(id) => id,
+                            None => {
+                                make.execute(params![group, *droplet as i64, text])
+                                    .map_err(store_error)?;
+                                transaction.last_insert_rowid()
+                            }
+                        };
+                        ids.insert((*droplet, labels), id);
+                        id
+                    }
+                };
                 insert
-                    .execute(params![group, droplet as i64, body])
+                    .execute(params![id, t, value.to_bits() as i64])
                     .map_err(store_error)?;
             }
         }
         transaction.commit().map_err(store_error)
     }
 
-    /// Visits each droplet's kept history text for a group; returns how many it visited.
-    pub fn load_history(
+    /// Deletes a group's points older than `before_ms`, and series left without any.
+    pub fn prune_samples(&self, group: &str, before_ms: i64) -> Result<(), StateError> {
+        let result = self.conn.lock().map_err(store_error).and_then(|conn| {
+            conn.execute(
+                "DELETE FROM samples WHERE t < ?2 AND series IN (SELECT id FROM series WHERE grp = ?1)",
+                params![group, before_ms],
+            )
+            .map_err(store_error)?;
+            conn.execute(
+                "DELETE FROM series WHERE grp = ?1 AND NOT EXISTS (SELECT 1 FROM samples WHERE samples.series = series.id)",
+                params![group],
+            )
+            .map_err(store_error)?;
+            Ok(())
+        });
+        self.counted("prune_samples", result)
+    }
+
+    /// Visits a group's kept points from `since_ms` on, each series in time order; returns how
+    /// many droplets they belong to.
+    pub fn load_samples(
         &self,
         group: &str,
-        mut visit: impl FnMut(u64, &str),
+        since_ms: i64,
+        mut visit: impl FnMut(u64, crate::query::Labels, i64, f64),
     ) -> Result<usize, StateError> {
         let conn = self.conn.lock().map_err(store_error)?;
         let mut statement = conn
-            .prepare("SELECT droplet, body FROM history WHERE grp = ?1")
+            .prepare(
+                "SELECT series.droplet, series.labels, samples.t, samples.v FROM samples
+                 JOIN series ON series.id = samples.series
+                 WHERE series.grp = ?1 AND samples.t >= ?2
+                 ORDER BY samples.series, samples.t",
+            )
             .map_err(store_error)?;
-        let mut rows = statement.query(params![group]).map_err(store_error)?;
-        let mut visited = 0;
+        let mut rows = statement
+            .query(params![group, since_ms])
+            .map_err(store_error)?;
+        let mut droplets = BTreeSet::new();
+        let mut last_text = String::new();
+        let mut last_labels = crate::query::Labels::default();
         while let Some(row) = rows.next().map_err(store_error)? {
             let droplet: i64 = row.get(0).map_err(store_error)?;
-            let body: String = row.get(1).map_err(store_error)?;
-            visit(droplet as u64, &body);
-            visited += 1;
+            let text: String = row.get(1).map_err(store_error)?;
+            let t: i64 = row.get(2).map_err(store_error)?;
+            let bits: i64 = row.get(3).map_err(store_error)?;
+            if text != last_text {
+                let pairs: Vec<(String, String)> =
+                    serde_json::from_str(&text).map_err(store_error)?;
+                last_labels = crate::query::Labels::new(pairs);
+                last_text = text;
+            }
+            droplets.insert(droplet);
+            visit(
+                droplet as u64,
+                last_labels.clone(),
+                t,
+                f64::from_bits(bits as u64),
+            );
         }
-        Ok(visited)
+        Ok(droplets.len())
     }
 
     /// Opens a database another process may be writing, to read memories and history
@@ -645,18 +727,30 @@ mod tests {
             .unwrap();
         }
         let store = Store::open(&path).unwrap();
-        let mut seen = Vec::new();
-        assert_eq!(store.load_history("web", |id, _| seen.push(id)).unwrap(), 0);
-        let rows = vec![(1, "[1]".to_string()), (2, "[2]".to_string())];
-        store.save_history("web", rows.clone().into_iter()).unwrap();
-        store
-            .save_history("web", rows[1..].iter().cloned())
-            .unwrap();
+        // Migrated to the append-only log; points round-trip bit for bit (NaN and staleness
+        // markers included), appends add, pruning deletes by time.
+        let labels = crate::query::Labels::new([("__name__", "up"), ("droplet_id", "1")]);
+        let points = vec![
+            (1u64, labels.clone(), 1_000i64, 1.5f64),
+            (1, labels.clone(), 2_000, f64::NAN),
+            (1, labels.clone(), 3_000, crate::query::eval::STALE),
+        ];
+        store.append_samples("web", &points[..2]).unwrap();
+        store.append_samples("web", &points[2..]).unwrap();
         let mut kept = Vec::new();
-        store
-            .load_history("web", |id, text| kept.push((id, text.to_string())))
+        let droplets = store
+            .load_samples("web", 0, |id, labels, t, v| kept.push((id, labels, t, v)))
             .unwrap();
-        assert_eq!(kept, rows[1..], "a save replaces what was kept");
+        assert_eq!(droplets, 1);
+        let bits: Vec<u64> = kept.iter().map(|(_, _, _, v)| v.to_bits()).collect();
+        let want: Vec<u64> = points.iter().map(|(_, _, _, v)| v.to_bits()).collect();
+        assert_eq!(bits, want);
+        store.prune_samples("web", 2_500).unwrap();
+        let mut left = 0;
+        store
+            .load_samples("web", 0, |_, _, _, _| left += 1)
+            .unwrap();
+        assert_eq!(left, 1);
     }
 
     #[test]
