@@ -730,7 +730,7 @@ mod tests {
         // Migrated to the append-only log; points round-trip bit for bit (NaN and staleness
         // markers included), appends add, pruning deletes by time.
         let labels = crate::query::Labels::new([("__name__", "up"), ("droplet_id", "1")]);
-        let points = vec![
+        let points = [
             (1u64, labels.clone(), 1_000i64, 1.5f64),
             (1, labels.clone(), 2_000, f64::NAN),
             (1, labels.clone(), 3_000, crate::query::eval::STALE),
