@@ -216,6 +216,10 @@ struct SimArgs {
     /// How long listings lag creates and deletes, as the real API's do.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     list_lag: Duration,
+    /// Links (pagination, create actions) name the real API's host, as the real API does,
+    /// instead of the sim's address: for testing a client's own rebasing.
+    #[arg(long)]
+    public_links: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -257,6 +261,7 @@ impl SimArgs {
                 ..Faults::default()
             },
             clock: Arc::new(SystemClock),
+            public_links: self.public_links,
         })
     }
 }

@@ -4,7 +4,7 @@
 use super::Shared;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -58,17 +58,23 @@ pub fn serve(shared: &Arc<Shared>, id: u64, address: Ipv4Addr) -> Vec<JoinHandle
     tasks
 }
 
-async fn metrics(State(context): State<AgentContext>) -> Response {
+async fn metrics(State(context): State<AgentContext>, headers: HeaderMap) -> Response {
     // The model is kept current by the sim's own ticker (every 200 ms) and by every API call;
-    // advancing it here, once per scrape, would make a tick of N droplets cost N².
+    // advancing it for every scrape would make a tick of N droplets cost N². What is served is
+    // this machine projected to the exact time of the scrape, as a real agent reads /proc then.
+    let now = context.shared.clock.now();
     let (hang, garbage, body) = {
         let mut state = context.shared.lock();
         let (hang, garbage) = state.scrape_fault(context.id);
+        let since = (now - state.last_advance()).to_std().unwrap_or_default();
+        let share = state.current_share();
         let Some(droplet) = state.droplets.get(&context.id) else {
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         };
+        let mut machine = droplet.machine.clone();
+        machine.advance(since, share);
         let mut body = String::with_capacity(6 * 1024);
-        droplet.machine.render(&mut body);
+        machine.render(&mut body);
         state.stats.scrapes_total += 1;
         *state.stats.scrapes.entry(context.id).or_insert(0) += 1;
         (hang, garbage, body)
@@ -81,12 +87,50 @@ async fn metrics(State(context): State<AgentContext>) -> Response {
     } else {
         body
     };
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    let content_type = (
+        header::CONTENT_TYPE,
+        "text/plain; version=0.0.4; charset=utf-8; escaping=values",
+    );
+    // Like do-agent's endpoint: gzip (chunked) whenever the scraper accepts it.
+    let gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    if gzip {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        if encoder.write_all(body.as_bytes()).is_ok()
+            && let Ok(compressed) = encoder.finish()
+        {
+            let stream = futures_once(compressed);
+            return (
+                [content_type, (header::CONTENT_ENCODING, "gzip")],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response();
+        }
+    }
+    ([content_type], body).into_response()
+}
+
+/// A body sent as a stream of one chunk, so it goes out with chunked transfer encoding (as the
+/// real endpoint's does) rather than a content length.
+fn futures_once(
+    bytes: Vec<u8>,
+) -> impl futures_core::Stream<Item = Result<axum::body::Bytes, std::io::Error>> {
+    OnceStream(Some(axum::body::Bytes::from(bytes)))
+}
+
+/// A stream yielding one item.
+struct OnceStream(Option<axum::body::Bytes>);
+
+impl futures_core::Stream for OnceStream {
+    type Item = Result<axum::body::Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::task::Poll::Ready(self.0.take().map(Ok))
+    }
 }

@@ -29,29 +29,38 @@ pub fn error(status: StatusCode, id: &str, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// The router of the API.
+/// The router of the API. Every path also answers with a trailing slash, as the real API's do.
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route(
+    let routes: Vec<(&str, axum::routing::MethodRouter<Arc<Shared>>)> = vec![
+        (
             "/v2/droplets",
             get(list_droplets)
                 .post(create_droplets)
                 .delete(delete_by_tag),
-        )
-        .route("/v2/droplets/{id}", get(get_droplet).delete(delete_droplet))
-        .route("/v2/account", get(account))
-        .route("/v2/sizes", get(sizes))
-        .route("/v2/regions", get(regions))
-        .route("/v2/images/{key}", get(image))
-        .route("/v2/account/keys/{key}", get(ssh_key))
-        .route("/v2/vpcs/{id}", get(vpc))
-        .route("/v2/tags", post(create_tag))
-        .route("/v2/tags/{name}", get(get_tag))
-        .route("/v2/load_balancers/{id}", get(get_load_balancer))
-        .route(
+        ),
+        ("/v2/droplets/{id}", get(get_droplet).delete(delete_droplet)),
+        ("/v2/actions/{id}", get(get_action)),
+        ("/v2/account", get(account)),
+        ("/v2/sizes", get(sizes)),
+        ("/v2/regions", get(regions)),
+        ("/v2/images/{key}", get(image)),
+        ("/v2/account/keys/{key}", get(ssh_key)),
+        ("/v2/vpcs/{id}", get(vpc)),
+        ("/v2/tags", post(create_tag)),
+        ("/v2/tags/{name}", get(get_tag)),
+        ("/v2/load_balancers/{id}", get(get_load_balancer)),
+        (
             "/v2/load_balancers/{id}/droplets",
             post(add_to_load_balancer).delete(remove_from_load_balancer),
-        )
+        ),
+    ];
+    let mut router = Router::new();
+    for (path, method) in routes {
+        router = router
+            .route(path, method.clone())
+            .route(&format!("{path}/"), method);
+    }
+    router
         .route_layer(middleware::from_fn_with_state(shared.clone(), gate))
         .route("/v2/_sim/stats", get(stats))
         .fallback(|| async {
@@ -191,18 +200,38 @@ fn throttled(retry_after: u64) -> Response {
     response
 }
 
-fn page_link(path: &str, page: usize, per_page: usize, extra: &[(&str, &str)]) -> String {
+/// Where the sim's links point: the address the request came to (its `Host`), or the real
+/// API's host when the sim was asked to write those.
+fn link_base(shared: &Shared, headers: &HeaderMap) -> String {
+    if shared.public_links {
+        return PUBLIC_API.to_string();
+    }
+    headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|host| format!("http://{host}"))
+        .unwrap_or_else(|| PUBLIC_API.to_string())
+}
+
+fn page_link(
+    base: &str,
+    path: &str,
+    page: usize,
+    per_page: usize,
+    extra: &[(&str, &str)],
+) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query.append_pair("page", &page.to_string());
     query.append_pair("per_page", &per_page.to_string());
     for (key, value) in extra {
         query.append_pair(key, value);
     }
-    format!("{PUBLIC_API}{path}?{}", query.finish())
+    format!("{base}{path}?{}", query.finish())
 }
 
 /// Slices `items` into a page and builds `links` and `meta` as the API does.
 fn paginate<T: serde::Serialize>(
+    base: &str,
     path: &str,
     items: &[T],
     key: &str,
@@ -242,18 +271,24 @@ fn paginate<T: serde::Serialize>(
         .collect();
     let mut pages = serde_json::Map::new();
     if page > 1 {
-        pages.insert("first".into(), json!(page_link(path, 1, per_page, extra)));
+        pages.insert(
+            "first".into(),
+            json!(page_link(base, path, 1, per_page, extra)),
+        );
         pages.insert(
             "prev".into(),
-            json!(page_link(path, page - 1, per_page, extra)),
+            json!(page_link(base, path, page - 1, per_page, extra)),
         );
     }
     if page < last {
         pages.insert(
             "next".into(),
-            json!(page_link(path, page + 1, per_page, extra)),
+            json!(page_link(base, path, page + 1, per_page, extra)),
         );
-        pages.insert("last".into(), json!(page_link(path, last, per_page, extra)));
+        pages.insert(
+            "last".into(),
+            json!(page_link(base, path, last, per_page, extra)),
+        );
     }
     let links = if pages.is_empty() {
         json!({})
@@ -265,8 +300,10 @@ fn paginate<T: serde::Serialize>(
 
 async fn list_droplets(
     State(shared): Shared2,
+    headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
+    let base = link_base(&shared, &headers);
     let tag = params.get("tag_name").cloned();
     let extra: Vec<(&str, &str)> = tag
         .as_deref()
@@ -275,10 +312,15 @@ async fn list_droplets(
     let now = shared.clock.now();
     let state = shared.lock();
     let items = state.list_visible(tag.as_deref(), now);
-    paginate("/v2/droplets", &items, "droplets", &params, &extra)
+    paginate(&base, "/v2/droplets", &items, "droplets", &params, &extra)
 }
 
-async fn create_droplets(State(shared): Shared2, body: axum::body::Bytes) -> Response {
+async fn create_droplets(
+    State(shared): Shared2,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let base = link_base(&shared, &headers);
     let request: CreateDroplets = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => {
@@ -325,7 +367,7 @@ async fn create_droplets(State(shared): Shared2, body: axum::body::Bytes) -> Res
     }
     let actions: Vec<Value> = made
         .iter()
-        .map(|d| json!({ "id": d.id + 1_000_000_000, "rel": "create", "href": format!("{PUBLIC_API}/v2/actions/{}", d.id + 1_000_000_000) }))
+        .map(|d| json!({ "id": d.id + ACTION_ID_OFFSET, "rel": "create", "href": format!("{base}/v2/actions/{}", d.id + ACTION_ID_OFFSET) }))
         .collect();
     let body = if request.names.is_some() {
         json!({ "droplets": made, "links": { "actions": actions } })
@@ -333,6 +375,50 @@ async fn create_droplets(State(shared): Shared2, body: axum::body::Bytes) -> Res
         json!({ "droplet": made.first(), "links": { "actions": actions } })
     };
     (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+}
+
+/// A create's action id is its droplet's id plus this.
+const ACTION_ID_OFFSET: u64 = 1_000_000_000;
+
+/// `GET /v2/actions/{id}`: the create action of a droplet, in progress until it is active (a
+/// droplet deleted since shows it completed).
+async fn get_action(State(shared): Shared2, Path(id): Path<u64>) -> Response {
+    let Some(droplet_id) = id.checked_sub(ACTION_ID_OFFSET).filter(|d| *d > 0) else {
+        return not_found();
+    };
+    let state = shared.lock();
+    let droplet = state.droplets.get(&droplet_id);
+    if droplet.is_none() && droplet_id >= state.next_id() {
+        return not_found();
+    }
+    let (status, started, region) = match droplet {
+        Some(d) if d.droplet.status == crate::digitalocean::DropletStatus::New => (
+            "in-progress",
+            d.droplet.created_at,
+            d.droplet.region.slug.clone(),
+        ),
+        Some(d) => (
+            "completed",
+            d.droplet.created_at,
+            d.droplet.region.slug.clone(),
+        ),
+        None => ("completed", chrono::Utc::now(), "nyc3".to_string()),
+    };
+    let completed = (status == "completed").then(|| chrono::Utc::now().to_rfc3339());
+    axum::Json(json!({
+        "action": {
+            "id": id,
+            "status": status,
+            "type": "create",
+            "started_at": started.to_rfc3339(),
+            "completed_at": completed,
+            "resource_id": droplet_id,
+            "resource_type": "droplet",
+            "region": null,
+            "region_slug": region,
+        }
+    }))
+    .into_response()
 }
 
 fn not_found() -> Response {
@@ -403,12 +489,29 @@ async fn account(State(shared): Shared2) -> Response {
     .into_response()
 }
 
-async fn sizes(Query(params): Query<HashMap<String, String>>) -> Response {
-    paginate("/v2/sizes", &catalog::sizes(), "sizes", &params, &[])
+async fn sizes(
+    State(shared): Shared2,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let base = link_base(&shared, &headers);
+    paginate(&base, "/v2/sizes", &catalog::sizes(), "sizes", &params, &[])
 }
 
-async fn regions(Query(params): Query<HashMap<String, String>>) -> Response {
-    paginate("/v2/regions", &catalog::regions(), "regions", &params, &[])
+async fn regions(
+    State(shared): Shared2,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let base = link_base(&shared, &headers);
+    paginate(
+        &base,
+        "/v2/regions",
+        &catalog::regions(),
+        "regions",
+        &params,
+        &[],
+    )
 }
 
 async fn image(Path(key): Path<String>) -> Response {

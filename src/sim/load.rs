@@ -197,8 +197,96 @@ pub struct MachineMetrics {
     pub net_rx: f64,
     /// Bytes sent.
     pub net_tx: f64,
+    /// Disk counters of the root device `vda`, in the order of [`DISK_COUNTERS`].
+    pub disk: [f64; 9],
     /// The share of demand last applied (vCPUs of work), for stats.
     pub last_share: f64,
+}
+
+/// do-agent's disk counter families, their help texts, and how fast each grows per second at
+/// idle and per vCPU of work.
+pub const DISK_COUNTERS: [(&str, &str, f64, f64); 9] = [
+    (
+        "node_disk_discard_time_seconds_total",
+        "This is the total number of seconds spent by all discards.",
+        0.00001,
+        0.0001,
+    ),
+    (
+        "node_disk_discarded_sectors_total",
+        "The total number of sectors discarded successfully.",
+        2.0,
+        40.0,
+    ),
+    (
+        "node_disk_discards_completed_total",
+        "The total number of discards completed successfully.",
+        0.05,
+        1.0,
+    ),
+    (
+        "node_disk_read_bytes_total",
+        "The total number of bytes read successfully.",
+        4_096.0,
+        2_000_000.0,
+    ),
+    (
+        "node_disk_read_time_seconds_total",
+        "The total number of seconds spent by all reads.",
+        0.0002,
+        0.01,
+    ),
+    (
+        "node_disk_reads_completed_total",
+        "The total number of reads completed successfully.",
+        0.1,
+        40.0,
+    ),
+    (
+        "node_disk_write_time_seconds_total",
+        "This is the total number of seconds spent by all writes.",
+        0.0005,
+        0.02,
+    ),
+    (
+        "node_disk_writes_completed_total",
+        "The total number of writes completed successfully.",
+        0.3,
+        60.0,
+    ),
+    (
+        "node_disk_written_bytes_total",
+        "The total number of bytes written successfully.",
+        8_192.0,
+        4_000_000.0,
+    ),
+];
+
+/// A number as the Prometheus client library writes it (Go's `strconv.FormatFloat(v, 'g',
+/// -1, 64)`): the shortest digits, in exponent form from 1e21 down to 1e6 and below 1e-4.
+pub fn go_float(value: f64) -> String {
+    if value.is_nan() {
+        return "NaN".into();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    if value == 0.0 {
+        return "0".into();
+    }
+    let scientific = format!("{value:e}");
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    if !(-4..6).contains(&exponent) {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exponent.abs())
+    } else {
+        format!("{value}")
+    }
 }
 
 /// Memory a droplet uses when idle, as a share of its total.
@@ -231,6 +319,7 @@ impl MachineMetrics {
             disk_used: disk_gib as f64 * 1024.0 * 1024.0 * 1024.0 * 0.1,
             net_rx: up * 2_000.0,
             net_tx: up * 1_000.0,
+            disk: DISK_COUNTERS.map(|(_, _, idle, _)| (idle * up).round()),
             last_share: 0.0,
         }
     }
@@ -264,6 +353,9 @@ impl MachineMetrics {
         self.mem_cached = self.mem_total * CACHE_SHARE * (1.0 - 0.5 * utilisation);
         self.net_rx += seconds * (2_000.0 + 5_000_000.0 * share);
         self.net_tx += seconds * (1_000.0 + 8_000_000.0 * share);
+        for (counter, (_, _, idle, busy)) in self.disk.iter_mut().zip(DISK_COUNTERS) {
+            *counter += seconds * (idle + busy * share);
+        }
         self.last_share = share;
     }
 
@@ -277,50 +369,98 @@ impl MachineMetrics {
         self.mem_free() + self.mem_cached * 0.9
     }
 
-    /// Renders the machine in the Prometheus text format, as do-agent does.
+    /// Renders the machine in the Prometheus text format as do-agent 3.18.14 serves it: its
+    /// families in its order, its types and label keys, its number formatting.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write as _;
+        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        family(
+            out,
+            "metric_writes",
+            "counter",
+            "Total successes and failures of metric writers",
+        );
         let _ = writeln!(
             out,
-            "# HELP node_cpu_seconds_total Seconds the CPUs spent in each mode."
+            "metric_writes{{reason=\"\",result=\"success\",writer=\"file\"}} 1"
         );
-        let _ = writeln!(out, "# TYPE node_cpu_seconds_total counter");
+        family(
+            out,
+            "node_cpu_seconds_total",
+            "counter",
+            "Seconds the CPUs spent in each mode.",
+        );
         for (index, cpu) in self.cpu_seconds.iter().enumerate() {
             for (mode, value) in CPU_MODES.iter().zip(cpu) {
+                // /proc/stat counts in hundredths of a second.
+                let value = (value * 100.0).round() / 100.0;
                 let _ = writeln!(
                     out,
-                    "node_cpu_seconds_total{{cpu=\"{index}\",mode=\"{mode}\"}} {value:.2}"
+                    "node_cpu_seconds_total{{cpu=\"{index}\",mode=\"{mode}\"}} {}",
+                    go_float(value)
                 );
             }
         }
+        for ((name, help, _, _), value) in DISK_COUNTERS.iter().zip(self.disk) {
+            family(out, name, "counter", help);
+            let value = if name.contains("seconds") {
+                (value * 1000.0).round() / 1000.0
+            } else {
+                value.round()
+            };
+            let _ = writeln!(out, "{name}{{device=\"vda\"}} {}", go_float(value));
+            let _ = writeln!(out, "{name}{{device=\"zram0\"}} 0");
+        }
+        let fs = "device=\"/dev/vda\",device_error=\"\",fstype=\"ext4\",mountpoint=\"/\"";
+        family(
+            out,
+            "node_filesystem_free_bytes",
+            "gauge",
+            "Filesystem free space in bytes.",
+        );
+        let _ = writeln!(
+            out,
+            "node_filesystem_free_bytes{{{fs}}} {}",
+            go_float((self.disk_size - self.disk_used).round())
+        );
+        family(
+            out,
+            "node_filesystem_size_bytes",
+            "gauge",
+            "Filesystem size in bytes.",
+        );
+        let _ = writeln!(
+            out,
+            "node_filesystem_size_bytes{{{fs}}} {}",
+            go_float(self.disk_size.round())
+        );
+        let rounded = |v: f64| (v * 100.0).round() / 100.0;
+        let bytes = |v: f64| (v / 4096.0).round() * 4096.0;
         let gauges = [
-            ("node_load1", "1m load average.", self.load1),
-            ("node_load15", "15m load average.", self.load15),
-            ("node_load5", "5m load average.", self.load5),
-            (
-                "node_memory_Buffers_bytes",
-                "Memory information field Buffers_bytes.",
-                self.mem_total * 0.01,
-            ),
+            ("node_load1", "1m load average.", rounded(self.load1)),
+            ("node_load15", "15m load average.", rounded(self.load15)),
+            ("node_load5", "5m load average.", rounded(self.load5)),
             (
                 "node_memory_Cached_bytes",
                 "Memory information field Cached_bytes.",
-                self.mem_cached,
+                bytes(self.mem_cached),
             ),
             (
                 "node_memory_MemAvailable_bytes",
                 "Memory information field MemAvailable_bytes.",
-                self.mem_available(),
+                bytes(self.mem_available()),
             ),
             (
                 "node_memory_MemFree_bytes",
                 "Memory information field MemFree_bytes.",
-                self.mem_free(),
+                bytes(self.mem_free()),
             ),
             (
                 "node_memory_MemTotal_bytes",
                 "Memory information field MemTotal_bytes.",
-                self.mem_total,
+                bytes(self.mem_total),
             ),
             (
                 "node_memory_SwapCached_bytes",
@@ -339,35 +479,40 @@ impl MachineMetrics {
             ),
         ];
         for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
+            family(out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {}", go_float(value));
         }
-        let fs = "device=\"/dev/vda1\",device_error=\"\",fstype=\"ext4\",mountpoint=\"/\"";
-        let _ = writeln!(
+        family(
             out,
-            "# HELP node_filesystem_free_bytes Filesystem free space in bytes.\n# TYPE node_filesystem_free_bytes gauge\nnode_filesystem_free_bytes{{{fs}}} {}",
-            self.disk_size - self.disk_used
+            "node_network_receive_bytes_total",
+            "counter",
+            "Network device statistic receive_bytes.",
         );
         let _ = writeln!(
             out,
-            "# HELP node_filesystem_size_bytes Filesystem size in bytes.\n# TYPE node_filesystem_size_bytes gauge\nnode_filesystem_size_bytes{{{fs}}} {}",
-            self.disk_size
+            "node_network_receive_bytes_total{{device=\"eth0\"}} {}",
+            go_float(self.net_rx.round())
+        );
+        family(
+            out,
+            "node_network_transmit_bytes_total",
+            "counter",
+            "Network device statistic transmit_bytes.",
         );
         let _ = writeln!(
             out,
-            "# HELP node_network_receive_bytes_total Network device statistic receive_bytes.\n# TYPE node_network_receive_bytes_total counter\nnode_network_receive_bytes_total{{device=\"eth0\"}} {:.0}",
-            self.net_rx
+            "node_network_transmit_bytes_total{{device=\"eth0\"}} {}",
+            go_float(self.net_tx.round())
+        );
+        family(
+            out,
+            "sonar_build_info",
+            "gauge",
+            "A metric with a constant '1' value labeled by version from which the agent was built.",
         );
         let _ = writeln!(
             out,
-            "# HELP node_network_transmit_bytes_total Network device statistic transmit_bytes.\n# TYPE node_network_transmit_bytes_total counter\nnode_network_transmit_bytes_total{{device=\"eth0\"}} {:.0}",
-            self.net_tx
-        );
-        let _ = writeln!(
-            out,
-            "# HELP sonar_build_info A metric with a constant '1' value labeled by version from which the agent was built.\n# TYPE sonar_build_info gauge\nsonar_build_info{{revision=\"simulated\",version=\"3.18.14\"}} 1"
+            "sonar_build_info{{revision=\"bc91446\",version=\"3.18.14\"}} 1"
         );
     }
 }
@@ -375,6 +520,24 @@ impl MachineMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_written_as_the_go_client_writes_them() {
+        for (value, text) in [
+            (1_122_341_888.0, "1.122341888e+09"),
+            (167_168.0, "167168"),
+            (36.977000000000004, "36.977000000000004"),
+            (2.56615350272e11, "2.56615350272e+11"),
+            (1.45, "1.45"),
+            (0.0, "0"),
+            (1_000_000.0, "1e+06"),
+            (0.00001, "1e-05"),
+            (0.0001, "0.0001"),
+            (-2.5e7, "-2.5e+07"),
+        ] {
+            assert_eq!(go_float(value), text);
+        }
+    }
 
     #[test]
     fn demand_forms_parse_and_evaluate() {

@@ -57,6 +57,10 @@ pub struct SimOptions {
     pub faults: Faults,
     /// The sim's clock.
     pub clock: Arc<dyn Clock>,
+    /// Whether links (pagination, create actions) name the real API's host, as the real API
+    /// does, instead of the address the request came to: a client that follows links without
+    /// rebasing them would leave the machine, so this keeps a client's own rebasing tested.
+    pub public_links: bool,
 }
 
 impl Default for SimOptions {
@@ -78,6 +82,7 @@ impl Default for SimOptions {
             droplet_limit: 10_000,
             faults: Faults::default(),
             clock: Arc::new(SystemClock),
+            public_links: false,
         }
     }
 }
@@ -109,6 +114,7 @@ pub struct Shared {
     rate_limit: Option<(u32, u32)>,
     agent_port: u16,
     open_ports: Vec<u16>,
+    public_links: bool,
     agents: Mutex<HashMap<u64, Vec<JoinHandle<()>>>>,
     this: std::sync::Weak<Shared>,
 }
@@ -250,6 +256,7 @@ impl Sim {
             rate_limit: options.rate_limit,
             agent_port: options.agent_port,
             open_ports: options.open_ports.clone(),
+            public_links: options.public_links,
             agents: Mutex::new(HashMap::new()),
             this: this.clone(),
         });

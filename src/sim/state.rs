@@ -127,6 +127,8 @@ pub struct State {
     pub hung: BTreeSet<u64>,
     /// Deleted droplets that listings still show, until when.
     pub departed: Vec<(Droplet, DateTime<Utc>)>,
+    /// The share of demand per active droplet at the last advance.
+    current_share: f64,
 }
 
 /// Droplets activated by an advance, whose endpoints must now be served.
@@ -162,6 +164,7 @@ impl State {
             load_balancers: BTreeMap::new(),
             hung: BTreeSet::new(),
             departed: Vec::new(),
+            current_share: 0.0,
         }
     }
 
@@ -358,8 +361,24 @@ impl State {
         Some((id, address))
     }
 
-    /// Active droplets and the share of demand each carries now.
-    fn share(&self, at: DateTime<Utc>) -> f64 {
+    /// The id the next droplet will get.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// When the machines were last advanced.
+    pub fn last_advance(&self) -> DateTime<Utc> {
+        self.last_advance
+    }
+
+    /// The vCPUs of work each active droplet carried at the last advance (what a scrape
+    /// projects forward: cheap, unlike [`State::share`], which counts the droplets).
+    pub fn current_share(&self) -> f64 {
+        self.current_share
+    }
+
+    /// The vCPUs of work each active droplet carries at `at`.
+    pub fn share(&self, at: DateTime<Utc>) -> f64 {
         let active = self
             .droplets
             .values()
@@ -396,6 +415,7 @@ impl State {
                 activated.extend(self.activate(id));
             }
             let share = self.share(next);
+            self.current_share = share;
             let dt = (next - self.last_advance).to_std().unwrap_or_default();
             for droplet in self.droplets.values_mut() {
                 if droplet.droplet.status == DropletStatus::Active {
