@@ -103,6 +103,19 @@ pub struct TickReport {
     /// The listing the decision was made from (for the actions).
     #[serde(skip)]
     pub listing: Vec<Droplet>,
+    /// Where the tick's time went.
+    pub timings: TickTimings,
+}
+
+/// Where one tick's time went, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct TickTimings {
+    /// Listing the group (every page).
+    pub list_ms: f64,
+    /// Scraping the active droplets and recording their samples.
+    pub scrape_ms: f64,
+    /// Evaluating the rules and `scale_in.by`, and deciding.
+    pub evaluate_ms: f64,
 }
 
 impl TickReport {
@@ -131,6 +144,7 @@ impl TickReport {
             },
             "rules": self.decision.rules,
             "droplets": droplets,
+            "timings": self.timings,
         })
     }
 
@@ -516,6 +530,7 @@ impl GroupRuntime {
     ) -> Result<TickReport, TickError> {
         let started = tokio::time::Instant::now();
         let droplets = client.list_droplets_by_tag(&self.group.tag).await?;
+        let listed = tokio::time::Instant::now();
         crate::failpoint::hit("tick.after_list");
         let mut members = self.members(&droplets, in_flight, now);
         // Hung endpoints must not cost the decision: the whole scrape phase, waiting for a
@@ -533,8 +548,18 @@ impl GroupRuntime {
             )
             .await;
         crate::failpoint::hit("tick.after_scrape");
+        let scraped_at = tokio::time::Instant::now();
         self.busy_values(&mut members, now);
-        Ok(self.decide(&droplets, &members, &scraped, memory, now))
+        let mut report = self.decide(&droplets, &members, &scraped, memory, now);
+        let ms = |from: tokio::time::Instant, to: tokio::time::Instant| {
+            (to - from).as_secs_f64() * 1000.0
+        };
+        report.timings = TickTimings {
+            list_ms: ms(started, listed),
+            scrape_ms: ms(listed, scraped_at),
+            evaluate_ms: ms(scraped_at, tokio::time::Instant::now()),
+        };
+        Ok(report)
     }
 
     /// Decides from what was observed (also used by `plan` after several scrapes).
@@ -593,6 +618,7 @@ impl GroupRuntime {
             decision,
             actions,
             listing: droplets.to_vec(),
+            timings: TickTimings::default(),
         }
     }
 }
