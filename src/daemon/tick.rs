@@ -403,8 +403,8 @@ impl GroupRuntime {
         let since = now.timestamp_millis() - self.history.retention().as_millis() as i64;
         let history = &mut self.history;
         let restored = store
-            .load_samples(&self.group.name, since, |id, labels, t, v| {
-                history.restore_point(id, labels, t, v)
+            .load_samples(&self.group.name, since, |id, labels, points| {
+                history.restore_series(id, labels, points)
             })
             .unwrap_or_else(|error| {
                 tracing::warn!(group = %self.group.name, %error, "cannot read the kept sample history");

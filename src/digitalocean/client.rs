@@ -557,22 +557,21 @@ impl Client {
             if answer.status == StatusCode::NOT_FOUND {
                 return Err(Self::status_error(&Method::GET, &path, &answer));
             }
-            let mut value: Value = Self::decode(&path, &answer)?;
-            let array = value
-                .get_mut(key)
-                .map(Value::take)
-                .unwrap_or(Value::Array(Vec::new()));
-            let mut batch: Vec<T> =
-                serde_json::from_value(array).map_err(|e| ApiError::Decode {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
+            // Straight into the typed items: a page of 200 droplets is never held as a JSON tree.
+            let mut deserializer = serde_json::Deserializer::from_slice(&answer.body);
+            let parsed = serde::de::DeserializeSeed::deserialize(
+                PageSeed::<T> {
+                    key,
+                    items: std::marker::PhantomData,
+                },
+                &mut deserializer,
+            )
+            .map_err(|e| ApiError::Decode {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let (mut batch, next, total) = (parsed.items, parsed.next, parsed.total);
             items.append(&mut batch);
-            let total = value.pointer("/meta/total").and_then(Value::as_u64);
-            let next = value
-                .pointer("/links/pages/next")
-                .and_then(Value::as_str)
-                .map(str::to_string);
             match next {
                 None => return Ok((items, total)),
                 Some(link) => {
@@ -921,6 +920,73 @@ impl Client {
             Self::decode(path, &answer)?
         };
         Ok((answer.status.as_u16(), value))
+    }
+}
+
+/// One page of a listing: its items (under a key that depends on the listing), its `next`
+/// link and its `meta.total`.
+struct Page<T> {
+    items: Vec<T>,
+    next: Option<String>,
+    total: Option<u64>,
+}
+
+/// Reads a [`Page`] whose items are under `key`, skipping every other field unparsed.
+struct PageSeed<'a, T> {
+    key: &'a str,
+    items: std::marker::PhantomData<T>,
+}
+
+impl<'de, T: DeserializeOwned> serde::de::DeserializeSeed<'de> for PageSeed<'_, T> {
+    type Value = Page<T>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Page<T>, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de, T: DeserializeOwned> serde::de::Visitor<'de> for PageSeed<'_, T> {
+    type Value = Page<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a page of a listing with `{}`", self.key)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Page<T>, A::Error> {
+        #[derive(serde::Deserialize, Default)]
+        struct PagesOnly {
+            #[serde(default)]
+            next: Option<String>,
+        }
+        #[derive(serde::Deserialize, Default)]
+        struct LinksOnly {
+            #[serde(default)]
+            pages: Option<PagesOnly>,
+        }
+        #[derive(serde::Deserialize, Default)]
+        struct MetaOnly {
+            #[serde(default)]
+            total: Option<u64>,
+        }
+        let mut page = Page {
+            items: Vec::new(),
+            next: None,
+            total: None,
+        };
+        while let Some(name) = map.next_key::<String>()? {
+            if name == self.key {
+                page.items = map.next_value()?;
+            } else if name == "links" {
+                let links: Option<LinksOnly> = map.next_value()?;
+                page.next = links.and_then(|l| l.pages).and_then(|p| p.next);
+            } else if name == "meta" {
+                let meta: Option<MetaOnly> = map.next_value()?;
+                page.total = meta.and_then(|m| m.total);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(page)
     }
 }
 

@@ -176,10 +176,10 @@ impl History {
         std::mem::take(&mut self.new_points)
     }
 
-    /// Puts back a point kept in the state database (a restart, `plan` beside the daemon),
-    /// if its series is still selected. Call in time order per series; then
-    /// [`History::prune`].
-    pub fn restore_point(&mut self, id: u64, labels: Labels, t: i64, value: f64) {
+    /// Puts back a series kept in the state database (a restart, `plan` beside the daemon),
+    /// if it is still selected: its points in time order, before anything newer is recorded.
+    /// Then [`History::prune`].
+    pub fn restore_series(&mut self, id: u64, labels: Labels, mut kept: Vec<(i64, f64)>) {
         if !self
             .selectors
             .iter()
@@ -187,15 +187,13 @@ impl History {
         {
             return;
         }
-        let typical = self.typical_points;
-        let points = self
-            .droplets
-            .entry(id)
-            .or_default()
-            .entry(labels)
-            .or_insert_with(|| Vec::with_capacity(typical));
-        if points.last().is_none_or(|(last, _)| *last < t) {
-            points.push((t, value));
+        kept.reserve(self.typical_points.saturating_sub(kept.len()));
+        let points = self.droplets.entry(id).or_default().entry(labels).or_default();
+        if points.is_empty() {
+            *points = kept;
+        } else {
+            let newest = points.last().map(|(t, _)| *t).unwrap_or(i64::MIN);
+            points.extend(kept.into_iter().filter(|(t, _)| *t > newest));
         }
     }
 
@@ -384,8 +382,13 @@ mod tests {
         assert_eq!(new.len(), 3, "two samples and a staleness marker");
         assert!(history.take_new_points().is_empty(), "handed over once");
         let (mut restored, _) = history_for(&expression);
+        let mut by_series: std::collections::BTreeMap<(u64, Labels), Vec<(i64, f64)>> =
+            Default::default();
         for (id, labels, t, v) in new {
-            restored.restore_point(id, labels, t, v);
+            by_series.entry((id, labels)).or_default().push((t, v));
+        }
+        for ((id, labels), points) in by_series {
+            restored.restore_series(id, labels, points);
         }
         assert_eq!(restored.size(), history.size());
         assert!(

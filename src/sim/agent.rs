@@ -98,7 +98,7 @@ async fn metrics(State(context): State<AgentContext>, headers: HeaderMap) -> Res
         .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
     if gzip {
         use std::io::Write as _;
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         if encoder.write_all(body.as_bytes()).is_ok()
             && let Ok(compressed) = encoder.finish()
         {

@@ -377,19 +377,19 @@ impl Store {
         self.counted("prune_samples", result)
     }
 
-    /// Visits a group's kept points from `since_ms` on, each series in time order; returns how
-    /// many droplets they belong to.
+    /// Visits a group's kept series from `since_ms` on: each series once, with its points in
+    /// time order; returns how many droplets they belong to.
     pub fn load_samples(
         &self,
         group: &str,
         since_ms: i64,
-        mut visit: impl FnMut(u64, crate::query::Labels, i64, f64),
+        mut visit: impl FnMut(u64, crate::query::Labels, Vec<(i64, f64)>),
     ) -> Result<usize, StateError> {
         let conn = self.conn.lock().map_err(store_error)?;
         let mut statement = conn
             .prepare(
-                "SELECT series.droplet, series.labels, samples.t, samples.v FROM samples
-                 JOIN series ON series.id = samples.series
+                "SELECT samples.series, series.droplet, series.labels, samples.t, samples.v
+                 FROM samples JOIN series ON series.id = samples.series
                  WHERE series.grp = ?1 AND samples.t >= ?2
                  ORDER BY samples.series, samples.t",
             )
@@ -398,27 +398,35 @@ impl Store {
             .query(params![group, since_ms])
             .map_err(store_error)?;
         let mut droplets = BTreeSet::new();
-        let mut last_text = String::new();
-        let mut last_labels = crate::query::Labels::default();
-        while let Some(row) = rows.next().map_err(store_error)? {
-            let droplet: i64 = row.get(0).map_err(store_error)?;
-            let text: String = row.get(1).map_err(store_error)?;
-            let t: i64 = row.get(2).map_err(store_error)?;
-            let bits: i64 = row.get(3).map_err(store_error)?;
-            if text != last_text {
+        let mut current: Option<(i64, u64, String)> = None;
+        let mut points: Vec<(i64, f64)> = Vec::new();
+        let mut flush = |current: &mut Option<(i64, u64, String)>,
+                         points: &mut Vec<(i64, f64)>|
+         -> Result<(), StateError> {
+            if let Some((_, droplet, text)) = current.take() {
                 let pairs: Vec<(String, String)> =
                     serde_json::from_str(&text).map_err(store_error)?;
-                last_labels = crate::query::Labels::new(pairs);
-                last_text = text;
+                visit(
+                    droplet,
+                    crate::query::Labels::new(pairs),
+                    std::mem::take(points),
+                );
             }
-            droplets.insert(droplet);
-            visit(
-                droplet as u64,
-                last_labels.clone(),
-                t,
-                f64::from_bits(bits as u64),
-            );
+            Ok(())
+        };
+        while let Some(row) = rows.next().map_err(store_error)? {
+            let series: i64 = row.get(0).map_err(store_error)?;
+            if current.as_ref().is_none_or(|(id, _, _)| *id != series) {
+                flush(&mut current, &mut points)?;
+                let droplet: i64 = row.get(1).map_err(store_error)?;
+                droplets.insert(droplet);
+                current = Some((series, droplet as u64, row.get(2).map_err(store_error)?));
+            }
+            let t: i64 = row.get(3).map_err(store_error)?;
+            let bits: i64 = row.get(4).map_err(store_error)?;
+            points.push((t, f64::from_bits(bits as u64)));
         }
+        flush(&mut current, &mut points)?;
         Ok(droplets.len())
     }
 
@@ -739,16 +747,16 @@ mod tests {
         store.append_samples("web", &points[2..]).unwrap();
         let mut kept = Vec::new();
         let droplets = store
-            .load_samples("web", 0, |id, labels, t, v| kept.push((id, labels, t, v)))
+            .load_samples("web", 0, |_, _, series| kept.extend(series))
             .unwrap();
         assert_eq!(droplets, 1);
-        let bits: Vec<u64> = kept.iter().map(|(_, _, _, v)| v.to_bits()).collect();
+        let bits: Vec<u64> = kept.iter().map(|(_, v)| v.to_bits()).collect();
         let want: Vec<u64> = points.iter().map(|(_, _, _, v)| v.to_bits()).collect();
         assert_eq!(bits, want);
         store.prune_samples("web", 2_500).unwrap();
         let mut left = 0;
         store
-            .load_samples("web", 0, |_, _, _, _| left += 1)
+            .load_samples("web", 0, |_, _, series| left += series.len())
             .unwrap();
         assert_eq!(left, 1);
     }
