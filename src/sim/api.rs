@@ -262,13 +262,11 @@ fn paginate<T: serde::Serialize>(
     };
     let total = items.len();
     let last = total.div_ceil(per_page).max(1);
-    // Only the page is serialized: a listing of N droplets costs N, not N per page.
-    let slice: Vec<Value> = items
-        .iter()
-        .skip((page - 1) * per_page)
-        .take(per_page)
-        .filter_map(|item| serde_json::to_value(item).ok())
-        .collect();
+    // Only the page is serialized, straight to text: a listing of N droplets costs N, not N
+    // per page, and no JSON tree is built.
+    let start = ((page - 1) * per_page).min(items.len());
+    let end = (start + per_page).min(items.len());
+    let slice = serde_json::to_string(&items[start..end]).unwrap_or_else(|_| "[]".into());
     let mut pages = serde_json::Map::new();
     if page > 1 {
         pages.insert(
@@ -295,7 +293,15 @@ fn paginate<T: serde::Serialize>(
     } else {
         json!({ "pages": pages })
     };
-    axum::Json(json!({ key: slice, "links": links, "meta": { "total": total } })).into_response()
+    let body = format!(
+        "{{{}:{slice},\"links\":{links},\"meta\":{{\"total\":{total}}}}}",
+        Value::String(key.to_string())
+    );
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 async fn list_droplets(

@@ -278,6 +278,11 @@ pub fn go_float(value: f64) -> String {
     if value == 0.0 {
         return "0".into();
     }
+    // The common case, plain decimals, without a detour through the exponent form.
+    let magnitude = value.abs();
+    if (1e-4..1e6).contains(&magnitude) {
+        return format!("{value}");
+    }
     let scientific = format!("{value:e}");
     let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
