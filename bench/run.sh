@@ -9,8 +9,11 @@ echo
 echo "== exposition parser against prometheus-parse"
 cargo bench --bench parser 2>/dev/null
 echo
-echo "== one tick at 100, 1,000 and 5,000 droplets (sim in the same process, rate limits off)"
+echo "== one warm tick at 100, 1,000 and 5,000 droplets (sim in the same process, rate limits off)"
 cargo bench --bench tick 2>/dev/null
+echo
+echo "== run --once --dry-run on a 200-droplet group, whole process, and where its time goes"
+cargo bench --bench once 2>/dev/null
 echo
 echo "== reaction time (irate and the example's rate[2m] rule, 5 s interval) and a 25-droplet scale-up's API calls"
 cargo bench --bench reaction 2>/dev/null
