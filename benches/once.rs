@@ -136,12 +136,18 @@ async fn main() {
     let timings = report.timings;
     let tick_db = ms(tick) - timings.list_ms - timings.scrape_ms - timings.evaluate_ms;
     println!("where the time goes (in process):");
-    println!("  configuration (parse, validate, compile expressions and scripts): {:.1} ms", ms(configuration));
+    println!(
+        "  configuration (parse, validate, compile expressions and scripts): {:.1} ms",
+        ms(configuration)
+    );
     println!(
         "  state database, clients, reconcile (prepare, configuration included): {:.1} ms",
         ms(prepare)
     );
-    println!("  the group's task (expressions, memory, sample history read back): {:.1} ms", ms(task_setup));
+    println!(
+        "  the group's task (expressions, memory, sample history read back): {:.1} ms",
+        ms(task_setup)
+    );
     println!("  listing: {:.1} ms", timings.list_ms);
     println!("  scraping 200 droplets: {:.1} ms", timings.scrape_ms);
     println!("  evaluating and deciding: {:.1} ms", timings.evaluate_ms);

@@ -940,7 +940,10 @@ struct PageSeed<'a, T> {
 impl<'de, T: DeserializeOwned> serde::de::DeserializeSeed<'de> for PageSeed<'_, T> {
     type Value = Page<T>;
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Page<T>, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Page<T>, D::Error> {
         deserializer.deserialize_map(self)
     }
 }

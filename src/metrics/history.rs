@@ -188,7 +188,12 @@ impl History {
             return;
         }
         kept.reserve(self.typical_points.saturating_sub(kept.len()));
-        let points = self.droplets.entry(id).or_default().entry(labels).or_default();
+        let points = self
+            .droplets
+            .entry(id)
+            .or_default()
+            .entry(labels)
+            .or_default();
         if points.is_empty() {
             *points = kept;
         } else {
