@@ -41,11 +41,7 @@ async fn every_droplet_is_scraped_or_missing_with_its_reason() {
     let scraper = Scraper::new(16, 1 << 20).unwrap();
     let started = Instant::now();
     let results = scraper
-        .fetch_all(
-            &ready,
-            scrape.timeout,
-            tokio::time::Instant::now() + Duration::from_secs(10),
-        )
+        .fetch_all(&ready, tokio::time::Instant::now() + Duration::from_secs(10))
         .await;
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -67,6 +63,7 @@ async fn every_droplet_is_scraped_or_missing_with_its_reason() {
             id: target.droplet_id,
             name: target.droplet_name.clone(),
             instance: target.instance.clone(),
+            source: target.source.clone(),
         };
         match result.and_then(|body| {
             history

@@ -96,6 +96,21 @@ pub fn check(config_path: &Path, overrides: &Overrides, env: EnvLookup<'_>) -> C
                     loaded.config.base.status_api.listen
                 );
             }
+            let credentials_dir = env("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
+            for group in &loaded.config.groups {
+                if let Some(text) = &group.template.user_data
+                    && let Err(error) = crate::config::user_data::check_available(
+                        text,
+                        credentials_dir.as_deref(),
+                    )
+                {
+                    let _ = writeln!(
+                        stderr,
+                        "{}: warning: {error} (check needs none; run and any command that creates droplets refuse to start without it)",
+                        group.file.display()
+                    );
+                }
+            }
             for group in &loaded.config.groups {
                 let _ = writeln!(stdout, "{}", summarize(group));
             }
@@ -158,6 +173,7 @@ pub fn summarize(group: &Group) -> String {
                 let per = if *per_droplet { " per droplet" } else { "" };
                 format!("{} (target {target}{per})", rule.name)
             }
+            RuleKind::Desired { .. } => format!("{} (desired)", rule.name),
             RuleKind::Threshold {
                 condition,
                 change,
@@ -180,8 +196,26 @@ pub fn summarize(group: &Group) -> String {
             }
         })
         .collect();
+    let sources: Vec<String> = group
+        .sources
+        .iter()
+        .skip(1)
+        .map(|s| {
+            let kind = match &s.kind {
+                crate::config::SourceKind::Droplets(_) => "droplets",
+                crate::config::SourceKind::Target(_) => "target",
+                crate::config::SourceKind::Prometheus(_) => "prometheus",
+            };
+            format!(" {} ({kind})", s.name)
+        })
+        .collect();
+    let idle = group
+        .idle
+        .as_ref()
+        .map(|i| format!(" idle={}", i.count))
+        .unwrap_or_default();
     format!(
-        "{}: {} tag={} min={} max={} interval={} rules: {}; schedules: {}; up: {}; down: {}",
+        "{}: {} tag={} min={} max={}{idle} interval={} rules: {}; sources: droplets{}; schedules: {}; up: {}; down: {}",
         group.name,
         group.file.display(),
         group.tag,
@@ -193,6 +227,7 @@ pub fn summarize(group: &Group) -> String {
         } else {
             rules.join(", ")
         },
+        sources.join(","),
         group.schedules.len(),
         group.actions.lists.up.join(" → "),
         group.actions.lists.down.join(" → "),

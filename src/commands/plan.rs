@@ -73,7 +73,9 @@ pub async fn run(
         }
     };
     let scraper = match Scraper::new(64, DEFAULT_BODY_LIMIT) {
-        Ok(scraper) => scraper,
+        Ok(scraper) => {
+            scraper.with_credentials_dir(env("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from))
+        }
         Err(error) => return fail(format!("{stderr}{error}\n")),
     };
     let managed_tag = config.base.managed_by_tag();
@@ -184,19 +186,18 @@ async fn plan_group(
         let droplets = client.list_droplets_by_tag(&runtime.group.tag).await?;
         let mut members =
             runtime.members(&droplets, &crate::daemon::tick::InFlight::default(), now);
-        let timeout = runtime.group.scrape.timeout;
         let deadline = tokio::time::Instant::now() + runtime.group.tick_timeout.mul_f64(0.9);
-        let scraped = runtime
-            .scrape(scraper, &droplets, &mut members, (timeout, deadline), now)
+        let gathered = runtime
+            .gather(scraper, &droplets, &mut members, deadline, now)
             .await;
-        let observations = runtime.observe(now);
+        let observations = runtime.observe(now, &gathered.remote);
         let warming = observations.iter().any(is_warming);
         let out_of_time = started.elapsed() + gap > wait;
         if !warming || range.is_zero() || out_of_time {
-            runtime.busy_values(&mut members, now);
+            runtime.work_values(&droplets, &mut members, now, &gathered.remote);
             // Memory is only read here: a plan must not move cooldown or condition clocks.
             let mut scratch = memory.clone();
-            return Ok(runtime.decide(&droplets, &members, &scraped, &mut scratch, now));
+            return Ok(runtime.decide(&droplets, &members, &gathered, &mut scratch, now));
         }
         eprintln!(
             "{}: scrape {round}: rules still warming (longest range {}); {} of up to {} waited",
@@ -256,6 +257,20 @@ pub fn render(report: &TickReport, memory: &GroupMemory) -> String {
         if droplet.protected {
             flags.push("protected");
         }
+        let work = match droplet.work {
+            crate::policy::Work::Busy => "busy".to_string(),
+            crate::policy::Work::Idle(since) => format!(
+                "idle {}",
+                crate::config::duration::format_duration(Duration::from_secs(
+                    (d.at - since).num_seconds().max(0) as u64
+                ))
+            ),
+            crate::policy::Work::Unknown => "work unknown".to_string(),
+            crate::policy::Work::Unjudged => String::new(),
+        };
+        if !work.is_empty() {
+            flags.push(&work);
+        }
         let _ = writeln!(
             out,
             "    {:<11} {:<20} {:<7} {:<8} {:<16} {}{}",
@@ -270,6 +285,14 @@ pub fn render(report: &TickReport, memory: &GroupMemory) -> String {
             } else {
                 format!(" [{}]", flags.join(", "))
             }
+        );
+    }
+    let _ = writeln!(out, "  sources:");
+    for source in &report.sources {
+        let _ = writeln!(
+            out,
+            "    {:<12} {:<10} {} ({:.0} ms)",
+            source.name, source.kind, source.answered, source.took_ms
         );
     }
     let _ = writeln!(out, "  rules:");

@@ -88,6 +88,7 @@ pub async fn run(request: &QueryRequest) -> CommandOutput {
                     id: 1,
                     name: "capture".to_string(),
                     instance: "capture".to_string(),
+                    source: crate::config::DROPLETS_SOURCE.to_string(),
                 };
                 if let Err(error) =
                     history.record(&identity, at, &text, &file.display().to_string())
@@ -125,6 +126,7 @@ pub async fn run(request: &QueryRequest) -> CommandOutput {
                                 Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?))
                             })
                             .unwrap_or_else(|| url.clone()),
+                        source: crate::config::DROPLETS_SOURCE.to_string(),
                     };
                     if let Err(error) = history.record(&identity, at, &body, url) {
                         return fail(format!("{error}\n"));

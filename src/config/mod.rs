@@ -12,6 +12,8 @@ pub mod legacy;
 pub mod load;
 pub mod model;
 pub mod schema;
+pub mod sources;
+pub mod user_data;
 pub mod validate;
 
 pub use credentials::{ApiToken, CredentialError, TokenSource};

@@ -113,8 +113,13 @@ pub struct Group {
     pub max_creates_per_hour: u32,
     /// Template for new droplets.
     pub template: DropletTemplate,
-    /// Scrape settings.
+    /// Scrape settings of the implicit `droplets` source.
     pub scrape: Scrape,
+    /// Every source the rules may read, the implicit `droplets` first, then the `[[source]]`
+    /// tables in file order.
+    pub sources: Vec<Source>,
+    /// Idle headroom, if configured.
+    pub idle: Option<Idle>,
     /// Cooldown after an up and after a down.
     pub cooldown: UpDown,
     /// Stabilization windows for up and down.
@@ -225,6 +230,105 @@ pub struct ScaleIn {
     pub choose: ScaleInChoice,
     /// Droplets younger than this are not removed.
     pub min_age: Duration,
+    /// Per-droplet expression true where a droplet works: never a victim (nor when missing).
+    pub busy: Option<String>,
+    /// The source `by` and `busy` read.
+    pub source: String,
+}
+
+/// The name of the implicit source, the group's `[scrape]`.
+pub const DROPLETS_SOURCE: &str = "droplets";
+
+/// A named place rules read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    /// Its name, as rules and series name it.
+    pub name: String,
+    /// What it is.
+    pub kind: SourceKind,
+}
+
+impl Source {
+    /// Whether its series belong to droplets (and so count for the partial-data guard).
+    pub fn is_per_droplet(&self) -> bool {
+        matches!(self.kind, SourceKind::Droplets(_))
+    }
+
+    /// Whether rules naming it are evaluated by a remote server.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.kind, SourceKind::Prometheus(_))
+    }
+}
+
+/// The three kinds of source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceKind {
+    /// An endpoint on every active droplet.
+    Droplets(Scrape),
+    /// Fixed URLs scraped on their own interval.
+    Target(TargetSource),
+    /// A Prometheus-compatible server that evaluates the rules naming it.
+    Prometheus(PrometheusSource),
+}
+
+/// A `target` source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSource {
+    /// The URLs, each its own `instance` (host:port).
+    pub urls: Vec<String>,
+    /// How often they are scraped (at most once per tick).
+    pub interval: Duration,
+    /// Timeout of one scrape.
+    pub timeout: Duration,
+    /// Authentication, if any.
+    pub auth: Option<Auth>,
+}
+
+/// A `prometheus` source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrometheusSource {
+    /// Base URL, without a trailing slash.
+    pub url: String,
+    /// Timeout of one query.
+    pub timeout: Duration,
+    /// Authentication, if any.
+    pub auth: Option<Auth>,
+}
+
+/// How a source authenticates: secrets are named, never held in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer <secret>`.
+    Bearer(Secret),
+    /// HTTP basic authentication.
+    Basic {
+        /// The user name.
+        username: String,
+        /// Where the password is.
+        password: Secret,
+    },
+}
+
+/// Where a secret is read from, at the moment it is used (so a rotated file is picked up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// A file.
+    File(PathBuf),
+    /// A systemd credential (`$CREDENTIALS_DIRECTORY/<name>`).
+    Credential(String),
+}
+
+/// Idle headroom.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Idle {
+    /// Idle droplets to keep ready (a schedule may override it).
+    pub count: u32,
+    /// Per-droplet expression true where a droplet works.
+    pub busy: String,
+    /// How long a droplet must have been idle before it may go.
+    pub time: Duration,
+    /// The source `busy` reads.
+    pub source: String,
 }
 
 /// One rule.
@@ -238,9 +342,11 @@ pub struct Rule {
     pub on_missing: Option<OnMissing>,
     /// Override of the group's action lists.
     pub actions: Option<ActionLists>,
+    /// The source its expressions read.
+    pub source: String,
 }
 
-/// The two kinds of rule.
+/// The three kinds of rule.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RuleKind {
     /// Fires a fixed change when a condition holds long enough.
@@ -267,6 +373,11 @@ pub enum RuleKind {
         /// Largest step down.
         max_step_down: Option<u32>,
     },
+    /// An expression whose value is the number of droplets wanted.
+    Desired {
+        /// The expression.
+        expr: String,
+    },
 }
 
 impl RuleKind {
@@ -274,7 +385,7 @@ impl RuleKind {
     pub fn expressions(&self) -> Vec<&str> {
         match self {
             RuleKind::Threshold { condition, .. } => condition.expressions(),
-            RuleKind::Target { expr, .. } => vec![expr.as_str()],
+            RuleKind::Target { expr, .. } | RuleKind::Desired { expr } => vec![expr.as_str()],
         }
     }
 }
@@ -328,6 +439,8 @@ pub struct Schedule {
     pub min: Option<u32>,
     /// `max` while open.
     pub max: Option<u32>,
+    /// `[idle] count` while open.
+    pub idle_count: Option<u32>,
 }
 
 /// Action lists for each direction.

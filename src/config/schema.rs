@@ -93,9 +93,16 @@ pub struct GroupFile {
     pub max_creates_per_hour: Option<Spanned<u32>>,
     /// The template for new droplets.
     pub droplet: DropletFile,
-    /// How the droplets' metrics are scraped.
+    /// How the droplets' metrics are scraped: the implicit source named `droplets`.
     #[serde(default)]
     pub scrape: ScrapeFile,
+    /// More places the rules read, as `[[source]]` tables: another endpoint on each droplet,
+    /// static targets (a CI server's or a queue exporter's `/metrics`), or a Prometheus server.
+    #[serde(default, rename = "source")]
+    pub sources: Vec<Spanned<SourceFile>>,
+    /// Idle headroom, as GitLab Runner's IdleCount and IdleTime: droplets kept ready beyond
+    /// those doing work.
+    pub idle: Option<Spanned<IdleFile>>,
     /// Minimum time between scale events in each direction.
     #[serde(default)]
     pub cooldown: CooldownFile,
@@ -191,14 +198,82 @@ pub struct ScaleInFile {
     pub by: Option<Spanned<String>>,
     /// Droplets younger than this are never removed. Default "5m".
     pub min_age: Option<Spanned<ConfigDuration>>,
+    /// A per-droplet expression true where a droplet is doing work (a CI job, a queue item):
+    /// such a droplet is never a victim, nor one whose value is missing. Default none.
+    pub busy: Option<Spanned<String>>,
+    /// The source `by` and `busy` read. Default "droplets".
+    pub source: Option<Spanned<String>>,
 }
 
-/// `[[rule]]`: a threshold rule (`when`, `for`, `change`) or a target rule (`expr`, `target`).
+/// `[[source]]`: a named place rules read. `kind` decides which other keys apply.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceFile {
+    /// The source's name, as rules name it (`source = "..."`) and as its series carry it
+    /// (`source="..."`). Required; "droplets" is the group's `[scrape]`.
+    pub name: Spanned<String>,
+    /// "droplets" (an endpoint on every droplet), "target" (fixed URLs) or "prometheus" (a
+    /// server that evaluates the rules naming it). Required.
+    pub kind: Spanned<String>,
+    /// droplets: which address to scrape, "private" (default), "public" or "ipv6".
+    pub address: Option<Spanned<String>>,
+    /// droplets: the endpoint's port on each droplet. Required for this kind.
+    pub port: Option<Spanned<u16>>,
+    /// droplets: the endpoint's path. Default "/metrics".
+    pub path: Option<Spanned<String>>,
+    /// target: the URLs to scrape (`http://` or `https://`, TLS verified). Required.
+    pub urls: Option<Vec<Spanned<String>>>,
+    /// target: how often the URLs are scraped (at most once per tick). Default: the group's
+    /// interval; it must stay under the 5-minute lookback.
+    pub interval: Option<Spanned<ConfigDuration>>,
+    /// prometheus: the server's base URL, such as "http://127.0.0.1:9090". Required.
+    pub url: Option<Spanned<String>>,
+    /// How long one scrape or query may take before its answer counts as missing.
+    /// Default "3s" (droplets, target) or "10s" (prometheus).
+    pub timeout: Option<Spanned<ConfigDuration>>,
+    /// target, prometheus: a file holding a bearer token (never the token inline).
+    pub token_file: Option<Spanned<String>>,
+    /// target, prometheus: the systemd credential holding a bearer token.
+    pub token_credential: Option<Spanned<String>>,
+    /// prometheus: the user name of HTTP basic authentication (with `password_credential` or
+    /// `password_file`).
+    pub username: Option<Spanned<String>>,
+    /// prometheus: the systemd credential holding the basic-authentication password.
+    pub password_credential: Option<Spanned<String>>,
+    /// prometheus: a file holding the basic-authentication password.
+    pub password_file: Option<Spanned<String>>,
+}
+
+/// `[idle]`: droplets kept ready beyond the busy ones (GitLab Runner's IdleCount/IdleTime).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdleFile {
+    /// How many idle droplets to keep ready: desired is at least the busy droplets plus this.
+    /// Required (a `[[schedule]]` may change it with `idle_count`).
+    pub count: Spanned<u32>,
+    /// A per-droplet expression true where a droplet is doing work. Required. Booting
+    /// droplets and droplets whose value is missing count as idle here, and as busy when
+    /// victims are chosen.
+    pub busy: Spanned<String>,
+    /// Only a droplet idle at least this long may be removed (GitLab's IdleTime). Default "0s".
+    pub time: Option<Spanned<ConfigDuration>>,
+    /// The source `busy` reads. Default "droplets".
+    pub source: Option<Spanned<String>>,
+}
+
+/// `[[rule]]`: a threshold rule (`when`, `for`, `change`), a target rule (`expr`, `target`)
+/// or a desired rule (`desired`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleFile {
     /// The rule's name, shown in plans, logs and metrics. Required, unique in the group.
     pub name: Spanned<String>,
+    /// The source the rule's expressions read (a `[[source]]` name). Default "droplets". A
+    /// rule naming a "prometheus" source is evaluated by that server.
+    pub source: Option<Spanned<String>>,
+    /// Desired rule: an expression whose value is the number of droplets wanted (rounded up),
+    /// then bounded and braked like any other rule's proposal.
+    pub desired: Option<Spanned<String>>,
     /// Target rule: the expression kept near `target` (an average over active droplets, or a
     /// group total with `per_droplet = true`).
     pub expr: Option<Spanned<String>>,
@@ -246,6 +321,8 @@ pub struct ScheduleFile {
     pub min: Option<Spanned<u32>>,
     /// The group's `max` while the window is open.
     pub max: Option<Spanned<u32>>,
+    /// `[idle] count` while the window is open (GitLab's off-peak periods).
+    pub idle_count: Option<Spanned<u32>>,
 }
 
 /// `[actions]`: which scripts run on a scale-up and a scale-down.

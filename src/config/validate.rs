@@ -38,18 +38,18 @@ pub struct GroupContext<'a> {
 }
 
 /// Collects diagnostics for one file.
-struct Report<'a> {
+pub(super) struct Report<'a> {
     file: &'a Path,
     source: &'a str,
     diagnostics: Vec<Diagnostic>,
 }
 
 impl Report<'_> {
-    fn error(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
+    pub(super) fn error(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
         self.diagnostics
             .push(Diagnostic::error_at(self.file, self.source, span, message));
     }
-    fn warning(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
+    pub(super) fn warning(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
         self.diagnostics.push(Diagnostic::warning_at(
             self.file,
             self.source,
@@ -162,7 +162,7 @@ fn on_missing(file: OnMissingFile) -> OnMissing {
     }
 }
 
-fn span_of<T>(value: &Spanned<T>) -> Option<Range<usize>> {
+pub(super) fn span_of<T>(value: &Spanned<T>) -> Option<Range<usize>> {
     Some(value.span())
 }
 
@@ -290,7 +290,18 @@ fn build_group(ctx: &GroupContext<'_>, file: GroupFile, report: &mut Report<'_>)
 
     let template = build_template(ctx, &file, report);
     let scrape = build_scrape(&file, report);
-    let scale_in = build_scale_in(&file, report);
+    let sources = super::sources::build_sources(
+        &file,
+        &scrape,
+        (interval, tick_timeout),
+        ctx.base_dir,
+        report,
+    );
+    let scale_in = build_scale_in(&file, &sources, report);
+    let idle = file
+        .idle
+        .as_ref()
+        .map(|idle| super::sources::build_idle(idle, &sources, report));
     let actions = build_actions(ctx, &file, report);
 
     let mut rules = Vec::new();
@@ -303,11 +314,11 @@ fn build_group(ctx: &GroupContext<'_>, file: GroupFile, report: &mut Report<'_>)
                 format!("a second rule is named `{name}`: rule names must be unique in a group"),
             );
         }
-        if let Some(rule) = build_rule(ctx, rule, report) {
+        if let Some(rule) = build_rule(ctx, rule, &sources, report) {
             rules.push(rule);
         }
     }
-    if rules.is_empty() && file.rules.is_empty() {
+    if rules.is_empty() && file.rules.is_empty() && idle.is_none() {
         report.warning(
             None,
             "this group has no [[rule]]: it only keeps its size within min, max and schedules",
@@ -316,6 +327,12 @@ fn build_group(ctx: &GroupContext<'_>, file: GroupFile, report: &mut Report<'_>)
 
     let mut schedules = Vec::new();
     for (index, schedule) in file.schedules.iter().enumerate() {
+        if schedule.get_ref().idle_count.is_some() && idle.is_none() {
+            report.error(
+                schedule.get_ref().idle_count.as_ref().and_then(span_of),
+                "idle_count in a schedule needs an [idle] table in the group: add [idle] with count and busy",
+            );
+        }
         if let Some(schedule) = build_schedule(index, schedule, min, max, report) {
             schedules.push(schedule);
         }
@@ -362,6 +379,8 @@ fn build_group(ctx: &GroupContext<'_>, file: GroupFile, report: &mut Report<'_>)
         max_creates_per_hour,
         template: template?,
         scrape,
+        sources,
+        idle,
         cooldown,
         stabilization,
         scale_in,
@@ -371,7 +390,7 @@ fn build_group(ctx: &GroupContext<'_>, file: GroupFile, report: &mut Report<'_>)
     })
 }
 
-fn duration_or(
+pub(super) fn duration_or(
     value: &Option<Spanned<super::duration::ConfigDuration>>,
     default: Duration,
 ) -> Duration {
@@ -467,6 +486,18 @@ fn build_template(
         }
         (None, None) => None,
     };
+    if let Some(data) = &user_data
+        && let Err(reason) = super::user_data::credential_names(data)
+    {
+        report.error(
+            droplet
+                .user_data
+                .as_ref()
+                .or(droplet.user_data_file.as_ref())
+                .and_then(span_of),
+            reason.to_string(),
+        );
+    }
     if let Some(data) = &user_data
         && data.len() > 64 * 1024
     {
@@ -572,22 +603,32 @@ fn build_scrape(file: &GroupFile, report: &mut Report<'_>) -> Scrape {
     }
 }
 
-fn check_expression(report: &mut Report<'_>, what: &str, expr: &Spanned<String>) {
+pub(super) fn check_expression(report: &mut Report<'_>, what: &str, expr: &Spanned<String>) {
     if let Err(reason) = query::check_syntax(expr.get_ref()) {
         report.error(span_of(expr), format!("{what}: {reason}"));
     }
 }
 
-fn build_scale_in(file: &GroupFile, report: &mut Report<'_>) -> ScaleIn {
+fn build_scale_in(
+    file: &GroupFile,
+    sources: &[super::model::Source],
+    report: &mut Report<'_>,
+) -> ScaleIn {
     let scale_in = &file.scale_in;
+    let expressions: Vec<&Spanned<String>> =
+        scale_in.by.iter().chain(scale_in.busy.iter()).collect();
+    let source = super::sources::resolve_source(
+        sources,
+        &scale_in.source,
+        "scale_in",
+        &expressions,
+        report,
+    );
     let choose = match scale_in.choose.as_ref().map(|c| c.get_ref().as_str()) {
         None | Some("newest") => ScaleInChoice::Newest,
         Some("oldest") => ScaleInChoice::Oldest,
         Some("least_busy") => match &scale_in.by {
-            Some(by) => {
-                check_expression(report, "scale_in.by", by);
-                ScaleInChoice::LeastBusy(by.get_ref().clone())
-            }
+            Some(by) => ScaleInChoice::LeastBusy(by.get_ref().clone()),
             None => {
                 report.error(
                     scale_in.choose.as_ref().and_then(span_of),
@@ -615,6 +656,8 @@ fn build_scale_in(file: &GroupFile, report: &mut Report<'_>) -> ScaleIn {
     ScaleIn {
         choose,
         min_age: duration_or(&scale_in.min_age, Duration::from_secs(300)),
+        busy: scale_in.busy.as_ref().map(|b| b.get_ref().clone()),
+        source,
     }
 }
 
@@ -689,6 +732,7 @@ fn build_actions(ctx: &GroupContext<'_>, file: &GroupFile, report: &mut Report<'
 fn build_rule(
     ctx: &GroupContext<'_>,
     spanned: &Spanned<RuleFile>,
+    sources: &[super::model::Source],
     report: &mut Report<'_>,
 ) -> Option<Rule> {
     let rule = spanned.get_ref();
@@ -708,7 +752,46 @@ fn build_rule(
     .iter()
     .filter(|set| **set)
     .count();
-    let kind = if let Some(target) = &rule.target {
+    let expressions: Vec<&Spanned<String>> = rule
+        .expr
+        .iter()
+        .chain(rule.when.iter())
+        .chain(rule.when_all.iter().flat_map(|l| l.get_ref().iter()))
+        .chain(rule.when_any.iter().flat_map(|l| l.get_ref().iter()))
+        .chain(rule.desired.iter())
+        .collect();
+    let source = super::sources::resolve_source(
+        sources,
+        &rule.source,
+        &format!("rule `{name}`"),
+        &expressions,
+        report,
+    );
+    let kind = if let Some(desired) = &rule.desired {
+        for (key, set) in [
+            ("expr", rule.expr.is_some()),
+            ("target", rule.target.is_some()),
+            ("per_droplet", rule.per_droplet.is_some()),
+            ("tolerance", rule.tolerance.is_some()),
+            ("when", rule.when.is_some()),
+            ("when_all", rule.when_all.is_some()),
+            ("when_any", rule.when_any.is_some()),
+            ("for", rule.hold_for.is_some()),
+            ("change", rule.change.is_some()),
+            ("max_step_up", rule.max_step_up.is_some()),
+            ("max_step_down", rule.max_step_down.is_some()),
+        ] {
+            if set {
+                report.error(
+                    span_of(desired),
+                    format!("rule `{name}` has `desired` and `{key}`: a desired rule's expression is the number of droplets wanted; split it into two rules"),
+                );
+            }
+        }
+        RuleKind::Desired {
+            expr: desired.get_ref().clone(),
+        }
+    } else if let Some(target) = &rule.target {
         for (key, set) in [
             ("when", rule.when.is_some()),
             ("when_all", rule.when_all.is_some()),
@@ -739,7 +822,6 @@ fn build_rule(
         }
         let expr = match &rule.expr {
             Some(expr) => {
-                check_expression(report, &format!("rule `{name}` expr"), expr);
                 expr.get_ref().clone()
             }
             None => {
@@ -776,7 +858,6 @@ fn build_rule(
             }
         }
         let condition = if let Some(when) = &rule.when {
-            check_expression(report, &format!("rule `{name}` when"), when);
             Condition::One(when.get_ref().clone())
         } else {
             let (key, list) = match (&rule.when_all, &rule.when_any) {
@@ -789,9 +870,6 @@ fn build_rule(
                     span_of(list),
                     format!("rule `{name}`: {key} is empty: list at least one comparison"),
                 );
-            }
-            for expr in list.get_ref() {
-                check_expression(report, &format!("rule `{name}` {key}"), expr);
             }
             let exprs = list.get_ref().iter().map(|e| e.get_ref().clone()).collect();
             if key == "when_all" {
@@ -822,7 +900,7 @@ fn build_rule(
     } else {
         report.error(
             rule_span,
-            format!("rule `{name}` has neither `target` nor `when`: add expr + target (keep a value near a target) or when + change (act on a condition)"),
+            format!("rule `{name}` has neither `target`, `when` nor `desired`: add expr + target (keep a value near a target), when + change (act on a condition) or desired (the number of droplets wanted)"),
         );
         return None;
     };
@@ -834,6 +912,7 @@ fn build_rule(
             .actions
             .as_ref()
             .map(|a| build_action_lists(ctx, a, report)),
+        source,
     })
 }
 
@@ -877,10 +956,10 @@ fn build_schedule(
             format!("schedule `{name}`: duration cannot be 0s"),
         );
     }
-    if schedule.min.is_none() && schedule.max.is_none() {
+    if schedule.min.is_none() && schedule.max.is_none() && schedule.idle_count.is_none() {
         report.error(
             Some(spanned.span()),
-            format!("schedule `{name}` sets neither min nor max: add at least one"),
+            format!("schedule `{name}` sets neither min, max nor idle_count: add at least one"),
         );
     }
     let min = schedule.min.as_ref().map(|m| *m.get_ref());
@@ -905,6 +984,7 @@ fn build_schedule(
         duration,
         min,
         max,
+        idle_count: schedule.idle_count.as_ref().map(|c| *c.get_ref()),
     })
 }
 

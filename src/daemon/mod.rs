@@ -8,6 +8,7 @@ pub mod group;
 pub mod reload;
 pub mod run;
 pub mod serve;
+pub mod sources;
 pub mod tick;
 
 pub use run::{Daemon, DaemonError, RunOptions};

@@ -121,6 +121,7 @@ impl Daemon {
     pub fn runner(&self) -> Runner {
         let store: Arc<dyn Journal> = self.store.clone();
         Runner::new(self.generation().scripts.clone(), self.client(), store)
+            .with_credentials_dir(self.scraper.credentials_dir().map(std::path::Path::to_path_buf))
     }
 
     /// The status of a group, if it runs.
@@ -190,12 +191,27 @@ pub async fn prepare(
     options: RunOptions,
 ) -> Result<Arc<Daemon>, DaemonError> {
     let generation = generation::build(&config_path, &overrides, 1).map_err(DaemonError::Config)?;
+    if !options.dry_run {
+        let dir = env("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        for group in &generation.config.groups {
+            if let Some(text) = &group.template.user_data
+                && let Err(error) = crate::config::user_data::check_available(text, dir.as_deref())
+            {
+                return Err(DaemonError::Config(format!(
+                    "{}: group `{}`: {error}",
+                    group.file.display(),
+                    group.name
+                )));
+            }
+        }
+    }
     let store = Arc::new(Store::open(&generation.config.base.state_path)?);
     let lookup = |name: &str| env(name);
     let client = build_client(&generation.config, &lookup).map_err(DaemonError::Client)?;
     let api_token = status_token(&generation.config, &lookup);
-    let scraper =
-        Scraper::new(64, DEFAULT_BODY_LIMIT).map_err(|e| DaemonError::Client(e.to_string()))?;
+    let scraper = Scraper::new(64, DEFAULT_BODY_LIMIT)
+        .map_err(|e| DaemonError::Client(e.to_string()))?
+        .with_credentials_dir(env("CREDENTIALS_DIRECTORY").map(PathBuf::from));
     let metrics = Metrics::new();
     metrics.generation.set(1);
     metrics.reload_success.set(1);

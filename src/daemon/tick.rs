@@ -2,14 +2,15 @@
 //! record the samples, evaluate the rules and decide. Plain calls on plain data, in the order
 //! of the data flow; nothing here acts on the decision.
 
-use crate::config::{Group, RuleKind, ScaleInChoice};
+use super::sources::{self, Bound, RemoteAnswers, SourceReport};
+use crate::config::{DROPLETS_SOURCE, Group, RuleKind, ScaleInChoice};
 use crate::digitalocean::{ApiError, Client, Droplet, DropletStatus};
-use crate::metrics::history::{DropletIdentity, History, points_for, retention_for};
+use crate::metrics::history::{DropletIdentity, History, Unit, points_for, retention_for};
 use crate::metrics::scrape::{self, MissingReason, Scraper};
 use crate::policy::{
-    Decision, GroupMemory, Input, Member, MemberState, Observation, Truth, decide,
+    Decision, GroupMemory, Input, Member, MemberState, Observation, Truth, Work, decide,
 };
-use crate::query::{EvalOptions, Expression, Node, Outcome, QueryError, Value, compile, evaluate};
+use crate::query::{EvalOptions, Expression, Outcome, QueryError, Value};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -23,11 +24,12 @@ pub enum TickError {
     Inventory(#[from] ApiError),
 }
 
-/// A group's compiled expressions.
+/// A rule's expressions, bound to where they are evaluated.
 #[derive(Debug, Clone)]
 struct CompiledRule {
-    expressions: Vec<Expression>,
-    is_target: bool,
+    expressions: Vec<Bound>,
+    /// A target or desired rule reads one number; a threshold rule truths.
+    is_number: bool,
 }
 
 /// How long a created droplet (its create answered, so it exists) counts as booting while no
@@ -87,6 +89,8 @@ pub struct DropletReport {
     pub managed: bool,
     /// Protected from scale-in.
     pub protected: bool,
+    /// Whether it is doing work, by the group's busy expressions.
+    pub work: Work,
 }
 
 /// What one tick saw and decided.
@@ -100,6 +104,8 @@ pub struct TickReport {
     pub decision: Decision,
     /// The actions that would run (or ran) for it.
     pub actions: Vec<String>,
+    /// What each source gave.
+    pub sources: Vec<SourceReport>,
     /// The listing the decision was made from (for the actions).
     #[serde(skip)]
     pub listing: Vec<Droplet>,
@@ -143,6 +149,7 @@ impl TickReport {
                 "at": self.decision.at,
             },
             "rules": self.decision.rules,
+            "sources": self.sources,
             "droplets": droplets,
             "timings": self.timings,
         })
@@ -169,17 +176,32 @@ impl TickReport {
     }
 }
 
+/// What a tick read before deciding: each droplet's scrape outcome, what each source gave,
+/// and what remote servers answered.
+#[derive(Debug, Clone, Default)]
+pub struct Gathered {
+    /// Each droplet's outcome: "ok", or `kind: why not`.
+    pub scraped: HashMap<u64, String>,
+    /// What each source gave.
+    pub sources: Vec<SourceReport>,
+    /// The remote servers' answers.
+    pub remote: RemoteAnswers,
+}
+
 /// A group's running state between ticks: compiled expressions, sample history, and when
-/// each droplet was first seen active.
+/// each droplet was first seen active and since when it is idle.
 #[derive(Debug)]
 pub struct GroupRuntime {
     /// The configuration.
     pub group: Group,
     rules: Vec<CompiledRule>,
-    busy: Option<Expression>,
+    least_busy: Option<Bound>,
+    busy: Vec<Bound>,
     /// The samples.
     pub history: History,
     first_active: HashMap<u64, DateTime<Utc>>,
+    idle_since: HashMap<u64, DateTime<Utc>>,
+    target_fetched: HashMap<String, DateTime<Utc>>,
     managed_tag: String,
 }
 
@@ -192,38 +214,51 @@ fn selectors(expressions: &[&Expression]) -> Vec<crate::query::Selector> {
 }
 
 impl GroupRuntime {
-    /// Compiles a group's expressions and makes its history.
+    /// Compiles a group's expressions, each bound to its source, and makes its history.
     pub fn new(group: Group, managed_tag: String) -> Result<GroupRuntime, QueryError> {
         let mut rules = Vec::new();
         for rule in &group.rules {
+            let is_number = !matches!(rule.kind, RuleKind::Threshold { .. });
             let expressions = rule
                 .kind
                 .expressions()
                 .into_iter()
-                .map(compile)
+                .map(|text| Bound::new(text, &rule.source, &group.sources, !is_number))
                 .collect::<Result<Vec<_>, _>>()?;
             rules.push(CompiledRule {
                 expressions,
-                is_target: matches!(rule.kind, RuleKind::Target { .. }),
+                is_number,
             });
         }
-        let busy = match &group.scale_in.choose {
-            ScaleInChoice::LeastBusy(by) => Some(compile(by)?),
+        let scale_in_source = &group.scale_in.source;
+        let least_busy = match &group.scale_in.choose {
+            ScaleInChoice::LeastBusy(by) => {
+                Some(Bound::new(by, scale_in_source, &group.sources, false)?)
+            }
             _ => None,
         };
-        let all: Vec<&Expression> = rules
+        let mut busy = Vec::new();
+        if let Some(text) = &group.scale_in.busy {
+            busy.push(Bound::new(text, scale_in_source, &group.sources, true)?);
+        }
+        if let Some(idle) = &group.idle {
+            busy.push(Bound::new(&idle.busy, &idle.source, &group.sources, true)?);
+        }
+        let local: Vec<&Expression> = rules
             .iter()
             .flat_map(|r| r.expressions.iter())
+            .chain(least_busy.iter())
             .chain(busy.iter())
+            .filter_map(Bound::local)
             .collect();
-        let longest = all
+        let longest = local
             .iter()
             .map(|e| e.longest_range())
             .max()
             .unwrap_or_default();
         let retention = retention_for(longest, group.interval);
         let history = History::new(
-            selectors(&all),
+            selectors(&local),
             retention,
             points_for(retention, Duration::from_secs(1).max(group.interval / 6)),
         )
@@ -231,22 +266,39 @@ impl GroupRuntime {
         Ok(GroupRuntime {
             group,
             rules,
+            least_busy,
             busy,
             history,
             first_active: HashMap::new(),
+            idle_since: HashMap::new(),
+            target_fetched: HashMap::new(),
             managed_tag,
         })
     }
 
-    /// The longest range the group's expressions read.
-    pub fn longest_range(&self) -> Duration {
+    /// Every bound expression of the group.
+    fn bound(&self) -> impl Iterator<Item = &Bound> {
         self.rules
             .iter()
             .flat_map(|r| r.expressions.iter())
+            .chain(self.least_busy.iter())
             .chain(self.busy.iter())
+    }
+
+    /// The longest range the group's local expressions read.
+    pub fn longest_range(&self) -> Duration {
+        self.bound()
+            .filter_map(Bound::local)
             .map(Expression::longest_range)
             .max()
             .unwrap_or_default()
+    }
+
+    fn options(&self) -> EvalOptions {
+        EvalOptions {
+            lookback: sources::lookback(&self.group),
+            require_coverage: true,
+        }
     }
 
     fn is_managed(&self, droplet: &Droplet) -> bool {
@@ -298,10 +350,12 @@ impl GroupRuntime {
                 protected: droplet.has_tag(&self.group.protect_tag),
                 busy: None,
                 scraped: false,
+                work: Work::Unjudged,
             });
         }
         let listed: std::collections::HashSet<u64> = droplets.iter().map(|d| d.id).collect();
         self.first_active.retain(|id, _| listed.contains(id));
+        self.idle_since.retain(|id, _| listed.contains(id));
         let listed_names: std::collections::HashSet<&str> =
             droplets.iter().map(|d| d.name.as_str()).collect();
         for unlisted in in_flight.pending(now) {
@@ -320,33 +374,62 @@ impl GroupRuntime {
                 protected: true,
                 busy: None,
                 scraped: false,
+                work: Work::Unjudged,
             });
         }
         members
     }
 
-    /// Scrapes the active members (each cut at `timeout`, the whole phase at `deadline`),
-    /// records their samples and marks which answered (`Member::scraped`). Returns each
-    /// droplet's outcome: "ok", or why not.
-    pub async fn scrape(
+    /// Reads every source: scrapes the active members' endpoints of each droplet source and
+    /// the `target` URLs due (each cut at its timeout, the whole phase at `deadline`) and
+    /// records their samples, while the remote servers answer the rules naming them. Marks
+    /// which members answered every droplet source (`Member::scraped`).
+    pub async fn gather(
         &mut self,
         scraper: &Scraper,
         droplets: &[Droplet],
         members: &mut [Member],
-        (timeout, deadline): (Duration, tokio::time::Instant),
+        deadline: tokio::time::Instant,
         now: DateTime<Utc>,
-    ) -> HashMap<u64, String> {
+    ) -> Gathered {
+        let started = tokio::time::Instant::now();
         let active: Vec<Droplet> = droplets
             .iter()
             .zip(members.iter())
             .filter(|(_, m)| m.state == MemberState::Active)
             .map(|(d, _)| d.clone())
             .collect();
-        let (targets, missing) = scrape::targets(&active, &self.group.scrape, &|_| false);
-        let mut outcome: HashMap<u64, String> = missing
-            .into_iter()
-            .map(|(id, r)| (id, r.to_string()))
-            .collect();
+        let (mut targets, missing) = sources::droplet_targets(&self.group, &active);
+        let (due, mut reports) = sources::due_targets(
+            &self.group,
+            &self.target_fetched,
+            scraper.credentials_dir(),
+            now,
+        );
+        targets.extend(due);
+        let queries = sources::remote_queries(self.bound());
+        let (results, (remote, remote_reports)) = tokio::join!(
+            scraper.fetch_all(&targets, deadline),
+            sources::ask_all(scraper, &self.group.sources, queries, now)
+        );
+        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+        // Per droplet: the implicit source's outcome first, then another source's failure.
+        let mut primary: HashMap<u64, String> = HashMap::new();
+        let mut secondary: HashMap<u64, String> = HashMap::new();
+        let mut note = |id: u64, source: &str, outcome: String| {
+            if source == DROPLETS_SOURCE {
+                primary.insert(id, outcome);
+            } else if outcome != "ok" {
+                secondary.entry(id).or_insert_with(|| {
+                    let (kind, reason) = outcome.split_once(": ").unwrap_or(("other", &outcome));
+                    format!("{kind}: source `{source}`: {reason}")
+                });
+            }
+        };
+        for (id, source, reason) in missing {
+            note(id, &source, reason.to_string());
+        }
         for (droplet, member) in droplets.iter().zip(members.iter()) {
             if member.state != MemberState::Active {
                 let reason = match member.state {
@@ -355,46 +438,103 @@ impl GroupRuntime {
                     }
                     _ => MissingReason::NotActive(droplet.status).to_string(),
                 };
-                outcome.insert(droplet.id, reason);
+                note(droplet.id, DROPLETS_SOURCE, reason);
             }
         }
-        let results = scraper.fetch_all(&targets, timeout, deadline).await;
         let at = now.timestamp_millis();
+        let mut answered: HashMap<&str, (usize, usize)> = HashMap::new();
         for (target, result) in targets.iter().zip(results) {
             let identity = DropletIdentity {
                 id: target.droplet_id,
                 name: target.droplet_name.clone(),
                 instance: target.instance.clone(),
+                source: target.source.clone(),
             };
             let recorded = result.and_then(|body| {
                 self.history
                     .record(&identity, at, &body, &target.url)
                     .map_err(|e| MissingReason::Garbage(e.to_string()))
             });
-            match recorded {
+            let tally = answered.entry(target.source.as_str()).or_default();
+            tally.1 += 1;
+            let outcome = match recorded {
                 Ok(_) => {
-                    outcome.insert(target.droplet_id, "ok".into());
+                    tally.0 += 1;
+                    "ok".to_string()
                 }
                 Err(reason) => {
                     // As Prometheus: a failed scrape makes the target's series stale.
-                    self.history.mark_stale(target.droplet_id, at);
-                    tracing::debug!(group = %self.group.name, droplet = target.droplet_id, %reason, "scrape failed");
+                    self.history.mark_stale(&Unit::of(&identity), at);
+                    tracing::debug!(group = %self.group.name, droplet = target.droplet_id, url = %target.url, %reason, "scrape failed");
                     // `kind: text`: the kind labels the failure metric, the text explains it.
-                    outcome.insert(target.droplet_id, format!("{}: {reason}", reason.kind()));
+                    format!("{}: {reason}", reason.kind())
                 }
+            };
+            if target.droplet_id == 0 {
+                self.target_fetched.insert(target.source.clone(), now);
+                if outcome != "ok" {
+                    tracing::warn!(group = %self.group.name, source = %target.source, url = %target.url, %outcome, "a target source did not answer");
+                }
+            } else {
+                note(target.droplet_id, &target.source, outcome);
             }
         }
+        for source in &self.group.sources {
+            if source.is_remote() {
+                continue;
+            }
+            if let Some((ok, of)) = answered.get(source.name.as_str()) {
+                let what = if source.is_per_droplet() {
+                    "droplets"
+                } else {
+                    "URLs"
+                };
+                reports.push(SourceReport {
+                    name: source.name.clone(),
+                    kind: sources::kind_name(source),
+                    answered: format!("{ok} of {of} {what} answered"),
+                    took_ms,
+                });
+            } else if source.is_per_droplet() {
+                reports.push(SourceReport {
+                    name: source.name.clone(),
+                    kind: "droplets",
+                    answered: "no active droplet to scrape".into(),
+                    took_ms: 0.0,
+                });
+            } else if !reports.iter().any(|r| r.name == source.name) {
+                reports.push(SourceReport {
+                    name: source.name.clone(),
+                    kind: "target",
+                    answered: "not due this tick (scraped on its own interval)".into(),
+                    took_ms: 0.0,
+                });
+            }
+        }
+        reports.extend(remote_reports);
         // Droplets not scraped (booting, off, on their way out) give no current value either.
         for member in members.iter().filter(|m| m.state != MemberState::Active) {
-            self.history.mark_stale(member.id, at);
+            self.history.mark_droplet_stale(member.id, at);
         }
         let alive: std::collections::HashSet<u64> = droplets.iter().map(|d| d.id).collect();
         self.history.retain_droplets(&|id| alive.contains(&id));
         self.history.prune(at);
+        let mut scraped = HashMap::new();
         for member in members.iter_mut() {
-            member.scraped = outcome.get(&member.id).is_some_and(|s| s == "ok");
+            let outcome = match (primary.remove(&member.id), secondary.remove(&member.id)) {
+                (Some(first), _) if first != "ok" => first,
+                (_, Some(other)) => other,
+                (Some(ok), None) => ok,
+                (None, None) => continue,
+            };
+            member.scraped = outcome == "ok";
+            scraped.insert(member.id, outcome);
         }
-        outcome
+        Gathered {
+            scraped,
+            sources: reports,
+            remote,
+        }
     }
 
     /// Restores the sample history kept in `store` (what the retention still needs); returns
@@ -431,8 +571,9 @@ impl GroupRuntime {
         }
     }
 
-    /// For each rule, the active droplets that gave none of the series it reads in their last
-    /// scrape: a rule that read only part of the group is no ground for a scale-down.
+    /// For each rule, the active droplets that gave none of the per-droplet series it reads in
+    /// their last scrape: a rule that read only part of the group is no ground for a
+    /// scale-down. A rule reading only targets or a remote server reads no droplet's series.
     pub fn unread(&self, members: &[Member]) -> Vec<Vec<u64>> {
         self.rules
             .iter()
@@ -440,7 +581,9 @@ impl GroupRuntime {
                 let selectors: Vec<&crate::query::Selector> = rule
                     .expressions
                     .iter()
+                    .filter_map(Bound::local)
                     .flat_map(|e| e.node.selectors().into_iter().map(|(s, _)| s))
+                    .filter(|s| sources::reads_droplets(s, &self.group.sources))
                     .collect();
                 if selectors.is_empty() {
                     return Vec::new();
@@ -455,19 +598,19 @@ impl GroupRuntime {
             .collect()
     }
 
-    /// Evaluates every rule at `now`.
-    pub fn observe(&self, now: DateTime<Utc>) -> Vec<Observation> {
+    /// Evaluates every rule at `now` (remote ones from what their servers answered).
+    pub fn observe(&self, now: DateTime<Utc>, remote: &RemoteAnswers) -> Vec<Observation> {
         let at = now.timestamp_millis();
-        let options = EvalOptions {
-            lookback: lookback_for(self.group.interval, self.group.scrape.timeout),
-            require_coverage: true,
-        };
+        let options = self.options();
         self.rules
             .iter()
             .map(|rule| {
-                let outcomes: Vec<Result<Outcome, QueryError>> =
-                    rule.expressions.iter().map(|e| evaluate(&e.node, &self.history, at, options)).collect();
-                if rule.is_target {
+                let outcomes: Vec<Result<Outcome, String>> = rule
+                    .expressions
+                    .iter()
+                    .map(|e| e.evaluate(&self.history, at, options, remote))
+                    .collect();
+                if rule.is_number {
                     match outcomes.into_iter().next() {
                         Some(Ok(outcome)) => match (&outcome, outcome.single()) {
                             (_, Some(value)) if value.is_finite() => Observation::Number(value),
@@ -479,7 +622,7 @@ impl GroupRuntime {
                             (Outcome::False(reason) | Outcome::Missing(reason), None) => Observation::Missing(reason.clone()),
                             (Outcome::Value(Value::Scalar(_)), None) => Observation::Missing("no value".into()),
                         },
-                        Some(Err(error)) => Observation::Missing(error.to_string()),
+                        Some(Err(error)) => Observation::Missing(error),
                         None => Observation::Missing("no expression".into()),
                     }
                 } else {
@@ -487,7 +630,7 @@ impl GroupRuntime {
                         outcomes
                             .into_iter()
                             .zip(&rule.expressions)
-                            .map(|(outcome, expression)| truth(outcome, &expression.node))
+                            .map(|(outcome, expression)| truth(outcome, expression.is_bool()))
                             .collect(),
                     )
                 }
@@ -495,31 +638,58 @@ impl GroupRuntime {
             .collect()
     }
 
-    /// Fills each member's `busy` value from `scale_in.by`.
-    pub fn busy_values(&self, members: &mut [Member], now: DateTime<Utc>) {
-        let Some(busy) = &self.busy else { return };
-        let Ok(Outcome::Value(Value::Vector(samples))) = evaluate(
-            &busy.node,
-            &self.history,
-            now.timestamp_millis(),
-            EvalOptions {
-                lookback: lookback_for(self.group.interval, self.group.scrape.timeout),
-                require_coverage: true,
-            },
-        ) else {
-            return;
+    /// Fills each member's `busy` value from `scale_in.by` and its `work` from the busy
+    /// expressions (busy where any says so; unknown where one has no value and none says
+    /// busy), and keeps since when each droplet is idle.
+    pub fn work_values(
+        &mut self,
+        droplets: &[Droplet],
+        members: &mut [Member],
+        now: DateTime<Utc>,
+        remote: &RemoteAnswers,
+    ) {
+        let at = now.timestamp_millis();
+        let options = self.options();
+        let per_droplet = |bound: &Bound| -> HashMap<u64, f64> {
+            match bound.evaluate(&self.history, at, options, remote) {
+                Ok(Outcome::Value(Value::Vector(samples))) => {
+                    sources::per_droplet(&samples, droplets)
+                }
+                _ => HashMap::new(),
+            }
         };
-        let by_id: HashMap<&str, f64> = samples
-            .iter()
-            .map(|s| (s.labels.get("droplet_id"), s.value))
-            .collect();
-        for member in members {
-            member.busy = by_id.get(member.id.to_string().as_str()).copied();
+        if let Some(by) = &self.least_busy {
+            let values = per_droplet(by);
+            for member in members.iter_mut() {
+                member.busy = values.get(&member.id).copied();
+            }
+        }
+        if self.busy.is_empty() {
+            return;
+        }
+        let answers: Vec<HashMap<u64, f64>> = self.busy.iter().map(per_droplet).collect();
+        for member in members.iter_mut() {
+            let values: Vec<Option<f64>> = answers
+                .iter()
+                .map(|a| a.get(&member.id).copied().filter(|v| !v.is_nan()))
+                .collect();
+            member.work = if member.state != MemberState::Active {
+                Work::Unknown
+            } else if values.iter().any(|v| v.is_some_and(|v| v != 0.0)) {
+                Work::Busy
+            } else if values.iter().any(Option::is_none) {
+                Work::Unknown
+            } else {
+                Work::Idle(*self.idle_since.entry(member.id).or_insert(now))
+            };
+            if !matches!(member.work, Work::Idle(_)) {
+                self.idle_since.remove(&member.id);
+            }
         }
     }
 
-    /// One whole tick: list, classify, scrape, evaluate, decide. `in_flight` is what the
-    /// daemon asked for that the listing may not show yet.
+    /// One whole tick: list, classify, read the sources, evaluate, decide. `in_flight` is what
+    /// the daemon asked for that the listing may not show yet.
     pub async fn tick(
         &mut self,
         client: &Client,
@@ -538,19 +708,13 @@ impl GroupRuntime {
         // droplets not reached counted as missing) in time.
         let deadline = (started + self.group.tick_timeout.mul_f64(0.9))
             .max(tokio::time::Instant::now() + Duration::from_millis(50));
-        let scraped = self
-            .scrape(
-                scraper,
-                &droplets,
-                &mut members,
-                (self.group.scrape.timeout, deadline),
-                now,
-            )
+        let gathered = self
+            .gather(scraper, &droplets, &mut members, deadline, now)
             .await;
         crate::failpoint::hit("tick.after_scrape");
         let scraped_at = tokio::time::Instant::now();
-        self.busy_values(&mut members, now);
-        let mut report = self.decide(&droplets, &members, &scraped, memory, now);
+        self.work_values(&droplets, &mut members, now, &gathered.remote);
+        let mut report = self.decide(&droplets, &members, &gathered, memory, now);
         let ms = |from: tokio::time::Instant, to: tokio::time::Instant| {
             (to - from).as_secs_f64() * 1000.0
         };
@@ -562,16 +726,16 @@ impl GroupRuntime {
         Ok(report)
     }
 
-    /// Decides from what was observed (also used by `plan` after several scrapes).
+    /// Decides from what was gathered (also used by `plan` after several rounds).
     pub fn decide(
         &self,
         droplets: &[Droplet],
         members: &[Member],
-        scraped: &HashMap<u64, String>,
+        gathered: &Gathered,
         memory: &mut GroupMemory,
         now: DateTime<Utc>,
     ) -> TickReport {
-        let observations = self.observe(now);
+        let observations = self.observe(now, &gathered.remote);
         let unread = self.unread(members);
         let decision = decide(
             &Input {
@@ -584,6 +748,7 @@ impl GroupRuntime {
             memory,
         );
         let actions = actions_for(&self.group, &decision);
+        let scraped = &gathered.scraped;
         let mut reports: Vec<DropletReport> = droplets
             .iter()
             .zip(members)
@@ -599,6 +764,7 @@ impl GroupRuntime {
                     .unwrap_or_else(|| "not scraped".into()),
                 managed: member.managed,
                 protected: member.protected,
+                work: member.work,
             })
             .collect();
         // Droplets created but not listed yet.
@@ -611,12 +777,14 @@ impl GroupRuntime {
             scrape: "not listed yet: created, the listing lags".into(),
             managed: true,
             protected: false,
+            work: m.work,
         }));
         TickReport {
             group: self.group.name.clone(),
             droplets: reports,
             decision,
             actions,
+            sources: gathered.sources.clone(),
             listing: droplets.to_vec(),
             timings: TickTimings::default(),
         }
@@ -625,14 +793,7 @@ impl GroupRuntime {
 
 /// The truth of a threshold comparison: a non-empty result holds (for a `bool` comparison at
 /// the root: when a value is 1), a false comparison is false, no data is missing.
-fn truth(outcome: Result<Outcome, QueryError>, node: &Node) -> Truth {
-    let is_bool = matches!(
-        node,
-        Node::Binary {
-            return_bool: true,
-            ..
-        }
-    );
+fn truth(outcome: Result<Outcome, String>, is_bool: bool) -> Truth {
     match outcome {
         Ok(Outcome::Value(Value::Scalar(v))) => {
             if v != 0.0 && !v.is_nan() {
@@ -650,7 +811,7 @@ fn truth(outcome: Result<Outcome, QueryError>, node: &Node) -> Truth {
         }
         Ok(Outcome::False(_)) => Truth::False,
         Ok(Outcome::Missing(reason)) => Truth::Missing(reason),
-        Err(error) => Truth::Missing(error.to_string()),
+        Err(error) => Truth::Missing(error),
     }
 }
 

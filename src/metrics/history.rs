@@ -1,24 +1,71 @@
-//! Per-droplet sample history: only the series the group's expressions select, each a short
+//! The group's sample history: only the series the group's expressions select, each a short
 //! ring of points, long enough for the longest range any expression uses plus headroom.
 //! Memory grows with the selected series, not with the size of the expositions.
+//!
+//! Series are kept per [`Unit`], what one scrape fetches: a droplet's endpoint of one source,
+//! or one URL of a `target` source. Staleness follows the unit, as in Prometheus, where it
+//! follows the scrape target.
 
 use super::exposition::{ParseError, parse_with};
 use crate::query::{Labels, Selector, SeriesSource};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-/// The labels every series of a droplet carries besides its own.
+/// The labels every series of one scrape carries besides its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DropletIdentity {
-    /// DigitalOcean's droplet id.
+    /// DigitalOcean's droplet id; 0 for a `target` source's URL (no droplet).
     pub id: u64,
-    /// The droplet's name.
+    /// The droplet's name ("" for a target).
     pub name: String,
     /// `address:port` that was scraped, as Prometheus's `instance`.
     pub instance: String,
+    /// The source's name, carried as `source`.
+    pub source: String,
 }
 
-/// One droplet's series: labels to points (time in ms, value), oldest first.
+/// What one scrape fetches, and so what goes stale together: a droplet's endpoint of one
+/// source (`target` empty), or one URL of a `target` source (`droplet` 0, `target` its
+/// instance).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Unit {
+    /// The droplet, or 0.
+    pub droplet: u64,
+    /// The source's name.
+    pub source: Box<str>,
+    /// A target's instance, or "".
+    pub target: Box<str>,
+}
+
+impl Unit {
+    /// The unit a scrape with this identity fills.
+    pub fn of(identity: &DropletIdentity) -> Unit {
+        Unit {
+            droplet: identity.id,
+            source: identity.source.as_str().into(),
+            target: if identity.id == 0 {
+                identity.instance.as_str().into()
+            } else {
+                "".into()
+            },
+        }
+    }
+
+    /// The unit a kept series belongs to, from its droplet and labels.
+    fn of_series(droplet: u64, labels: &Labels) -> Unit {
+        Unit {
+            droplet,
+            source: labels.get("source").into(),
+            target: if droplet == 0 {
+                labels.get("instance").into()
+            } else {
+                "".into()
+            },
+        }
+    }
+}
+
+/// One unit's series: labels to points (time in ms, value), oldest first.
 type DropletSeries = HashMap<Labels, Vec<(i64, f64)>>;
 
 /// The history of one group.
@@ -28,7 +75,7 @@ pub struct History {
     retention: Duration,
     max_points: usize,
     typical_points: usize,
-    droplets: BTreeMap<u64, DropletSeries>,
+    droplets: BTreeMap<Unit, DropletSeries>,
     /// Points added since [`History::take_new_points`] last ran: what the state database has
     /// not been given yet (it is appended to, never rewritten).
     new_points: Vec<NewPoint>,
@@ -79,8 +126,8 @@ impl History {
         }
     }
 
-    /// Parses one scrape of `droplet` taken at `at_ms` and records the selected samples. A
-    /// malformed exposition records nothing and returns the parser's error.
+    /// Parses one scrape of `droplet` (or a target) taken at `at_ms` and records the selected
+    /// samples. A malformed exposition records nothing and returns the parser's error.
     pub fn record(
         &mut self,
         droplet: &DropletIdentity,
@@ -94,9 +141,10 @@ impl History {
         parse_with(body, source, |sample| {
             let label = |name: &str| -> &str {
                 match name {
-                    "droplet_id" => &id_text,
-                    "droplet_name" => &droplet.name,
+                    "droplet_id" if droplet.id != 0 => &id_text,
+                    "droplet_name" if droplet.id != 0 => &droplet.name,
                     "instance" => &droplet.instance,
+                    "source" => &droplet.source,
                     _ => sample
                         .labels
                         .iter()
@@ -108,17 +156,25 @@ impl History {
             if !selectors.iter().any(|s| s.matches(sample.name, label)) {
                 return;
             }
+            let (id_label, name_label) = if droplet.id == 0 {
+                ("", "")
+            } else {
+                (id_text.as_str(), droplet.name.as_str())
+            };
+            // An empty value removes the label, so a target's series carry no droplet labels
+            // even when its exposition has them.
             let labels = Labels::new(sample.labels.iter().map(|(k, v)| (*k, v.as_ref())).chain([
                 ("__name__", sample.name),
-                ("droplet_id", id_text.as_str()),
-                ("droplet_name", droplet.name.as_str()),
+                ("droplet_id", id_label),
+                ("droplet_name", name_label),
                 ("instance", droplet.instance.as_str()),
+                ("source", droplet.source.as_str()),
             ]));
             selected.push((labels, sample.timestamp_ms.unwrap_or(at_ms), sample.value));
         })?;
         let count = selected.len();
         let typical = self.typical_points;
-        let series = self.droplets.entry(droplet.id).or_default();
+        let series = self.droplets.entry(Unit::of(droplet)).or_default();
         // A series this scrape lacks goes stale now, as in Prometheus.
         let present: std::collections::HashSet<&Labels> =
             selected.iter().map(|(labels, _, _)| labels).collect();
@@ -158,17 +214,42 @@ impl History {
         Ok(count)
     }
 
-    /// Marks every series of a droplet stale at `at_ms`: its scrape failed, or it was not
-    /// scraped (not active any more). Range functions still see its earlier samples.
-    pub fn mark_stale(&mut self, id: u64, at_ms: i64) {
-        if let Some(series) = self.droplets.get_mut(&id) {
+    /// Marks every series of a unit stale at `at_ms`: its scrape failed. Range functions
+    /// still see its earlier samples.
+    pub fn mark_stale(&mut self, unit: &Unit, at_ms: i64) {
+        if let Some(series) = self.droplets.get_mut(unit) {
             for (labels, points) in series.iter_mut() {
                 if push_stale(points, at_ms) {
-                    self.new_points
-                        .push((id, labels.clone(), at_ms, crate::query::eval::STALE));
+                    self.new_points.push((
+                        unit.droplet,
+                        labels.clone(),
+                        at_ms,
+                        crate::query::eval::STALE,
+                    ));
                 }
             }
         }
+    }
+
+    /// Marks every series of a droplet, of every source, stale at `at_ms`: it was not scraped
+    /// (not active any more).
+    pub fn mark_droplet_stale(&mut self, id: u64, at_ms: i64) {
+        let units: Vec<Unit> = self.units_of(id).cloned().collect();
+        for unit in units {
+            self.mark_stale(&unit, at_ms);
+        }
+    }
+
+    fn units_of(&self, id: u64) -> impl Iterator<Item = &Unit> {
+        let start = Unit {
+            droplet: id,
+            source: "".into(),
+            target: "".into(),
+        };
+        self.droplets
+            .range(start..)
+            .map(|(unit, _)| unit)
+            .take_while(move |unit| unit.droplet == id)
     }
 
     /// The points added since the last call, oldest first, for the state database.
@@ -178,8 +259,18 @@ impl History {
 
     /// Puts back a series kept in the state database (a restart, `plan` beside the daemon),
     /// if it is still selected: its points in time order, before anything newer is recorded.
-    /// Then [`History::prune`].
+    /// Then [`History::prune`]. A series kept before sources existed carries no `source`: it
+    /// was the droplets' own, and comes back as `source="droplets"`.
     pub fn restore_series(&mut self, id: u64, labels: Labels, mut kept: Vec<(i64, f64)>) {
+        let labels = if labels.get("source").is_empty() {
+            Labels::new(
+                labels
+                    .iter()
+                    .chain([("source", crate::config::DROPLETS_SOURCE)]),
+            )
+        } else {
+            labels
+        };
         if !self
             .selectors
             .iter()
@@ -190,7 +281,7 @@ impl History {
         kept.reserve(self.typical_points.saturating_sub(kept.len()));
         let points = self
             .droplets
-            .entry(id)
+            .entry(Unit::of_series(id, &labels))
             .or_default()
             .entry(labels)
             .or_default();
@@ -207,6 +298,7 @@ impl History {
     pub fn fresh_droplets(&self, selectors: &[&Selector]) -> std::collections::HashSet<u64> {
         self.droplets
             .iter()
+            .filter(|(unit, _)| unit.droplet != 0)
             .filter(|(_, series)| {
                 series.iter().any(|(labels, points)| {
                     points
@@ -217,7 +309,7 @@ impl History {
                             .any(|s| s.matches(labels.name(), |n| labels.get(n)))
                 })
             })
-            .map(|(id, _)| *id)
+            .map(|(unit, _)| unit.droplet)
             .collect()
     }
 
@@ -230,14 +322,16 @@ impl History {
         self.droplets.retain(|_, series| !series.is_empty());
     }
 
-    /// Forgets every droplet not in `alive` (deleted droplets).
+    /// Forgets every droplet not in `alive` (deleted droplets); targets stay.
     pub fn retain_droplets(&mut self, alive: &dyn Fn(u64) -> bool) {
-        self.droplets.retain(|id, _| alive(*id));
+        self.droplets
+            .retain(|unit, _| unit.droplet == 0 || alive(unit.droplet));
     }
 
-    /// Forgets one droplet (a failed scrape keeps its older points; this is for removal).
+    /// Forgets one droplet, every source of it (a failed scrape keeps its older points; this
+    /// is for removal).
     pub fn forget(&mut self, id: u64) {
-        self.droplets.remove(&id);
+        self.droplets.retain(|unit, _| unit.droplet != id);
     }
 
     /// How long points are kept.
@@ -321,6 +415,7 @@ mod tests {
             id,
             name: format!("web-{id}"),
             instance: format!("10.0.0.{id}:9110"),
+            source: "droplets".into(),
         }
     }
 
@@ -382,7 +477,7 @@ mod tests {
         history
             .record(&droplet(1), 15_000, "counter 4\n", "t")
             .unwrap();
-        history.mark_stale(1, 30_000);
+        history.mark_droplet_stale(1, 30_000);
         let new = history.take_new_points();
         assert_eq!(new.len(), 3, "two samples and a staleness marker");
         assert!(history.take_new_points().is_empty(), "handed over once");
@@ -550,7 +645,7 @@ mod tests {
             "one series left, not two: {at_15:?}"
         );
         // A failed scrape makes every series stale; the range still counts what was there.
-        history.mark_stale(1, 30_000);
+        history.mark_droplet_stale(1, 30_000);
         assert_eq!(value(&history, &instant, 30_000), None);
         let counted = evaluate(&range.node, &history, 30_000, EvalOptions::default()).unwrap();
         assert!(

@@ -77,17 +77,42 @@ impl fmt::Display for MissingReason {
     }
 }
 
-/// One droplet to scrape.
+/// One endpoint to scrape: a droplet's, or a `target` source's URL (`droplet_id` 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    /// The droplet.
+    /// The droplet, or 0.
     pub droplet_id: u64,
-    /// Its name.
+    /// Its name ("" for a target).
     pub droplet_name: String,
     /// `address:port`.
     pub instance: String,
     /// The URL to fetch.
     pub url: String,
+    /// The source it belongs to.
+    pub source: String,
+    /// How long its scrape may take.
+    pub timeout: Duration,
+    /// How to authenticate, if at all (secrets redacted in `Debug`).
+    pub credentials: Option<Credentials>,
+}
+
+/// How a request authenticates. The secrets print as `[redacted]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// `Authorization: Bearer <token>`.
+    Bearer(crate::config::ApiToken),
+    /// HTTP basic authentication.
+    Basic(String, crate::config::ApiToken),
+}
+
+impl Credentials {
+    /// Adds the `Authorization` header to a request.
+    pub fn apply(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Credentials::Bearer(token) => request.bearer_auth(token.expose()),
+            Credentials::Basic(user, password) => request.basic_auth(user, Some(password.expose())),
+        }
+    }
 }
 
 /// The address of the configured kind, once the droplet has one.
@@ -127,6 +152,9 @@ pub fn targets(
             droplet_name: droplet.name.clone(),
             url: format!("http://{instance}{}", scrape.path),
             instance,
+            source: crate::config::DROPLETS_SOURCE.to_string(),
+            timeout: scrape.timeout,
+            credentials: None,
         });
     }
     (ready, missing)
@@ -140,6 +168,7 @@ pub struct Scraper {
     http: reqwest::Client,
     limit: Arc<Semaphore>,
     body_limit: usize,
+    credentials_dir: Option<Arc<std::path::PathBuf>>,
 }
 
 /// Why a scraper could not be built.
@@ -163,7 +192,24 @@ impl Scraper {
             http,
             limit: Arc::new(Semaphore::new(concurrency.max(1))),
             body_limit,
+            credentials_dir: None,
         })
+    }
+
+    /// Where the systemd credentials that sources name are (`$CREDENTIALS_DIRECTORY`).
+    pub fn with_credentials_dir(mut self, dir: Option<std::path::PathBuf>) -> Scraper {
+        self.credentials_dir = dir.map(Arc::new);
+        self
+    }
+
+    /// The systemd credentials folder, if the service has one.
+    pub fn credentials_dir(&self) -> Option<&std::path::Path> {
+        self.credentials_dir.as_deref().map(|p| p.as_path())
+    }
+
+    /// The HTTP client (for queries to a remote server).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// A scraper sharing this one's HTTP client but with its own `concurrency` slots.
@@ -172,12 +218,23 @@ impl Scraper {
             http: self.http.clone(),
             limit: Arc::new(Semaphore::new(concurrency.max(1))),
             body_limit: self.body_limit,
+            credentials_dir: self.credentials_dir.clone(),
         }
     }
 
-    /// Fetches one target.
+    /// Fetches one URL.
     pub async fn fetch(&self, url: &str, timeout: Duration) -> Result<String, MissingReason> {
-        let request = self
+        self.fetch_with(url, timeout, None).await
+    }
+
+    /// Fetches one URL, authenticated with `credentials` when given.
+    pub async fn fetch_with(
+        &self,
+        url: &str,
+        timeout: Duration,
+        credentials: Option<&Credentials>,
+    ) -> Result<String, MissingReason> {
+        let mut request = self
             .http
             .get(url)
             .header(
@@ -185,6 +242,9 @@ impl Scraper {
                 "text/plain;version=0.0.4;q=1,*/*;q=0.1",
             )
             .timeout(timeout);
+        if let Some(credentials) = credentials {
+            request = credentials.apply(request);
+        }
         let fetch = async {
             let mut response = request.send().await.map_err(|e| classify(&e, timeout))?;
             if !response.status().is_success() {
@@ -206,25 +266,28 @@ impl Scraper {
         }
     }
 
-    /// Fetches every target concurrently (bounded), each with `timeout`, the whole phase
+    /// Fetches every target concurrently (bounded), each with its own timeout, the whole phase
     /// ending at `deadline`, waiting for a slot included: a target whose turn has not come by
     /// then is [`MissingReason::NotReached`]. Results come in the targets' order.
     pub async fn fetch_all(
         &self,
         targets: &[Target],
-        timeout: Duration,
         deadline: tokio::time::Instant,
     ) -> Vec<Result<String, MissingReason>> {
         let mut set = JoinSet::new();
         for (index, target) in targets.iter().enumerate() {
             let scraper = self.clone();
             let url = target.url.clone();
+            let credentials = target.credentials.clone();
+            let timeout = target.timeout;
             set.spawn(async move {
                 let fetched = tokio::time::timeout_at(deadline, async {
                     // The semaphore is never closed, so acquiring only waits.
                     let _permit = scraper.limit.acquire().await;
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    scraper.fetch(&url, timeout.min(left)).await
+                    scraper
+                        .fetch_with(&url, timeout.min(left), credentials.as_ref())
+                        .await
                 })
                 .await;
                 (index, fetched.unwrap_or(Err(MissingReason::NotReached)))

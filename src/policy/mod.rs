@@ -52,6 +52,23 @@ pub struct Member {
     /// Its metrics endpoint answered this tick (shown by `plan`; the decision judges the series
     /// each rule read, [`Input::unread`]).
     pub scraped: bool,
+    /// Whether it is doing work, by `scale_in.busy` and `[idle] busy`.
+    pub work: Work,
+}
+
+/// Whether a droplet is doing work (a CI job, a queue item), by the group's busy expressions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Work {
+    /// The group has no busy expression.
+    Unjudged,
+    /// Working: never a victim.
+    Busy,
+    /// Idle since this instant (as far as this daemon has watched it).
+    Idle(DateTime<Utc>),
+    /// No value (booting, not scraped, or absent from the answer): never a victim, and idle
+    /// for the idle headroom (so a booting droplet does not ask for more).
+    Unknown,
 }
 
 /// The truth of one comparison.
@@ -167,7 +184,11 @@ pub fn decide(input: &Input<'_>, memory: &mut GroupMemory) -> Decision {
         "{current} droplets count toward the size: {active} active, {booting} booting"
     ));
 
-    let reports = rules::evaluate(group, input.observations, current, active, memory, now);
+    let bounds = bounds_at(group, now);
+    let mut reports = rules::evaluate(group, input.observations, current, active, memory, now);
+    if let Some(idle) = &group.idle {
+        reports.push(rules::idle_headroom(idle, &bounds, input.members));
+    }
     let (mut desired, mut winner) = rules::strongest(&reports, current, &mut steps);
     hold_on_partial_data(
         &reports,
@@ -178,7 +199,6 @@ pub fn decide(input: &Input<'_>, memory: &mut GroupMemory) -> Decision {
         &mut steps,
     );
 
-    let bounds = bounds_at(group, now);
     let forced = apply_bounds(&bounds, current, &mut desired, &mut winner, &mut steps);
     count_off_toward_max(
         input.members,
@@ -219,8 +239,14 @@ pub fn decide(input: &Input<'_>, memory: &mut GroupMemory) -> Decision {
     if desired < current {
         victims = choose_victims(group, input.members, current - desired, now);
         if (victims.len() as u32) < current - desired {
+            let idle = match &group.idle {
+                Some(idle) if !idle.time.is_zero() => format!(", idle for {}", fmt(idle.time)),
+                Some(_) => ", idle".to_string(),
+                None if group.scale_in.busy.is_some() => ", not busy".to_string(),
+                None => String::new(),
+            };
             steps.push(format!(
-                "only {} droplet(s) may be removed (managed, unprotected, older than {}): removing {} instead of {}",
+                "only {} droplet(s) may be removed (managed, unprotected, older than {}{idle}): removing {} instead of {}",
                 victims.len(),
                 fmt(group.scale_in.min_age),
                 victims.len(),
@@ -506,7 +532,20 @@ fn brake(
     }
 }
 
-/// The droplets to remove: managed, unprotected, older than `min_age`, in the group's order.
+/// Whether a droplet's work allows removing it: with a busy expression only an idle droplet
+/// may go (a busy or unknown one never does), and with `[idle] time` only one idle that long.
+fn may_go_by_work(group: &Group, member: &Member, now: DateTime<Utc>) -> bool {
+    match member.work {
+        Work::Unjudged => group.scale_in.busy.is_none() && group.idle.is_none(),
+        Work::Busy | Work::Unknown => false,
+        Work::Idle(since) => group.idle.as_ref().is_none_or(|idle| {
+            now - since >= chrono::Duration::from_std(idle.time).unwrap_or_default()
+        }),
+    }
+}
+
+/// The droplets to remove: managed, unprotected, older than `min_age`, not working (with a
+/// busy expression), in the group's order.
 pub fn choose_victims(
     group: &Group,
     members: &[Member],
@@ -520,6 +559,7 @@ pub fn choose_victims(
         .filter(|m| m.managed || group.allow_unmanaged)
         .filter(|m| !m.protected)
         .filter(|m| now - m.created_at >= min_age)
+        .filter(|m| may_go_by_work(group, m, now))
         .collect();
     match &group.scale_in.choose {
         ScaleInChoice::Newest => {

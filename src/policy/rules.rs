@@ -2,8 +2,8 @@
 //! (scale-up beats no change beats scale-down; among ups the largest, among downs the
 //! smallest step).
 
-use super::{GroupMemory, Observation, RuleReport, Truth};
-use crate::config::{Change, Condition, Group, OnMissing, RuleKind};
+use super::{Bounds, GroupMemory, Member, MemberState, Observation, RuleReport, Truth, Work};
+use crate::config::{Change, Condition, Group, Idle, OnMissing, RuleKind};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -124,6 +124,21 @@ pub fn evaluate(
                     )
                 }
             }
+            (RuleKind::Desired { .. }, Observation::Number(value)) => {
+                let text = format!("{value:.4}");
+                if value.is_finite() {
+                    let wanted = value.ceil().clamp(0.0, u32::MAX as f64) as u32;
+                    (
+                        text,
+                        (
+                            format!("wants ceil({value:.4}) = {wanted}: proposes {wanted}"),
+                            Some(wanted),
+                        ),
+                    )
+                } else {
+                    (text, missing(&format!("the value is {value}")))
+                }
+            }
             (
                 RuleKind::Threshold {
                     condition,
@@ -195,6 +210,34 @@ pub fn evaluate(
     }
 
     reports
+}
+
+/// The name the idle headroom goes by in plans and decisions (brackets: no rule can be named
+/// so by accident, as it is the table's name).
+pub const IDLE_RULE: &str = "[idle]";
+
+/// The idle headroom's proposal: the busy droplets plus the idle count in force. Booting
+/// droplets and droplets without a busy value count as idle here, or every booting droplet
+/// would ask for more, tick after tick.
+pub fn idle_headroom(idle: &Idle, bounds: &Bounds, members: &[Member]) -> RuleReport {
+    let busy = members
+        .iter()
+        .filter(|m| m.state == MemberState::Active && m.work == Work::Busy)
+        .count() as u32;
+    let count = bounds.idle_count.unwrap_or(idle.count);
+    let from = match &bounds.schedule {
+        Some(schedule) if bounds.idle_count != Some(idle.count) => {
+            format!(" (schedule `{schedule}`)")
+        }
+        _ => String::new(),
+    };
+    let proposal = busy.saturating_add(count);
+    RuleReport {
+        name: IDLE_RULE.to_string(),
+        value: format!("{busy} busy"),
+        verdict: format!("{busy} busy + {count} kept idle{from} = {proposal}: proposes {proposal}"),
+        proposal: Some(proposal),
+    }
 }
 
 /// The strongest proposal and the rule that made it; `None` as winner means no change.

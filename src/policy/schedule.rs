@@ -18,6 +18,9 @@ pub struct Bounds {
     pub max: u32,
     /// The schedule that set them, if one is open.
     pub schedule: Option<String>,
+    /// The idle headroom in force (`[idle] count`, or an open schedule's `idle_count`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_count: Option<u32>,
 }
 
 /// When the window of `schedule` that covers `now` opened, if one does.
@@ -41,11 +44,16 @@ pub fn bounds_at(group: &Group, now: DateTime<Utc>) -> Bounds {
             min: schedule.min.unwrap_or(group.min),
             max: schedule.max.unwrap_or(group.max),
             schedule: Some(schedule.name.clone()),
+            idle_count: group
+                .idle
+                .as_ref()
+                .map(|idle| schedule.idle_count.unwrap_or(idle.count)),
         },
         None => Bounds {
             min: group.min,
             max: group.max,
             schedule: None,
+            idle_count: group.idle.as_ref().map(|idle| idle.count),
         },
     }
 }
@@ -65,6 +73,7 @@ mod tests {
             duration: Duration::from_secs(hours * 3600),
             min: Some(4),
             max: None,
+            idle_count: None,
         }
     }
 

@@ -289,6 +289,28 @@ impl Node {
         }
     }
 
+    /// Visits every selector, mutably.
+    pub fn for_each_selector_mut(&mut self, visit: &mut dyn FnMut(&mut Selector)) {
+        match self {
+            Node::Instant(selector) | Node::Range { selector, .. } => visit(selector),
+            Node::Aggregate { param, expr, .. } => {
+                if let Some(param) = param {
+                    param.for_each_selector_mut(visit);
+                }
+                expr.for_each_selector_mut(visit);
+            }
+            Node::Binary { lhs, rhs, .. } => {
+                lhs.for_each_selector_mut(visit);
+                rhs.for_each_selector_mut(visit);
+            }
+            Node::Negate(inner) => inner.for_each_selector_mut(visit),
+            Node::Call { args, .. } => args
+                .iter_mut()
+                .for_each(|a| a.for_each_selector_mut(visit)),
+            Node::Number(_) => {}
+        }
+    }
+
     fn walk<'a>(&'a self, visit: &mut dyn FnMut(&'a Node)) {
         visit(self);
         match self {

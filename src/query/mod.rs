@@ -262,6 +262,87 @@ pub fn check_syntax(expr: &str) -> Result<(), QueryError> {
     compile(expr).map(|_| ())
 }
 
+/// Parses with the size limits and the parser's panics caught, nothing compiled.
+fn parse_full(text: &str) -> Result<promql_parser::parser::Expr, QueryError> {
+    if text.trim().is_empty() {
+        return Err(QueryError::Syntax("the expression is empty".into()));
+    }
+    check_size(text)?;
+    check_duration_numbers(text)?;
+    std::panic::catch_unwind(|| promql_parser::parser::parse(text))
+        .map_err(|_| {
+            QueryError::Syntax(
+                "the expression parser gave up on this text: check its ranges and numbers".into(),
+            )
+        })?
+        .map_err(|reason| QueryError::Syntax(reason.trim().to_string()))
+}
+
+/// Checks an expression a remote Prometheus server evaluates: it must be PromQL within the
+/// size limits; the whole language is allowed (the server, not do-scaler, evaluates it).
+pub fn check_remote_syntax(expr: &str) -> Result<(), QueryError> {
+    parse_full(expr).map(|_| ())
+}
+
+/// The text a remote server is asked for when the answer is read as a truth: a comparison at
+/// the root gets the `bool` modifier, so "false" (every value 0) is told apart from "no data"
+/// (an empty answer). Anything else is sent as written. Says whether the root is a comparison.
+pub fn remote_truth_query(expr: &str) -> Result<(String, bool), QueryError> {
+    use promql_parser::parser::Expr;
+    let mut parsed = parse_full(expr)?;
+    let mut root = &mut parsed;
+    while let Expr::Paren(inner) = root {
+        root = &mut inner.expr;
+    }
+    match root {
+        Expr::Binary(binary) if binary.op.is_comparison_operator() => {
+            let already = binary.modifier.as_ref().is_some_and(|m| m.return_bool);
+            if already {
+                return Ok((expr.to_string(), true));
+            }
+            let modifier = binary.modifier.get_or_insert_with(Default::default);
+            modifier.return_bool = true;
+            Ok((parsed.to_string(), true))
+        }
+        _ => Ok((expr.to_string(), false)),
+    }
+}
+
+/// The compiled expression read as a truth: a comparison at the root returns 0 or 1 per
+/// series (`bool`) instead of filtering, so a false series is told apart from a missing one.
+pub fn as_truth(node: &Node) -> Node {
+    match node {
+        Node::Binary {
+            op,
+            lhs,
+            rhs,
+            matching,
+            ..
+        } if op.is_comparison() => Node::Binary {
+            op: *op,
+            lhs: lhs.clone(),
+            rhs: rhs.clone(),
+            return_bool: true,
+            matching: matching.clone(),
+        },
+        other => other.clone(),
+    }
+}
+
+/// Makes every selector of `node` without a `source` matcher select `source="<name>"`: a rule
+/// reads its own source unless a selector names another.
+pub fn restrict_to_source(node: &mut Node, name: &str) {
+    node.for_each_selector_mut(&mut |selector| {
+        if !selector.matchers.iter().any(|m| m.name == "source") {
+            selector.matchers.push(promql_parser::label::Matcher::new(
+                promql_parser::label::MatchOp::Equal,
+                "source",
+                name,
+            ));
+        }
+    });
+}
+
 /// Series held in memory: for tests and for `do-scaler query --file`.
 #[derive(Debug, Clone, Default)]
 pub struct MemorySource {

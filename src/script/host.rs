@@ -47,6 +47,8 @@ pub struct RunContext {
     pub http: Result<reqwest::Client, super::webhook::WebhookError>,
     /// Which script is running (for errors and logs).
     pub script: Mutex<String>,
+    /// Where the systemd credentials that user data names are.
+    pub credentials_dir: Option<std::path::PathBuf>,
 }
 
 impl RunContext {
@@ -194,6 +196,17 @@ fn create_droplets(count: i64) -> HostResult<Array> {
         ));
     }
     let template = &ctx.group.template;
+    // Credentials in the user data are filled in now, and only into the request.
+    let user_data = match &template.user_data {
+        Some(text) => match crate::config::user_data::fill_in(text, ctx.credentials_dir.as_deref())
+        {
+            Ok(filled) => Some(filled),
+            Err(error) => {
+                return fail(format!("create_droplets: {error}: nothing was created"));
+            }
+        },
+        None => None,
+    };
     let names: Vec<String> = (0..count as usize)
         .map(|i| unique_name(&template.name_prefix, i))
         .collect();
@@ -223,7 +236,7 @@ fn create_droplets(count: i64) -> HostResult<Array> {
         ipv6: template.ipv6,
         monitoring: template.monitoring,
         tags,
-        user_data: template.user_data.clone(),
+        user_data,
         vpc_uuid: template.vpc_uuid.clone(),
     };
     crate::failpoint::hit("create.before_journal");

@@ -89,6 +89,7 @@ pub struct Runner {
     client: Client,
     journal: Arc<dyn Journal>,
     http: Result<reqwest::Client, super::webhook::WebhookError>,
+    credentials_dir: Option<std::path::PathBuf>,
 }
 
 fn describe(name: &str, error: &EvalAltResult, deadline: Duration) -> String {
@@ -117,7 +118,14 @@ impl Runner {
             client,
             journal,
             http: super::webhook::client(super::webhook::GuardedResolver::system()),
+            credentials_dir: None,
         }
+    }
+
+    /// Where the systemd credentials that user data names are (`$CREDENTIALS_DIRECTORY`).
+    pub fn with_credentials_dir(mut self, dir: Option<std::path::PathBuf>) -> Runner {
+        self.credentials_dir = dir;
+        self
     }
 
     /// Runs the request's actions to the end (or the first failure) and reports.
@@ -138,6 +146,7 @@ impl Runner {
             spent: Mutex::new(0),
             http: self.http.clone(),
             script: Mutex::new(String::new()),
+            credentials_dir: self.credentials_dir.clone(),
         });
         let scripts = self.scripts.clone();
         let for_thread = context.clone();
