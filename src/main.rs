@@ -186,9 +186,20 @@ struct SimArgs {
     /// Ports each droplet accepts TCP connections on (for health checks).
     #[arg(long, value_delimiter = ',', default_value = "22,80")]
     open_ports: Vec<u16>,
-    /// Total demand in vCPUs: N, step:BEFORE:AFTER:AT, sine:BASE:AMPLITUDE:PERIOD or csv:FILE.
+    /// Total demand in vCPUs: N, step:BEFORE:AFTER:AT, sine:BASE:AMPLITUDE:PERIOD or csv:FILE
+    /// (with --workload queue: jobs arriving per second, same forms).
     #[arg(long, default_value = "1")]
     demand: String,
+    /// What the demand is: "cpu" (vCPUs of work shared by the droplets) or "queue" (jobs that
+    /// wait in a queue and run on droplets; serves /drone/metrics and /gitlab/metrics).
+    #[arg(long, value_enum, default_value_t = Workload::Cpu)]
+    workload: Workload,
+    /// With --workload queue: how long one job runs.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    job_seconds: Duration,
+    /// With --workload queue: how many jobs one droplet runs at once.
+    #[arg(long, default_value_t = 2)]
+    concurrency: u32,
     /// The account's droplet limit (creates past it answer 422).
     #[arg(long, default_value_t = 10_000)]
     droplet_limit: u64,
@@ -220,6 +231,12 @@ struct SimArgs {
     /// instead of the sim's address: for testing a client's own rebasing.
     #[arg(long)]
     public_links: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    Cpu,
+    Queue,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -262,6 +279,12 @@ impl SimArgs {
             },
             clock: Arc::new(SystemClock),
             public_links: self.public_links,
+            queue: (self.workload == Workload::Queue).then_some(
+                do_scaler::sim::queue::QueueSettings {
+                    job_seconds: self.job_seconds.as_secs_f64().max(0.001),
+                    concurrency: self.concurrency.max(1),
+                },
+            ),
         })
     }
 }

@@ -67,7 +67,7 @@ async fn metrics(State(context): State<AgentContext>, headers: HeaderMap) -> Res
         let mut state = context.shared.lock();
         let (hang, garbage) = state.scrape_fault(context.id);
         let since = (now - state.last_advance()).to_std().unwrap_or_default();
-        let share = state.current_share();
+        let share = state.share_of(context.id);
         let Some(droplet) = state.droplets.get(&context.id) else {
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         };
@@ -75,6 +75,14 @@ async fn metrics(State(context): State<AgentContext>, headers: HeaderMap) -> Res
         machine.advance(since, share);
         let mut body = String::with_capacity(6 * 1024);
         machine.render(&mut body);
+        if let Some(queue) = &state.queue {
+            use std::fmt::Write as _;
+            let _ = writeln!(
+                body,
+                "# HELP sim_jobs_running Jobs this droplet runs now (the sim's queue workload).\n# TYPE sim_jobs_running gauge\nsim_jobs_running {}",
+                queue.running_on(context.id)
+            );
+        }
         state.stats.scrapes_total += 1;
         *state.stats.scrapes.entry(context.id).or_insert(0) += 1;
         (hang, garbage, body)

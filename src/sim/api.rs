@@ -63,6 +63,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
     router
         .route_layer(middleware::from_fn_with_state(shared.clone(), gate))
         .route("/v2/_sim/stats", get(stats))
+        // Like a Prometheus target: no token.
+        .route("/drone/metrics", get(drone_metrics))
+        .route("/gitlab/metrics", get(gitlab_metrics))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -651,4 +654,50 @@ pub fn new_load_balancer(id: &str, name: &str) -> LoadBalancer {
         tag: String::new(),
         status: "active".into(),
     }
+}
+
+/// A Drone server's `/metrics` under the queue workload (404 without it).
+async fn drone_metrics(State(shared): Shared2) -> Response {
+    shared.sync();
+    let state = shared.lock();
+    match &state.queue {
+        Some(queue) => exposition(queue.render_drone()),
+        None => no_workload(),
+    }
+}
+
+/// A GitLab runner manager's `/metrics` under the queue workload (404 without it).
+async fn gitlab_metrics(State(shared): Shared2) -> Response {
+    shared.sync();
+    let state = shared.lock();
+    match &state.queue {
+        Some(queue) => {
+            let active = state
+                .droplets
+                .values()
+                .filter(|d| d.droplet.status == crate::digitalocean::DropletStatus::Active)
+                .count();
+            exposition(queue.render_gitlab(active))
+        }
+        None => no_workload(),
+    }
+}
+
+fn exposition(body: String) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn no_workload() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "The sim serves CI metrics only with --workload queue.",
+    )
 }

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod api;
 pub mod catalog;
 pub mod load;
+pub mod queue;
 pub mod state;
 
 use crate::clock::{Clock, SystemClock};
@@ -61,6 +62,9 @@ pub struct SimOptions {
     /// does, instead of the address the request came to: a client that follows links without
     /// rebasing them would leave the machine, so this keeps a client's own rebasing tested.
     pub public_links: bool,
+    /// The queue workload: `demand` is then jobs arriving per second, each running
+    /// `job_seconds` on a droplet that takes `concurrency` at once. `None`: demand is vCPUs.
+    pub queue: Option<queue::QueueSettings>,
 }
 
 impl Default for SimOptions {
@@ -83,6 +87,7 @@ impl Default for SimOptions {
             faults: Faults::default(),
             clock: Arc::new(SystemClock),
             public_links: false,
+            queue: None,
         }
     }
 }
@@ -171,6 +176,7 @@ impl Shared {
             "created_names": state.stats.created_names,
             "demand": state.demand.at(elapsed),
             "subnet": format!("127.{}.0.0/16", state.subnet),
+            "queue": state.queue.as_ref().map(queue::Queue::counts),
         })
     }
 }
@@ -236,6 +242,7 @@ impl Sim {
             options.seed,
         );
         state.faults = options.faults.clone();
+        state.queue = options.queue.map(queue::Queue::new);
         let mut activated = Vec::new();
         let mut tags = vec![options.seed_tag.clone()];
         tags.extend(options.seed_managed_tag.clone());
@@ -409,6 +416,21 @@ impl Sim {
     /// The last requests seen (up to 10,000), for conformance tests.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.iter().cloned().collect()
+    }
+
+    /// The queue workload's counts now (`None` without `--workload queue`).
+    pub fn queue(&self) -> Option<queue::QueueCounts> {
+        self.shared.sync();
+        self.shared.lock().queue.as_ref().map(queue::Queue::counts)
+    }
+
+    /// Jobs a droplet runs now under the queue workload.
+    pub fn jobs_on(&self, id: u64) -> u32 {
+        self.shared
+            .lock()
+            .queue
+            .as_ref()
+            .map_or(0, |q| q.running_on(id))
     }
 
     /// CPU utilisation each active droplet carries now (share / vcpus, capped at 1).

@@ -129,6 +129,8 @@ pub struct State {
     pub departed: Vec<(Droplet, DateTime<Utc>)>,
     /// The share of demand per active droplet at the last advance.
     current_share: f64,
+    /// The queue workload, when the demand is jobs per second rather than vCPUs.
+    pub queue: Option<super::queue::Queue>,
 }
 
 /// Droplets activated by an advance, whose endpoints must now be served.
@@ -165,6 +167,7 @@ impl State {
             hung: BTreeSet::new(),
             departed: Vec::new(),
             current_share: 0.0,
+            queue: None,
         }
     }
 
@@ -377,6 +380,15 @@ impl State {
         self.current_share
     }
 
+    /// The vCPUs of work droplet `id` carried at the last advance: its running jobs (one vCPU
+    /// each) under the queue workload, else the even share.
+    pub fn share_of(&self, id: u64) -> f64 {
+        match &self.queue {
+            Some(queue) => f64::from(queue.running_on(id)),
+            None => self.current_share,
+        }
+    }
+
     /// The vCPUs of work each active droplet carries at `at`.
     pub fn share(&self, at: DateTime<Utc>) -> f64 {
         let active = self
@@ -414,12 +426,35 @@ impl State {
             for id in ready {
                 activated.extend(self.activate(id));
             }
-            let share = self.share(next);
-            self.current_share = share;
             let dt = (next - self.last_advance).to_std().unwrap_or_default();
-            for droplet in self.droplets.values_mut() {
-                if droplet.droplet.status == DropletStatus::Active {
-                    droplet.machine.advance(dt, share);
+            if let Some(queue) = &mut self.queue {
+                // The demand is jobs per second; each running job keeps one vCPU busy.
+                let since_start = (next - self.started).to_std().unwrap_or_default();
+                let active: Vec<u64> = self
+                    .droplets
+                    .iter()
+                    .filter(|(_, d)| d.droplet.status == DropletStatus::Active)
+                    .map(|(id, _)| *id)
+                    .collect();
+                queue.step(
+                    since_start.as_secs_f64(),
+                    dt.as_secs_f64(),
+                    self.demand.at(since_start),
+                    &active,
+                    &mut self.rng,
+                );
+                for (id, droplet) in self.droplets.iter_mut() {
+                    if droplet.droplet.status == DropletStatus::Active {
+                        droplet.machine.advance(dt, f64::from(queue.running_on(*id)));
+                    }
+                }
+            } else {
+                let share = self.share(next);
+                self.current_share = share;
+                for droplet in self.droplets.values_mut() {
+                    if droplet.droplet.status == DropletStatus::Active {
+                        droplet.machine.advance(dt, share);
+                    }
                 }
             }
             self.last_advance = next;
@@ -472,6 +507,9 @@ impl State {
         let Some(gone) = self.droplets.remove(&id) else {
             return false;
         };
+        if let Some(queue) = &mut self.queue {
+            queue.remove(id);
+        }
         self.departed.retain(|(_, until)| *until > now);
         if !self.faults.list_lag.is_zero() {
             let until = now + chrono::Duration::from_std(self.faults.list_lag).unwrap_or_default();
