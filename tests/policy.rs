@@ -4,7 +4,8 @@
 use chrono::{DateTime, Duration as Span, Utc};
 use do_scaler::config::{Group, group_from_toml};
 use do_scaler::policy::{
-    Decision, Direction, GroupMemory, Input, Member, MemberState, Observation, Truth, decide,
+    Decision, Direction, GroupMemory, Input, Member, MemberState, Observation, Truth, Work,
+    decide,
 };
 use proptest::prelude::*;
 
@@ -42,6 +43,7 @@ fn member(id: u64, state: MemberState, age_minutes: i64) -> Member {
         protected: false,
         busy: None,
         scraped: true,
+        work: Work::Unjudged,
     }
 }
 
@@ -745,4 +747,110 @@ fn powered_off_droplets_count_toward_max_and_are_never_removed() {
     let down = once(&g, &members, &[Observation::Number(0.1)]);
     assert_eq!(down.desired, 1, "{:#?}", down.steps);
     assert!(!down.victims.contains(&3));
+}
+
+/// Issue 18: a desired rule proposes the rounded-up number, bounded and braked like any rule;
+/// a value that is not a number holds.
+#[test]
+fn desired_rules_propose_the_number_wanted() {
+    let g = group("min = 0\nmax = 8\n[[rule]]\nname = \"queue\"\ndesired = 'x'\n");
+    for (value, current, expected) in [(4.2, 2, 5), (0.0, 3, 0), (30.0, 2, 8), (2.0, 2, 2)] {
+        let d = once(&g, &active(current), &[Observation::Number(value)]);
+        assert_eq!(d.desired, expected, "{value} with {current}: {:?}", d.steps);
+    }
+    // From nothing: the group starts when work arrives.
+    let d = once(&g, &[], &[Observation::Number(1.5)]);
+    assert_eq!((d.current, d.desired), (0, 2), "{:?}", d.steps);
+    let d = once(&g, &active(3), &[Observation::Missing("no data".into())]);
+    assert_eq!(d.desired, 3, "missing data holds");
+}
+
+fn idle_group(extra: &str) -> Group {
+    group(&format!(
+        "min = 0\nmax = 10\n[scale_in]\nmin_age = \"0s\"\n[idle]\ncount = 2\nbusy = 'x > 0'\n{extra}"
+    ))
+}
+
+fn worker(id: u64, work: Work) -> Member {
+    Member {
+        work,
+        ..member(id, MemberState::Active, 60)
+    }
+}
+
+/// Issue 18: desired is at least busy + idle count; booting and unknown droplets count as
+/// idle there (no runaway growth), and as busy when victims are chosen.
+#[test]
+fn idle_headroom_keeps_ready_droplets_and_removes_only_idle_ones() {
+    let long_ago = t0() - Span::hours(1);
+    let g = idle_group("");
+    // 2 busy, 2 booting: 2 + 2 = 4 = current, no change (booting ones do not ask for more).
+    let mut members = vec![worker(1, Work::Busy), worker(2, Work::Busy)];
+    members.extend((100..102).map(|id| Member {
+        work: Work::Unknown,
+        ..member(id, MemberState::Booting, 1)
+    }));
+    let d = once(&g, &members, &[]);
+    assert_eq!(d.desired, 4, "{:?}", d.steps);
+    // 3 busy, no idle: grows to 5.
+    let members: Vec<Member> = (1..=3).map(|id| worker(id, Work::Busy)).collect();
+    let d = once(&g, &members, &[]);
+    assert_eq!(d.desired, 5, "{:?}", d.steps);
+    // 1 busy, 1 unknown, 3 idle: wants 1 + 2 = 3 of 5; only idle droplets may go.
+    let members = vec![
+        worker(1, Work::Busy),
+        worker(2, Work::Unknown),
+        worker(3, Work::Idle(long_ago)),
+        worker(4, Work::Idle(long_ago)),
+        worker(5, Work::Idle(long_ago)),
+    ];
+    let d = once(&g, &members, &[]);
+    assert_eq!(d.desired, 3, "{:?}", d.steps);
+    assert_eq!(d.victims.len(), 2);
+    assert!(d.victims.iter().all(|v| *v >= 3), "{:?}", d.victims);
+    // With idle.time, a droplet idle for less may not go.
+    let g = idle_group("time = \"20m\"\n");
+    let members = vec![
+        worker(1, Work::Busy),
+        worker(3, Work::Idle(t0() - Span::minutes(5))),
+        worker(4, Work::Idle(t0() - Span::minutes(30))),
+        worker(5, Work::Idle(t0() - Span::minutes(5))),
+    ];
+    let d = once(&g, &members, &[]);
+    assert_eq!(d.victims, vec![4], "{:?}", d.steps);
+    assert_eq!(d.desired, 3);
+}
+
+/// Issue 18: a schedule's idle_count replaces the idle count while it is open (off-peak).
+#[test]
+fn a_schedule_sets_the_idle_count_while_open() {
+    let g = idle_group(
+        "[[schedule]]\nname = \"off-peak\"\ncron = \"0 0 * * *\"\nduration = \"24h\"\nidle_count = 0\n",
+    );
+    let members: Vec<Member> = (1..=3).map(|id| worker(id, Work::Busy)).collect();
+    let d = once(&g, &members, &[]);
+    assert_eq!(d.desired, 3, "{:?}", d.steps);
+    assert_eq!(d.bounds.idle_count, Some(0));
+}
+
+/// Issue 18: with scale_in.busy, a busy droplet or one whose busy state is missing is never a
+/// victim, whatever the rules want.
+#[test]
+fn busy_droplets_are_never_victims() {
+    let g = group(
+        "min = 0\nmax = 10\n[scale_in]\nmin_age = \"0s\"\nbusy = 'x > 0'\n[[rule]]\nname = \"q\"\ndesired = 'y'\n",
+    );
+    let members = vec![
+        worker(1, Work::Busy),
+        worker(2, Work::Unknown),
+        worker(3, Work::Idle(t0())),
+    ];
+    let d = once(&g, &members, &[Observation::Number(0.0)]);
+    assert_eq!(d.victims, vec![3], "{:?}", d.steps);
+    assert_eq!(d.desired, 2);
+    assert!(
+        d.steps.iter().any(|s| s.contains("not busy")),
+        "{:?}",
+        d.steps
+    );
 }
