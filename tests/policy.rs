@@ -4,8 +4,7 @@
 use chrono::{DateTime, Duration as Span, Utc};
 use do_scaler::config::{Group, group_from_toml};
 use do_scaler::policy::{
-    Decision, Direction, GroupMemory, Input, Member, MemberState, Observation, Truth, Work,
-    decide,
+    Decision, Direction, GroupMemory, Input, Member, MemberState, Observation, Truth, Work, decide,
 };
 use proptest::prelude::*;
 

@@ -41,7 +41,10 @@ async fn every_droplet_is_scraped_or_missing_with_its_reason() {
     let scraper = Scraper::new(16, 1 << 20).unwrap();
     let started = Instant::now();
     let results = scraper
-        .fetch_all(&ready, tokio::time::Instant::now() + Duration::from_secs(10))
+        .fetch_all(
+            &ready,
+            tokio::time::Instant::now() + Duration::from_secs(10),
+        )
         .await;
     assert!(
         started.elapsed() < Duration::from_secs(3),

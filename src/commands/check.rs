@@ -99,10 +99,8 @@ pub fn check(config_path: &Path, overrides: &Overrides, env: EnvLookup<'_>) -> C
             let credentials_dir = env("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
             for group in &loaded.config.groups {
                 if let Some(text) = &group.template.user_data
-                    && let Err(error) = crate::config::user_data::check_available(
-                        text,
-                        credentials_dir.as_deref(),
-                    )
+                    && let Err(error) =
+                        crate::config::user_data::check_available(text, credentials_dir.as_deref())
                 {
                     let _ = writeln!(
                         stderr,

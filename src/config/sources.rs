@@ -4,8 +4,8 @@
 //! Prometheus server evaluates them). Also `[idle]` itself.
 
 use super::model::{
-    AddressKind, Auth, DROPLETS_SOURCE, Idle, PrometheusSource, Scrape, Secret, Source,
-    SourceKind, TargetSource,
+    AddressKind, Auth, DROPLETS_SOURCE, Idle, PrometheusSource, Scrape, Secret, Source, SourceKind,
+    TargetSource,
 };
 use super::schema::{GroupFile, IdleFile, SourceFile};
 use super::validate::{Report, check_expression, duration_or, span_of};
@@ -74,7 +74,9 @@ pub(super) fn build_sources(
         } else if !names.insert(name.clone()) {
             report.error(
                 span_of(&source.name),
-                format!("a second source is named `{name}`: source names must be unique in a group"),
+                format!(
+                    "a second source is named `{name}`: source names must be unique in a group"
+                ),
             );
         }
         if let Some(kind) = build_source(source, (interval, tick_timeout), base_dir, report) {
@@ -328,7 +330,10 @@ fn build_auth(source: &SourceFile, base_dir: &Path, report: &mut Report<'_>) -> 
             (Some(_), Some(credential)) => {
                 report.error(
                     span_of(credential),
-                    format!("source `{name}` sets both {} and {}: keep one", keys.0, keys.1),
+                    format!(
+                        "source `{name}` sets both {} and {}: keep one",
+                        keys.0, keys.1
+                    ),
                 );
                 None
             }
@@ -376,7 +381,9 @@ fn build_auth(source: &SourceFile, base_dir: &Path, report: &mut Report<'_>) -> 
         (Some(username), Some(_), Some(_)) => {
             report.error(
                 span_of(username),
-                format!("source `{name}` sets both a bearer token and basic authentication: keep one"),
+                format!(
+                    "source `{name}` sets both a bearer token and basic authentication: keep one"
+                ),
             );
             None
         }

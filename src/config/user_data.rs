@@ -95,12 +95,13 @@ fn read(name: &str, credentials_dir: Option<&Path>) -> Result<String, UserDataEr
             reason: "no CREDENTIALS_DIRECTORY".into(),
         });
     };
-    let text = super::files::read_text(&dir.join(name), super::files::MAX_SECRET_BYTES).map_err(
-        |e| UserDataError::Missing {
-            name: name.to_string(),
-            reason: e.to_string(),
-        },
-    )?;
+    let text =
+        super::files::read_text(&dir.join(name), super::files::MAX_SECRET_BYTES).map_err(|e| {
+            UserDataError::Missing {
+                name: name.to_string(),
+                reason: e.to_string(),
+            }
+        })?;
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 

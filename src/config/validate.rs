@@ -617,13 +617,8 @@ fn build_scale_in(
     let scale_in = &file.scale_in;
     let expressions: Vec<&Spanned<String>> =
         scale_in.by.iter().chain(scale_in.busy.iter()).collect();
-    let source = super::sources::resolve_source(
-        sources,
-        &scale_in.source,
-        "scale_in",
-        &expressions,
-        report,
-    );
+    let source =
+        super::sources::resolve_source(sources, &scale_in.source, "scale_in", &expressions, report);
     let choose = match scale_in.choose.as_ref().map(|c| c.get_ref().as_str()) {
         None | Some("newest") => ScaleInChoice::Newest,
         Some("oldest") => ScaleInChoice::Oldest,
@@ -821,9 +816,7 @@ fn build_rule(
             );
         }
         let expr = match &rule.expr {
-            Some(expr) => {
-                expr.get_ref().clone()
-            }
+            Some(expr) => expr.get_ref().clone(),
             None => {
                 report.error(rule_span.clone(), format!("rule `{name}` has `target` but no `expr`: add the expression to keep near the target"));
                 String::new()

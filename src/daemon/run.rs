@@ -120,8 +120,11 @@ impl Daemon {
     /// A runner with the current scripts.
     pub fn runner(&self) -> Runner {
         let store: Arc<dyn Journal> = self.store.clone();
-        Runner::new(self.generation().scripts.clone(), self.client(), store)
-            .with_credentials_dir(self.scraper.credentials_dir().map(std::path::Path::to_path_buf))
+        Runner::new(self.generation().scripts.clone(), self.client(), store).with_credentials_dir(
+            self.scraper
+                .credentials_dir()
+                .map(std::path::Path::to_path_buf),
+        )
     }
 
     /// The status of a group, if it runs.

@@ -459,14 +459,19 @@ pub fn per_droplet(samples: &[Sample], droplets: &[Droplet]) -> HashMap<u64, f64
     }
     let mut values = HashMap::new();
     for sample in samples {
-        let id = sample.labels.get("droplet_id").parse::<u64>().ok().or_else(|| {
-            let instance = sample.labels.get("instance");
-            let host = instance
-                .rsplit_once(':')
-                .map(|(host, _)| host)
-                .unwrap_or(instance);
-            by_address.get(host).copied()
-        });
+        let id = sample
+            .labels
+            .get("droplet_id")
+            .parse::<u64>()
+            .ok()
+            .or_else(|| {
+                let instance = sample.labels.get("instance");
+                let host = instance
+                    .rsplit_once(':')
+                    .map(|(host, _)| host)
+                    .unwrap_or(instance);
+                by_address.get(host).copied()
+            });
         if let Some(id) = id {
             values.insert(id, sample.value);
         }
@@ -537,12 +542,12 @@ mod tests {
     fn secrets_are_read_where_they_are_named_and_never_shown() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("drone-token"), "s3cret\n").unwrap();
-        let token = read_secret(&Secret::Credential("drone-token".into()), Some(dir.path()))
-            .unwrap();
+        let token =
+            read_secret(&Secret::Credential("drone-token".into()), Some(dir.path())).unwrap();
         assert_eq!(token.expose(), "s3cret");
         assert!(!format!("{token:?} {token}").contains("s3cret"));
-        let missing = read_secret(&Secret::Credential("absent".into()), Some(dir.path()))
-            .unwrap_err();
+        let missing =
+            read_secret(&Secret::Credential("absent".into()), Some(dir.path())).unwrap_err();
         assert!(missing.contains("absent"), "{missing}");
         let unloaded = read_secret(&Secret::Credential("x".into()), None).unwrap_err();
         assert!(unloaded.contains("LoadCredential"), "{unloaded}");

@@ -484,7 +484,9 @@ mod tests {
             instance: "ci.example.com:443".into(),
             source: "drone".into(),
         };
-        history.record(&droplet(7), 1000, "app_jobs 1\n", "t").unwrap();
+        history
+            .record(&droplet(7), 1000, "app_jobs 1\n", "t")
+            .unwrap();
         history.record(&app, 1000, "app_jobs 2\n", "t").unwrap();
         history
             .record(&queue, 1000, "app_jobs{droplet_id=\"9\"} 3\n", "t")
@@ -493,19 +495,29 @@ mod tests {
         let selector = compile("app_jobs").unwrap().node.selectors()[0].0.clone();
         let mut seen = Vec::new();
         history.for_each_series(&selector, &mut |labels, _| seen.push(labels.to_string()));
-        assert!(seen.contains(&"app_jobs{instance=\"ci.example.com:443\", source=\"drone\"}".to_string()), "{seen:?}");
+        assert!(
+            seen.contains(
+                &"app_jobs{instance=\"ci.example.com:443\", source=\"drone\"}".to_string()
+            ),
+            "{seen:?}"
+        );
         // The app endpoint failing makes only its series stale.
         history.mark_stale(&Unit::of(&app), 2000);
         let fresh = history.fresh_droplets(&[&selector]);
         assert!(fresh.contains(&7), "the droplets source is still fresh");
         history.mark_droplet_stale(7, 3000);
-        assert!(history.fresh_droplets(&[&selector]).is_empty(), "targets are no droplet");
+        assert!(
+            history.fresh_droplets(&[&selector]).is_empty(),
+            "targets are no droplet"
+        );
         // A series kept before sources existed is the droplets source's.
         let (mut restored, _) = super::tests::history("app_jobs");
         let old = Labels::new([("__name__", "app_jobs"), ("droplet_id", "7")]);
         restored.restore_series(7, old, vec![(1000, 1.0)]);
         let mut seen = Vec::new();
-        restored.for_each_series(&selector, &mut |labels, _| seen.push(labels.get("source").to_string()));
+        restored.for_each_series(&selector, &mut |labels, _| {
+            seen.push(labels.get("source").to_string())
+        });
         assert_eq!(seen, ["droplets"]);
     }
 

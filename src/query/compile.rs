@@ -304,9 +304,7 @@ impl Node {
                 rhs.for_each_selector_mut(visit);
             }
             Node::Negate(inner) => inner.for_each_selector_mut(visit),
-            Node::Call { args, .. } => args
-                .iter_mut()
-                .for_each(|a| a.for_each_selector_mut(visit)),
+            Node::Call { args, .. } => args.iter_mut().for_each(|a| a.for_each_selector_mut(visit)),
             Node::Number(_) => {}
         }
     }

@@ -203,12 +203,22 @@ mod tests {
             queue.step(t as f64, 1.0, 0.0, &[7], &mut rng);
         }
         let counts = queue.counts();
-        assert_eq!((counts.completed, counts.running, counts.pending), (2, 2, 1));
+        assert_eq!(
+            (counts.completed, counts.running, counts.pending),
+            (2, 2, 1)
+        );
         assert!(counts.longest_wait_seconds >= 9.0, "{counts:?}");
         queue.remove(7);
         let counts = queue.counts();
-        assert_eq!((counts.killed, counts.busy_destroyed, counts.running), (2, 1, 0));
+        assert_eq!(
+            (counts.killed, counts.busy_destroyed, counts.running),
+            (2, 1, 0)
+        );
         assert!(queue.render_drone().contains("drone_pending_builds 1"));
-        assert!(queue.render_gitlab(3).contains("gitlab_runner_concurrent 6"));
+        assert!(
+            queue
+                .render_gitlab(3)
+                .contains("gitlab_runner_concurrent 6")
+        );
     }
 }

@@ -445,7 +445,9 @@ impl State {
                 );
                 for (id, droplet) in self.droplets.iter_mut() {
                     if droplet.droplet.status == DropletStatus::Active {
-                        droplet.machine.advance(dt, f64::from(queue.running_on(*id)));
+                        droplet
+                            .machine
+                            .advance(dt, f64::from(queue.running_on(*id)));
                     }
                 }
             } else {
