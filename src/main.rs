@@ -86,6 +86,10 @@ enum Command {
         /// be `web`, the tag of the simulated droplets).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// "web": web servers scaled on CPU; "queue": agents scaled from zero on a Drone-like
+        /// job queue (with it, --curve is jobs arriving per second).
+        #[arg(long, value_enum, default_value_t = DemoScenario::Web)]
+        scenario: DemoScenario,
     },
     /// Convert the original Python do-scaler's configuration into the native format.
     Migrate {
@@ -240,6 +244,12 @@ enum Workload {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DemoScenario {
+    Web,
+    Queue,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum OnOff {
     On,
     Off,
@@ -375,12 +385,17 @@ async fn run() -> Result<ExitCode> {
             duration,
             curve,
             config,
+            scenario,
         } => {
             let request = commands::demo::DemoRequest {
                 out,
                 duration,
                 curve,
                 config,
+                scenario: match scenario {
+                    DemoScenario::Web => commands::demo::Scenario::Web,
+                    DemoScenario::Queue => commands::demo::Scenario::Queue,
+                },
             };
             commands::demo::run(&request).await?;
             Ok(ExitCode::SUCCESS)

@@ -53,3 +53,52 @@ fn the_demo_scales_up_and_down_and_draws_its_chart() {
         "the demo's configuration is written beside it"
     );
 }
+
+/// The queue scenario: agents bought from zero for a burst of jobs, every job run, no busy
+/// agent destroyed, and the group empty again once the queue is.
+#[test]
+fn the_queue_demo_runs_every_job_and_empties_the_group() {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_do-scaler"))
+        .args([
+            "demo",
+            "--scenario",
+            "queue",
+            "--duration",
+            "50s",
+            "--curve",
+            "step:1.2:0:12s",
+            "--out",
+        ])
+        .arg(out.path())
+        .env_remove("DIGITALOCEAN_TOKEN")
+        .env_remove("DIGITALOCEAN_API_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.lines().any(|l| l.contains("scale up from 0")),
+        "{stdout}"
+    );
+    let jobs = stdout
+        .lines()
+        .find(|l| l.starts_with("summary:") && l.contains("arrived"))
+        .unwrap();
+    let numbers: Vec<u64> = jobs
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(numbers[0] >= 10, "a burst of jobs arrived: {jobs}");
+    assert_eq!(numbers[0], numbers[1], "every job ran to the end: {jobs}");
+    assert!(
+        stdout.contains("summary: 0 job(s) lost to a destroyed busy agent (0 busy agent(s)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("emptied 1 time(s)"), "{stdout}");
+    assert!(out.path().join("conf.d/agents.toml").exists());
+}

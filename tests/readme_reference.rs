@@ -138,7 +138,8 @@ fn literal_defaults(heading: &str) -> Vec<(String, toml::Value)> {
         .collect()
 }
 
-/// Sets `value` at the dotted `key`; `rule.` and `schedule.` go into the first of each.
+/// Sets `value` at the dotted `key`; `rule.`, `schedule.` and `source.` go into the first of
+/// each.
 fn set(table: &mut toml::Table, key: &str, value: toml::Value) {
     let mut parts: Vec<&str> = key.split('.').collect();
     let last = parts.pop().unwrap();
@@ -174,6 +175,13 @@ target = 0.5
 cron = "0 9 * * 1-5"
 duration = "9h"
 max = 9
+[[source]]
+name = "app"
+kind = "droplets"
+port = 8080
+[idle]
+count = 1
+busy = "x > 0"
 "#,
     )
     .unwrap();

@@ -64,7 +64,7 @@ fn twenty_broken_edits() -> Vec<Broken> {
             "interval",
         ),
         group_edit("tag = \"web\"", "tag = \"has space\"", "tag"),
-        group_edit("target = 0.5", "", "neither `target` nor `when`"),
+        group_edit("target = 0.5", "", "neither `target`, `when` nor `desired`"),
         group_edit(
             "[[rule]]",
             "[[schedule]]\ncron = \"61 * * * *\"\nduration = \"1h\"\nmax = 9\n[[rule]]",

@@ -110,6 +110,11 @@ pub fn check(config_path: &Path, overrides: &Overrides, env: EnvLookup<'_>) -> C
                 }
             }
             for group in &loaded.config.groups {
+                for warning in source_secret_warnings(group, credentials_dir.as_deref()) {
+                    let _ = writeln!(stderr, "{}: warning: {warning}", group.file.display());
+                }
+            }
+            for group in &loaded.config.groups {
                 let _ = writeln!(stdout, "{}", summarize(group));
             }
             for path in &loaded.ignored {
@@ -299,4 +304,40 @@ pub async fn check_online(
         stderr,
         exit_code: i32::from(errors > 0),
     }
+}
+
+/// What `check` says about the secrets a group's sources read each tick: one that cannot be
+/// read (the source will be missing data: its rules hold), or a file others may read.
+fn source_secret_warnings(
+    group: &crate::config::Group,
+    credentials_dir: Option<&std::path::Path>,
+) -> Vec<String> {
+    use crate::config::{Auth, Secret, SourceKind};
+    let mut warnings = Vec::new();
+    for source in &group.sources {
+        let auth = match &source.kind {
+            SourceKind::Target(target) => target.auth.as_ref(),
+            SourceKind::Prometheus(server) => server.auth.as_ref(),
+            SourceKind::Droplets(_) => None,
+        };
+        let secret = match auth {
+            Some(Auth::Bearer(secret))
+            | Some(Auth::Basic {
+                password: secret, ..
+            }) => secret,
+            None => continue,
+        };
+        if let Err(reason) = crate::daemon::sources::read_secret(secret, credentials_dir) {
+            warnings.push(format!(
+                "source `{}`: {reason} (check needs none; without it the source answers nothing and the rules reading it hold)",
+                source.name
+            ));
+        } else if let Secret::File(path) = secret
+            && let Some(warning) =
+                credentials::exposure_warning(&credentials::TokenSource::File(path.clone()))
+        {
+            warnings.push(format!("source `{}`: {warning}", source.name));
+        }
+    }
+    warnings
 }

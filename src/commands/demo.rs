@@ -71,6 +71,16 @@ pub const DEMO_CURVE: &[(u64, f64)] = &[
     (200, 1.0),
 ];
 
+/// Which workload the demo runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scenario {
+    /// Web servers scaled on CPU under a demand curve in vCPUs.
+    #[default]
+    Web,
+    /// Agents scaled from zero on a job queue (Drone-like), never destroyed while busy.
+    Queue,
+}
+
 /// What `demo` was asked.
 #[derive(Debug, Clone)]
 pub struct DemoRequest {
@@ -82,6 +92,8 @@ pub struct DemoRequest {
     pub curve: Option<String>,
     /// A base file instead of the built-in configuration.
     pub config: Option<PathBuf>,
+    /// Which workload to run.
+    pub scenario: Scenario,
 }
 
 /// Why the demo could not run.
@@ -103,14 +115,18 @@ pub enum DemoError {
 
 /// One observation of the demo.
 #[derive(Debug, Clone, Copy)]
-struct Point {
-    seconds: f64,
-    demand: f64,
-    desired: f64,
-    actual: f64,
+pub(super) struct Point {
+    /// Seconds since the demo started.
+    pub seconds: f64,
+    /// The work, in droplets' worth.
+    pub demand: f64,
+    /// The size the group wanted.
+    pub desired: f64,
+    /// The droplets that existed (active and booting).
+    pub actual: f64,
 }
 
-fn io(error: impl std::fmt::Display) -> DemoError {
+pub(super) fn io(error: impl std::fmt::Display) -> DemoError {
     DemoError::Io(error.to_string())
 }
 
@@ -126,8 +142,16 @@ fn write_config(out: &Path) -> Result<PathBuf, DemoError> {
     Ok(out.join("do-scaler.toml"))
 }
 
-/// Runs the demo; returns what it printed at the end.
+/// Runs the demo's scenario.
 pub async fn run(request: &DemoRequest) -> Result<(), DemoError> {
+    match request.scenario {
+        Scenario::Web => run_web(request).await,
+        Scenario::Queue => super::demo_queue::run(request).await,
+    }
+}
+
+/// Runs the web demo.
+async fn run_web(request: &DemoRequest) -> Result<(), DemoError> {
     let out = std::path::absolute(&request.out).map_err(io)?;
     std::fs::create_dir_all(&out).map_err(io)?;
     let config = match &request.config {
@@ -266,7 +290,13 @@ pub async fn run(request: &DemoRequest) -> Result<(), DemoError> {
     let _ = stop.send(());
     let _ = server.await;
     let chart = out.join("demo.svg");
-    draw(&chart, &points).map_err(io)?;
+    draw(
+        &chart,
+        &points,
+        "do-scaler demo: demand and group size",
+        "demand (droplets at 60 % CPU)",
+    )
+    .map_err(io)?;
     println!();
     println!("summary: {ups} scale-up(s), {downs} scale-down(s), peak {peak} droplets");
     println!(
@@ -285,8 +315,14 @@ pub async fn run(request: &DemoRequest) -> Result<(), DemoError> {
 /// One line of the chart: its label, its colour, and how to read it from a point.
 type Series = (&'static str, plotters::style::RGBColor, fn(&Point) -> f64);
 
-/// Draws demand (in droplets' worth at the target), desired and actual size over time.
-fn draw(path: &Path, points: &[Point]) -> Result<(), String> {
+/// Draws the work (in droplets' worth, labelled `work_label`), desired and actual size over
+/// time under `caption`.
+pub(super) fn draw(
+    path: &Path,
+    points: &[Point],
+    caption: &str,
+    work_label: &'static str,
+) -> Result<(), String> {
     use plotters::prelude::*;
     let error = |e: &dyn std::fmt::Display| e.to_string();
     let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
@@ -298,7 +334,7 @@ fn draw(path: &Path, points: &[Point]) -> Result<(), String> {
         .fold(1.0f64, f64::max)
         + 1.0;
     let mut chart = ChartBuilder::on(&root)
-        .caption("do-scaler demo: demand and group size", ("sans-serif", 20))
+        .caption(caption, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(44)
@@ -311,11 +347,7 @@ fn draw(path: &Path, points: &[Point]) -> Result<(), String> {
         .draw()
         .map_err(|e| error(&e))?;
     let series: [Series; 3] = [
-        (
-            "demand (droplets at 60 % CPU)",
-            RGBColor(200, 120, 0),
-            |p| p.demand,
-        ),
+        (work_label, RGBColor(200, 120, 0), |p| p.demand),
         ("desired", RGBColor(30, 90, 200), |p| p.desired),
         ("actual (active + booting)", RGBColor(20, 150, 60), |p| {
             p.actual

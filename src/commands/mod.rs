@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod demo;
+pub mod demo_queue;
 pub mod migrate;
 pub mod plan;
 pub mod query;

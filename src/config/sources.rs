@@ -192,7 +192,7 @@ fn build_source(
                 address,
                 port,
                 path,
-                timeout: timeout(Duration::from_secs(3), report),
+                timeout: timeout(Duration::from_secs(3).min(tick_timeout / 2), report),
             }))
         }
         "target" => {
@@ -250,7 +250,7 @@ fn build_source(
             Some(SourceKind::Target(TargetSource {
                 urls,
                 interval: every,
-                timeout: timeout(Duration::from_secs(3), report),
+                timeout: timeout(Duration::from_secs(3).min(tick_timeout / 2), report),
                 auth: build_auth(source, base_dir, report),
             }))
         }
@@ -398,7 +398,7 @@ pub(super) fn resolve_source(
     sources: &[Source],
     named: &Option<Spanned<String>>,
     what: &str,
-    expressions: &[&Spanned<String>],
+    expressions: &[(String, &Spanned<String>)],
     report: &mut Report<'_>,
 ) -> String {
     let name = named
@@ -416,13 +416,13 @@ pub(super) fn resolve_source(
         );
         return name;
     };
-    for expr in expressions {
+    for (key, expr) in expressions {
         if source.is_remote() {
             if let Err(reason) = crate::query::check_remote_syntax(expr.get_ref()) {
-                report.error(span_of(expr), format!("{what}: {reason}"));
+                report.error(span_of(expr), format!("{key}: {reason}"));
             }
         } else {
-            check_expression(report, what, expr);
+            check_expression(report, key, expr);
         }
     }
     name
@@ -435,7 +435,13 @@ pub(super) fn build_idle(
     report: &mut Report<'_>,
 ) -> Idle {
     let file = idle.get_ref();
-    let source = resolve_source(sources, &file.source, "[idle] busy", &[&file.busy], report);
+    let source = resolve_source(
+        sources,
+        &file.source,
+        "[idle]",
+        &[("idle.busy".to_string(), &file.busy)],
+        report,
+    );
     Idle {
         count: *file.count.get_ref(),
         busy: file.busy.get_ref().clone(),

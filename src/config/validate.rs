@@ -615,8 +615,17 @@ fn build_scale_in(
     report: &mut Report<'_>,
 ) -> ScaleIn {
     let scale_in = &file.scale_in;
-    let expressions: Vec<&Spanned<String>> =
-        scale_in.by.iter().chain(scale_in.busy.iter()).collect();
+    let expressions: Vec<(String, &Spanned<String>)> = scale_in
+        .by
+        .iter()
+        .map(|e| ("scale_in.by".to_string(), e))
+        .chain(
+            scale_in
+                .busy
+                .iter()
+                .map(|e| ("scale_in.busy".to_string(), e)),
+        )
+        .collect();
     let source =
         super::sources::resolve_source(sources, &scale_in.source, "scale_in", &expressions, report);
     let choose = match scale_in.choose.as_ref().map(|c| c.get_ref().as_str()) {
@@ -747,13 +756,23 @@ fn build_rule(
     .iter()
     .filter(|set| **set)
     .count();
-    let expressions: Vec<&Spanned<String>> = rule
+    let label = |key: &str| format!("rule `{name}` {key}");
+    let expressions: Vec<(String, &Spanned<String>)> = rule
         .expr
         .iter()
-        .chain(rule.when.iter())
-        .chain(rule.when_all.iter().flat_map(|l| l.get_ref().iter()))
-        .chain(rule.when_any.iter().flat_map(|l| l.get_ref().iter()))
-        .chain(rule.desired.iter())
+        .map(|e| (label("expr"), e))
+        .chain(rule.when.iter().map(|e| (label("when"), e)))
+        .chain(
+            rule.when_all
+                .iter()
+                .flat_map(|l| l.get_ref().iter().map(|e| (label("when_all"), e))),
+        )
+        .chain(
+            rule.when_any
+                .iter()
+                .flat_map(|l| l.get_ref().iter().map(|e| (label("when_any"), e))),
+        )
+        .chain(rule.desired.iter().map(|e| (label("desired"), e)))
         .collect();
     let source = super::sources::resolve_source(
         sources,

@@ -67,7 +67,11 @@ impl Bound {
             }
             _ => {
                 let mut expression = compile(text)?;
-                crate::query::restrict_to_source(&mut expression.node, source);
+                // With one local source every series is its own: the selectors stay as
+                // written, and so do the messages that quote them.
+                if sources.iter().filter(|s| !s.is_remote()).count() > 1 {
+                    crate::query::restrict_to_source(&mut expression.node, source);
+                }
                 if as_truth {
                     expression.node = crate::query::as_truth(&expression.node);
                 }

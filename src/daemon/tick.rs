@@ -735,8 +735,9 @@ impl GroupRuntime {
         memory: &mut GroupMemory,
         now: DateTime<Utc>,
     ) -> TickReport {
-        let observations = self.observe(now, &gathered.remote);
+        let mut observations = self.observe(now, &gathered.remote);
         let unread = self.unread(members);
+        stale_only_is_missing(&mut observations, &unread, members);
         let decision = decide(
             &Input {
                 group: &self.group,
@@ -829,5 +830,70 @@ pub fn actions_for(group: &Group, decision: &Decision) -> Vec<String> {
     match direction {
         crate::policy::Direction::Up => lists.up.clone(),
         crate::policy::Direction::Down => lists.down.clone(),
+    }
+}
+
+/// A rule that reads droplets' series while not one active droplet gave them in its last
+/// scrape has only stale samples to go on: a `rate` over a series that stopped is extrapolated
+/// short (Prometheus does the same) and reads as a change of load that did not happen. Such a
+/// rule is missing, which holds both ways, not only downwards.
+fn stale_only_is_missing(
+    observations: &mut [Observation],
+    unread: &[Vec<u64>],
+    members: &[Member],
+) {
+    let active = members
+        .iter()
+        .filter(|m| m.state == MemberState::Active)
+        .count();
+    for (observation, missing) in observations.iter_mut().zip(unread) {
+        if active > 0 && missing.len() == active && !matches!(observation, Observation::Missing(_))
+        {
+            *observation = Observation::Missing(format!(
+                "none of the {active} active droplet(s) gave current data (their last scrape failed): no decision on stale samples"
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: u64, state: MemberState) -> Member {
+        Member {
+            id,
+            name: format!("web-{id}"),
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
+            state,
+            managed: true,
+            protected: false,
+            busy: None,
+            scraped: false,
+            work: Work::Unjudged,
+        }
+    }
+
+    #[test]
+    fn a_rule_read_from_no_current_droplet_is_missing_both_ways_and_partial_data_is_kept() {
+        let members = [
+            member(1, MemberState::Active),
+            member(2, MemberState::Active),
+            member(3, MemberState::Booting),
+        ];
+        let mut observations = vec![
+            Observation::Number(0.55),
+            Observation::Number(0.10),
+            Observation::Number(3.0),
+        ];
+        // Rule 1: neither active droplet answered. Rule 2: one did. Rule 3 reads no droplet.
+        let unread = vec![vec![1, 2], vec![2], vec![]];
+        stale_only_is_missing(&mut observations, &unread, &members);
+        assert!(
+            matches!(&observations[0], Observation::Missing(reason) if reason.contains("stale")),
+            "{observations:?}"
+        );
+        assert_eq!(observations[1], Observation::Number(0.10));
+        assert_eq!(observations[2], Observation::Number(3.0));
     }
 }

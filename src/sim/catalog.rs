@@ -31,6 +31,13 @@ const IMAGES: &[(u64, &str, &str, &str)] = &[
     (160_000_001, "ubuntu-24-04-x64", "24.04 (LTS) x64", "Ubuntu"),
     (160_000_002, "ubuntu-22-04-x64", "22.04 (LTS) x64", "Ubuntu"),
     (160_000_003, "debian-12-x64", "12 x64", "Debian"),
+    // The Marketplace's Docker image, which the Drone and GitLab examples use.
+    (
+        160_000_004,
+        "docker-20-04",
+        "Docker on Ubuntu 20.04",
+        "Ubuntu",
+    ),
 ];
 
 /// The one SSH key of the simulated account (the example configuration's).
