@@ -182,7 +182,7 @@ fn launch_do_agent(metadata_url: &str) -> (String, String, f64) {
 fn the_do_agent_launcher_fails_closed() {
     use std::io::{Read, Write};
     use std::sync::atomic::{AtomicUsize, Ordering};
-    // A stub metadata service: /ok answers an address, /garbage HTML, /flaky 503 twice first,
+    // A stub metadata service: /ok answers an address, /garbage HTML, /flaky 503 once first,
     // /hang accepts and never answers.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -200,7 +200,9 @@ fn the_do_agent_launcher_fails_closed() {
                 } else if request.starts_with("GET /garbage/") {
                     ("200 OK", "<html>maintenance</html>")
                 } else if request.starts_with("GET /flaky/") {
-                    if flaky.fetch_add(1, Ordering::SeqCst) < 2 {
+                    // One failure, then an answer: the retry comes 2 s later, well inside the
+                    // 3 s wait even when the first attempt starts late in a clock second.
+                    if flaky.fetch_add(1, Ordering::SeqCst) < 1 {
                         ("503 Service Unavailable", "busy")
                     } else {
                         ("200 OK", "10.110.0.7")

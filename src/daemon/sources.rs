@@ -305,18 +305,24 @@ pub async fn query_remote(
     if let Some(credentials) = &credentials {
         request = credentials.apply(request);
     }
+    let no_answer = || {
+        format!(
+            "{endpoint}: no answer within {}",
+            crate::config::duration::format_duration(source.timeout)
+        )
+    };
+    let failed = |e: reqwest::Error| {
+        if e.is_timeout() {
+            no_answer()
+        } else {
+            format!("{endpoint}: {e}")
+        }
+    };
     let ask = async {
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| format!("{endpoint}: {e}"))?;
+        let mut response = request.send().await.map_err(failed)?;
         let status = response.status();
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("{endpoint}: {e}"))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
             if body.len() + chunk.len() > ANSWER_LIMIT {
                 return Err(format!(
                     "{endpoint}: the answer is larger than {ANSWER_LIMIT} bytes"
@@ -328,10 +334,7 @@ pub async fn query_remote(
     };
     match tokio::time::timeout(source.timeout, ask).await {
         Ok(answer) => answer,
-        Err(_) => Err(format!(
-            "{endpoint}: no answer within {}",
-            crate::config::duration::format_duration(source.timeout)
-        )),
+        Err(_) => Err(no_answer()),
     }
 }
 

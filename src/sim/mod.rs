@@ -398,6 +398,15 @@ impl Sim {
         self.shared.stats_json()
     }
 
+    /// The user data a droplet was created with, as its metadata service would serve it.
+    pub fn user_data_of(&self, id: u64) -> Option<String> {
+        self.shared
+            .lock()
+            .droplets
+            .get(&id)
+            .and_then(|d| d.user_data.clone())
+    }
+
     /// Every droplet name creates accepted, in order (a duplicate name shows twice).
     pub fn created_names(&self) -> Vec<String> {
         self.shared.lock().stats.created_names.clone()

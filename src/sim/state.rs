@@ -52,6 +52,8 @@ pub struct SimDroplet {
     pub address: Option<Ipv4Addr>,
     /// Its machine.
     pub machine: MachineMetrics,
+    /// The user data it was created with (a real droplet's metadata service serves it).
+    pub user_data: Option<String>,
 }
 
 /// One request the API saw, for conformance tests.
@@ -295,6 +297,7 @@ impl State {
                         + chrono::Duration::from_std(self.faults.list_lag).unwrap_or_default(),
                     address: None,
                     machine: MachineMetrics::new(vcpus, memory, disk, Duration::ZERO),
+                    user_data: request.user_data.clone(),
                 },
             );
             made.push(droplet);
