@@ -503,3 +503,117 @@ fn loose_token_files_and_open_listen_addresses_are_warned_about() {
     );
     assert!(!output.stderr.contains("dop_v1_x"));
 }
+
+/// Sources: every new key is checked with its place, and the fix is named.
+#[test]
+fn sources_are_checked_with_their_place() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "a rule naming a source the group lacks",
+            "target = 0.6",
+            "target = 0.6\nsource = \"queue\"",
+        ),
+        (
+            "a key of another kind",
+            "target = 0.6",
+            "target = 0.6\n[[source]]\nname = \"queue\"\nkind = \"target\"\nurls = [\"https://q.example.com/metrics\"]\nport = 9100",
+        ),
+        (
+            "an interval at the lookback",
+            "target = 0.6",
+            "target = 0.6\n[[source]]\nname = \"queue\"\nkind = \"target\"\nurls = [\"https://q.example.com/metrics\"]\ninterval = \"5m\"",
+        ),
+        (
+            "a password in the URL",
+            "target = 0.6",
+            "target = 0.6\n[[source]]\nname = \"queue\"\nkind = \"target\"\nurls = [\"https://user:hunter2@q.example.com/metrics\"]",
+        ),
+        (
+            "an unknown kind",
+            "target = 0.6",
+            "target = 0.6\n[[source]]\nname = \"queue\"\nkind = \"queue\"",
+        ),
+        (
+            "two sources of one name",
+            "target = 0.6",
+            "target = 0.6\n[[source]]\nname = \"droplets\"\nkind = \"droplets\"\nport = 8080",
+        ),
+        (
+            "a prometheus source's expression that does not parse",
+            "target = 0.6",
+            "target = 0.6\nsource = \"prom\"\n[[source]]\nname = \"prom\"\nkind = \"prometheus\"\nurl = \"http://10.0.0.2:9090\"",
+        ),
+        (
+            "idle_count without [idle]",
+            "target = 0.6",
+            "target = 0.6\n[[schedule]]\ncron = \"0 20 * * *\"\nduration = \"1h\"\nidle_count = 1",
+        ),
+    ];
+    let mut seen = String::new();
+    for (what, from, to) in cases {
+        let mut group = broken(from, to);
+        if what.contains("prometheus") {
+            group = group.replace(
+                "(rate(node_cpu_seconds_total{mode=\"idle\"}[2m]))",
+                "(rate(x[2m]",
+            );
+        }
+        let dir = layout(BASE, &[("web.toml", &group)]);
+        let output = run_check(dir.path());
+        assert_eq!(output.exit_code, 1, "{what}: {output:?}");
+        let first = output.stderr.lines().next().unwrap_or("").to_string();
+        let place = regex::Regex::new(r"^conf\.d/web\.toml:\d+:\d+: ").unwrap();
+        assert!(
+            place.is_match(&first),
+            "{what}: no file:line:column: {first}"
+        );
+        assert!(!first.contains("hunter2"), "{what}: the password is shown");
+        seen.push_str(&format!("{what}:\n  {first}\n"));
+    }
+    insta::assert_snapshot!("source_errors", seen);
+}
+
+/// A credential a source or the user data needs but that is not loaded is a warning for
+/// `check` (which needs none), naming what to add.
+#[test]
+fn a_missing_credential_is_a_warning_for_check() {
+    let group = broken(
+        "target = 0.6",
+        "target = 0.6\n[[source]]\nname = \"queue\"\nkind = \"target\"\nurls = [\"https://q.example.com/metrics\"]\ntoken_credential = \"queue-token\"",
+    )
+    .replace(
+        "image = \"ubuntu-24-04-x64\"",
+        "image = \"ubuntu-24-04-x64\"\nuser_data = 'secret={{ credential \"agent-secret\" }}'",
+    );
+    let dir = layout(BASE, &[("web.toml", &group)]);
+    let output = run_check(dir.path());
+    assert_eq!(output.exit_code, 0, "{output:?}");
+    assert!(
+        output.stderr.contains("source `queue`") && output.stderr.contains("queue-token"),
+        "{}",
+        output.stderr
+    );
+    assert!(output.stderr.contains("agent-secret"), "{}", output.stderr);
+}
+
+/// The shipped examples pass `check` as they are (their credentials are warnings until
+/// loaded), each with the sources it names.
+#[test]
+fn every_shipped_example_passes_check() {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            names.push(path);
+        }
+    }
+    names.sort();
+    assert_eq!(names.len(), 3, "{names:?}");
+    for path in names {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let dir = layout(BASE, &[("example.toml", &text)]);
+        let output = run_check(dir.path());
+        assert_eq!(output.exit_code, 0, "{}: {output:?}", path.display());
+        assert!(output.stdout.contains("sources: droplets, "), "{output:?}");
+    }
+}

@@ -209,7 +209,7 @@ pub fn summarize(group: &Group) -> String {
                 crate::config::SourceKind::Target(_) => "target",
                 crate::config::SourceKind::Prometheus(_) => "prometheus",
             };
-            format!(" {} ({kind})", s.name)
+            format!(", {} ({kind})", s.name)
         })
         .collect();
     let idle = group
