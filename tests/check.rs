@@ -550,6 +550,7 @@ fn sources_are_checked_with_their_place() {
         ),
     ];
     let mut seen = String::new();
+    let place = regex::Regex::new(r"^conf\.d/web\.toml:\d+:\d+: ").unwrap();
     for (what, from, to) in cases {
         let mut group = broken(from, to);
         if what.contains("prometheus") {
@@ -562,7 +563,6 @@ fn sources_are_checked_with_their_place() {
         let output = run_check(dir.path());
         assert_eq!(output.exit_code, 1, "{what}: {output:?}");
         let first = output.stderr.lines().next().unwrap_or("").to_string();
-        let place = regex::Regex::new(r"^conf\.d/web\.toml:\d+:\d+: ").unwrap();
         assert!(
             place.is_match(&first),
             "{what}: no file:line:column: {first}"
