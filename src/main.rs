@@ -47,6 +47,42 @@ struct ConfigArgs {
     listen: Option<SocketAddr>,
 }
 
+/// How the commands for people find a running daemon.
+#[derive(Args)]
+struct RemoteArgs {
+    /// The base configuration file (its status_api.listen and token_file).
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// The daemon's status API: a URL such as http://127.0.0.1:9797, or HOST:PORT.
+    #[arg(long)]
+    api: Option<String>,
+    /// A file holding the status API token (default: the `api-token` credential, then the
+    /// base file's status_api.token_file).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Print the status API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl RemoteArgs {
+    async fn run(&self, request: commands::remote::Request) -> ExitCode {
+        let target = match commands::remote::target(
+            self.api.as_deref(),
+            self.token_file.as_deref(),
+            &self.config,
+            &credentials::process_env,
+        ) {
+            Ok(target) => target,
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        emit(commands::remote::run(&target, &request, self.json).await)
+    }
+}
+
 impl ConfigArgs {
     fn overrides(&self) -> Overrides {
         Overrides {
@@ -90,6 +126,43 @@ enum Command {
         /// job queue (with it, --curve is jobs arriving per second).
         #[arg(long, value_enum, default_value_t = DemoScenario::Web)]
         scenario: DemoScenario,
+    },
+    /// Show every group of a running daemon (or one, in detail): size, desired size, bounds in
+    /// force, paused, running action, last decision with its reason, last error.
+    Status {
+        /// One group, in detail.
+        group: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Show a group's recent decisions, newest first, each with its reason.
+    History {
+        /// The group.
+        group: String,
+        /// How many decisions (at most 1000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Stop a group acting (it keeps ticking and deciding; kept across restarts).
+    Pause {
+        /// The group.
+        group: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Let a paused group act again.
+    Resume {
+        /// The group.
+        group: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Make a running daemon reload its configuration now.
+    Reload {
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Convert the original Python do-scaler's configuration into the native format.
     Migrate {
@@ -400,6 +473,23 @@ async fn run() -> Result<ExitCode> {
             commands::demo::run(&request).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Status { group, remote } => {
+            Ok(remote.run(commands::remote::Request::Status(group)).await)
+        }
+        Command::History {
+            group,
+            limit,
+            remote,
+        } => Ok(remote
+            .run(commands::remote::Request::History { group, limit })
+            .await),
+        Command::Pause { group, remote } => {
+            Ok(remote.run(commands::remote::Request::Pause(group)).await)
+        }
+        Command::Resume { group, remote } => {
+            Ok(remote.run(commands::remote::Request::Resume(group)).await)
+        }
+        Command::Reload { remote } => Ok(remote.run(commands::remote::Request::Reload).await),
         Command::Migrate { cfg, out } => {
             let output = commands::migrate::migrate(&cfg, &out);
             Ok(emit(output))

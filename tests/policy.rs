@@ -853,3 +853,68 @@ fn busy_droplets_are_never_victims() {
         d.steps
     );
 }
+
+/// Every `stay at N` names what held it: a tolerance, missing data, a condition not held long
+/// enough, a cooldown, a stabilization window, or a bound.
+#[test]
+fn every_stay_says_why() {
+    let g = target_group("[cooldown]\ndown = \"5m\"\n[stabilization]\ndown = \"0s\"");
+    let reason_of = |d: &Decision| -> String {
+        assert_eq!(d.direction, None, "{:#?}", d.steps);
+        assert!(d.steps.last().unwrap().starts_with("decision: stay at"));
+        d.steps
+            .iter()
+            .rev()
+            .skip(1)
+            .find(|s| !s.starts_with("bounds ") && !s.contains("count toward the size"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let within = once(&g, &active(2), &[Observation::Number(0.63)]);
+    assert!(
+        reason_of(&within).contains("tolerance"),
+        "{:#?}",
+        within.steps
+    );
+    let missing = once(&g, &active(2), &[Observation::Missing("no data".into())]);
+    assert!(
+        reason_of(&missing).contains("no data"),
+        "{:#?}",
+        missing.steps
+    );
+    let mut memory = GroupMemory {
+        last_down: Some(t0() - Span::minutes(1)),
+        ..GroupMemory::default()
+    };
+    let cooling = run(
+        &g,
+        &active(4),
+        &[Observation::Number(0.1)],
+        t0(),
+        &mut memory,
+    );
+    assert!(
+        reason_of(&cooling).contains("cooldown"),
+        "{:#?}",
+        cooling.steps
+    );
+    let condition = group(
+        "min = 1\nmax = 5\n[[rule]]\nname = \"hot\"\nwhen = 'avg(x) > 1'\nfor = \"2m\"\nchange = \"+1\"\n",
+    );
+    let waiting = once(
+        &condition,
+        &active(2),
+        &[Observation::Conditions(vec![Truth::True])],
+    );
+    assert!(
+        reason_of(&waiting).contains("no rule proposes a change"),
+        "{:#?}",
+        waiting.steps
+    );
+    let at_max = once(
+        &target_group_max(3, ""),
+        &active(3),
+        &[Observation::Number(0.9)],
+    );
+    assert!(reason_of(&at_max).contains("max"), "{:#?}", at_max.steps);
+}

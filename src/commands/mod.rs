@@ -7,4 +7,5 @@ pub mod demo_queue;
 pub mod migrate;
 pub mod plan;
 pub mod query;
+pub mod remote;
 pub mod sim;

@@ -266,7 +266,21 @@ pub fn strongest(
         None if reports.is_empty() => {
             steps.push("no rules: the size only follows the bounds".into())
         }
-        None => steps.push(format!("rules: no change from {current}")),
+        None => {
+            // Why: the rules that hold the size (within tolerance, no data), else that none
+            // proposes anything (conditions false or not held long enough).
+            let holding: Vec<String> = reports
+                .iter()
+                .filter(|r| r.proposal == Some(current))
+                .map(|r| format!("`{}`: {}", r.name, r.verdict))
+                .collect();
+            let why = if holding.is_empty() {
+                "no rule proposes a change".to_string()
+            } else {
+                holding.join("; ")
+            };
+            steps.push(format!("rules: no change from {current} ({why})"))
+        }
     }
     (desired, winner)
 }
