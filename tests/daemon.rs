@@ -66,7 +66,7 @@ async fn a_group_scales_up_under_demand_and_back_down_after_it() {
         "do_scaler_build_info",
         "do_scaler_ticks_total",
         "do_scaler_desired_size",
-        "do_scaler_digitalocean_api_calls",
+        "do_scaler_digitalocean_api_calls_total",
     ] {
         assert!(metrics.contains(name), "{name} missing from\n{metrics}");
     }

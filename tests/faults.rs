@@ -224,8 +224,11 @@ async fn a_burst_of_503s_fails_ticks_visibly_and_the_group_recovers() {
     assert!(last_problem(&status).contains("answered 503"), "{status:#}");
     h.assert_metric("do_scaler_ticks_total", &["result=\"failed\""])
         .await;
-    h.assert_metric("do_scaler_digitalocean_api_calls", &["status=\"503\""])
-        .await;
+    h.assert_metric(
+        "do_scaler_digitalocean_api_calls_total",
+        &["status=\"503\""],
+    )
+    .await;
     h.eventually_status("recovery", |s| last_error(s).is_empty())
         .await;
     h.keeps_ticking(2).await;
@@ -239,8 +242,11 @@ async fn a_burst_of_503s_fails_ticks_visibly_and_the_group_recovers() {
     assert_eq!(reloaded.status(), 200);
     let status = h.status().await;
     assert!(last_problem(&status).contains("answered 503"), "{status:#}");
-    h.assert_metric("do_scaler_digitalocean_api_calls", &["status=\"503\""])
-        .await;
+    h.assert_metric(
+        "do_scaler_digitalocean_api_calls_total",
+        &["status=\"503\""],
+    )
+    .await;
     h.finish(2, 4).await;
 }
 
@@ -251,7 +257,7 @@ async fn a_storm_of_errors_during_a_scale_up_never_passes_max_nor_creates_twice(
     h.eventually_size(4).await;
     let status = h.status().await;
     assert!(last_problem(&status).contains("answered 50"), "{status:#}");
-    h.assert_metric("do_scaler_digitalocean_api_calls", &["status=\"50"])
+    h.assert_metric("do_scaler_digitalocean_api_calls_total", &["status=\"50"])
         .await;
     h.keeps_ticking(3).await;
     assert_eq!(h.sim.droplets().len(), 4, "at max, and no further");
@@ -272,8 +278,11 @@ async fn a_burst_of_429s_is_waited_out() {
         last_problem(&status).contains("GET /v2/droplets"),
         "{status:#}"
     );
-    h.assert_metric("do_scaler_digitalocean_api_calls", &["status=\"429\""])
-        .await;
+    h.assert_metric(
+        "do_scaler_digitalocean_api_calls_total",
+        &["status=\"429\""],
+    )
+    .await;
     h.eventually_status("ticks to succeed again", |s| last_error(s).is_empty())
         .await;
     h.keeps_ticking(2).await;
@@ -332,7 +341,7 @@ async fn a_create_that_succeeds_but_answers_500_is_adopted_not_repeated() {
         "{status:#}"
     );
     h.assert_metric(
-        "do_scaler_digitalocean_api_calls",
+        "do_scaler_digitalocean_api_calls_total",
         &["method=\"POST\"", "status=\"500\""],
     )
     .await;

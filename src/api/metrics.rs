@@ -1,4 +1,6 @@
-//! The daemon's own Prometheus metrics, all prefixed `do_scaler_`.
+//! The daemon's own Prometheus metrics, all prefixed `do_scaler_`: registered once, every
+//! counter of a group present at 0 from its start, and rendered as OpenMetrics or as the
+//! Prometheus text format, whichever the scraper asks for.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -43,8 +45,9 @@ pub struct Metrics {
     pub action_failures: Family<Labels, Gauge>,
     /// Time of the last successful tick by group.
     pub last_success: Family<Labels, Gauge<f64, AtomicU64>>,
-    /// DigitalOcean API calls by endpoint and status.
-    pub api_calls: Family<Labels, Gauge>,
+    /// DigitalOcean API calls by method, endpoint and status (a counter, copied from the
+    /// client's own counts, which survive reloads).
+    pub api_calls: Family<Labels, Counter>,
     /// `ratelimit-remaining` as last reported.
     pub ratelimit_remaining: Gauge,
     /// The configuration generation in force.
@@ -193,13 +196,72 @@ impl Metrics {
         }
     }
 
-    /// The exposition text.
+    /// The exposition text, in OpenMetrics.
     pub fn render(&self) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
+    }
+
+    /// The exposition for a scraper's `Accept` header: OpenMetrics when it asks for it, else
+    /// the Prometheus text format (what `promtool check metrics` and older scrapers read).
+    /// Returns the content type and the body.
+    pub fn render_for(&self, accept: Option<&str>) -> (&'static str, String) {
+        let openmetrics = self.render();
+        if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+            (
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                openmetrics,
+            )
+        } else {
+            (
+                "text/plain; version=0.0.4; charset=utf-8",
+                openmetrics_to_text(&openmetrics),
+            )
+        }
+    }
+
+    /// Creates a group's counters at 0 (and its per-group gauges), so that `rate()` and
+    /// `increase()` see their first increment and alerts see the series from the start:
+    /// ticks by result, skipped ticks, decisions by direction, scrape failures by reason, and
+    /// each configured action by result.
+    pub fn register_group(&self, name: &str, actions: &[String]) {
+        for result in ["ok", "failed"] {
+            self.ticks
+                .get_or_create(&Self::group_and(name, "result", result))
+                .inc_by(0);
+        }
+        self.ticks_skipped
+            .get_or_create(&Self::group(name))
+            .inc_by(0);
+        for direction in ["up", "down", "none"] {
+            self.decisions
+                .get_or_create(&Self::group_and(name, "direction", direction))
+                .inc_by(0);
+        }
+        for reason in crate::metrics::scrape::MissingReason::KINDS {
+            self.scrape_failures
+                .get_or_create(&Self::group_and(name, "reason", reason))
+                .inc_by(0);
+        }
+        for action in actions {
+            for result in ["ok", "failed"] {
+                self.actions
+                    .get_or_create(&labels(&[
+                        ("group", name),
+                        ("action", action),
+                        ("result", result),
+                    ]))
+                    .inc_by(0);
+            }
+        }
+        let _ = self.tick_duration.get_or_create(&Self::group(name));
+        // Gauges: created at 0 if new, never reset (a reload re-registers a running group).
+        let _ = self.paused.get_or_create(&Self::group(name));
+        let _ = self.action_failures.get_or_create(&Self::group(name));
+        let _ = self.at_max_wanting_more.get_or_create(&Self::group(name));
     }
 
     /// Labels for a group.
@@ -224,16 +286,76 @@ impl Metrics {
     /// Copies the client's call counts and rate limit into the metrics.
     pub fn sync_api(&self, client: &crate::digitalocean::Client) {
         for ((method, endpoint, status), count) in client.call_counts() {
-            self.api_calls
-                .get_or_create(&labels(&[
-                    ("method", &method),
-                    ("endpoint", &endpoint),
-                    ("status", &status.to_string()),
-                ]))
-                .set(count as i64);
+            let counter = self.api_calls.get_or_create(&labels(&[
+                ("method", &method),
+                ("endpoint", &endpoint),
+                ("status", &status.to_string()),
+            ]));
+            let seen = counter.get();
+            if count > seen {
+                counter.inc_by(count - seen);
+            }
         }
         if let Some(remaining) = client.rate_limit().remaining {
             self.ratelimit_remaining.set(remaining as i64);
         }
+    }
+}
+
+/// OpenMetrics to the Prometheus text format 0.0.4: a counter family is named with its
+/// `_total` suffix on its HELP and TYPE lines, `unknown` becomes `untyped`, and the `# UNIT`
+/// and `# EOF` lines go (the sample lines are the same in both).
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|rest| ("HELP", rest))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|rest| ("TYPE", rest)));
+        match meta {
+            Some((kind, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let name = if counters.contains(name) {
+                    format!("{name}_total")
+                } else {
+                    name.to_string()
+                };
+                let tail = if kind == "TYPE" && tail == "unknown" {
+                    "untyped"
+                } else {
+                    tail
+                };
+                out.push_str(&format!("# {kind} {name} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_named_with_total_in_the_text_format() {
+        let text = openmetrics_to_text(
+            "# HELP do_scaler_ticks Ticks.\n# TYPE do_scaler_ticks counter\ndo_scaler_ticks_total{group=\"web\"} 0\n# HELP do_scaler_x X.\n# TYPE do_scaler_x gauge\ndo_scaler_x 1\n# EOF\n",
+        );
+        assert_eq!(
+            text,
+            "# HELP do_scaler_ticks_total Ticks.\n# TYPE do_scaler_ticks_total counter\ndo_scaler_ticks_total{group=\"web\"} 0\n# HELP do_scaler_x X.\n# TYPE do_scaler_x gauge\ndo_scaler_x 1\n"
+        );
     }
 }

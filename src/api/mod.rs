@@ -79,14 +79,11 @@ async fn metrics(State(daemon): Shared, headers: HeaderMap) -> Response {
         return error(StatusCode::UNAUTHORIZED, "this API needs the status token");
     }
     daemon.metrics.sync_api(&daemon.client());
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        daemon.metrics.render(),
-    )
-        .into_response()
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let (content_type, body) = daemon.metrics.render_for(accept);
+    ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 fn group_summary(daemon: &Daemon, name: &str) -> Option<serde_json::Value> {

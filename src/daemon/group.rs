@@ -530,6 +530,23 @@ impl GroupTask {
 /// Starts a group's task; it acts on no decision before `act_after` (a reloaded
 /// configuration settles first).
 pub fn spawn(daemon: Arc<Daemon>, group: Group, identity: u64, act_after: Instant) -> GroupHandle {
+    // Every counter of the group exists at 0 from now, before its first tick.
+    let mut actions: Vec<String> = group
+        .actions
+        .lists
+        .up
+        .iter()
+        .chain(&group.actions.lists.down)
+        .chain(group.rules.iter().flat_map(|r| {
+            r.actions
+                .iter()
+                .flat_map(|lists| lists.up.iter().chain(&lists.down))
+        }))
+        .cloned()
+        .collect();
+    actions.sort();
+    actions.dedup();
+    daemon.metrics.register_group(&group.name, &actions);
     let (stop, mut stopped) = watch::channel(false);
     let status = Arc::new(Mutex::new(GroupStatus::default()));
     let interval = group.interval;

@@ -39,6 +39,19 @@ pub enum MissingReason {
 }
 
 impl MissingReason {
+    /// Every [`MissingReason::kind`], for metrics that exist at 0 from the start.
+    pub const KINDS: [&'static str; 9] = [
+        "not_active",
+        "warming_up",
+        "no_address",
+        "timeout",
+        "unreachable",
+        "http_status",
+        "too_large",
+        "garbage",
+        "not_reached",
+    ];
+
     /// A short label for metrics (`timeout`, `unreachable`, `garbage`, …).
     pub fn kind(&self) -> &'static str {
         match self {
