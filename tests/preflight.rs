@@ -83,9 +83,13 @@ async fn reports_a_wrong_size_a_missing_image_and_a_limit_too_small() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("conf.d/api.toml: droplet.image: image"),
+        stderr.contains("conf.d/api.toml: droplet.image: image `ubuntu-6-10-x64` does not exist"),
         "{stderr}"
     );
+    // Values as written in the files, never Rust's debug form.
+    for debug in ["Slug(", "Id(", "Fingerprint(", "Some(", "\\\""] {
+        assert!(!stderr.contains(debug), "{debug} in:\n{stderr}");
+    }
     assert!(
         stderr.contains("conf.d/api.toml: max: the account's droplet limit is 10 and 3 droplets exist, leaving room for 7, but the groups may add 9"),
         "{stderr}"

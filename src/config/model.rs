@@ -190,6 +190,17 @@ pub enum AddressKind {
     Ipv6,
 }
 
+impl std::fmt::Display for AddressKind {
+    /// As written in the configuration.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AddressKind::Private => "private",
+            AddressKind::Public => "public",
+            AddressKind::Ipv6 => "ipv6",
+        })
+    }
+}
+
 /// Scrape settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scrape {

@@ -320,9 +320,13 @@ pub async fn reconcile(daemon: &Daemon) {
                     .filter(|id| listing.iter().any(|d| d.id == *id))
                     .collect();
                 format!(
-                    "reconciled after restart: {} of {} destroyed; still present {left:?}",
+                    "reconciled after restart: {} of {} destroyed; still present: {}",
                     ids.len() - left.len(),
-                    ids.len()
+                    ids.len(),
+                    left.iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             }
         };

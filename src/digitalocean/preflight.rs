@@ -309,7 +309,7 @@ async fn check_image_keys_vpc(findings: &mut Findings, client: &Client, group: &
             Level::Error,
             &group.file,
             "droplet.image",
-            format!("image `{image:?}` does not exist (or the token cannot see it)"),
+            format!("image `{image}` does not exist (or the token cannot see it)"),
         ),
         Err(error) => findings.push(
             Level::Error,
@@ -329,9 +329,9 @@ async fn check_image_keys_vpc(findings: &mut Findings, client: &Client, group: &
                 Level::Error,
                 &group.file,
                 "droplet.ssh_keys",
-                format!("SSH key {reference:?} is not in the account: add it or remove it from the template"),
+                format!("SSH key `{reference}` is not in the account: add it or remove it from the template"),
             ),
-            Err(error) => findings.push(Level::Error, &group.file, "droplet.ssh_keys", format!("cannot look up SSH key {reference:?}: {error}")),
+            Err(error) => findings.push(Level::Error, &group.file, "droplet.ssh_keys", format!("cannot look up SSH key `{reference}`: {error}")),
         }
     }
     if let Some(vpc) = &template.vpc_uuid {

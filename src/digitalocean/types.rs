@@ -246,6 +246,16 @@ pub enum ImageRef {
     Slug(String),
 }
 
+impl std::fmt::Display for ImageRef {
+    /// As written in the template: the slug, or the id.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageRef::Id(id) => write!(f, "{id}"),
+            ImageRef::Slug(slug) => f.write_str(slug),
+        }
+    }
+}
+
 /// An SSH key named by fingerprint or id in a create request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -254,6 +264,16 @@ pub enum SshKeyRef {
     Id(u64),
     /// Fingerprint.
     Fingerprint(String),
+}
+
+impl std::fmt::Display for SshKeyRef {
+    /// As written in the template: the fingerprint, or the id.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SshKeyRef::Id(id) => write!(f, "{id}"),
+            SshKeyRef::Fingerprint(fingerprint) => f.write_str(fingerprint),
+        }
+    }
 }
 
 /// The body of `POST /v2/droplets` for one or several droplets (`names`, at most 10).

@@ -73,7 +73,7 @@ impl fmt::Display for MissingReason {
         match self {
             MissingReason::NotActive(status) => write!(f, "status {status}, not active"),
             MissingReason::WarmingUp => f.write_str("active but still in warmup"),
-            MissingReason::NoAddress(kind) => write!(f, "no {kind:?} address"),
+            MissingReason::NoAddress(kind) => write!(f, "no {kind} address"),
             MissingReason::Timeout(after) => write!(
                 f,
                 "no answer within {}",

@@ -109,6 +109,44 @@ pub enum Function {
     Vector,
 }
 
+impl std::fmt::Display for Function {
+    /// The PromQL name, as written in a rule.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Function::Abs => "abs()",
+            Function::Ceil => "ceil()",
+            Function::Floor => "floor()",
+            Function::ClampMin => "clamp_min()",
+            Function::ClampMax => "clamp_max()",
+            Function::Scalar => "scalar()",
+            Function::Vector => "vector()",
+        })
+    }
+}
+
+impl std::fmt::Display for BinaryOp {
+    /// The PromQL operator, as written in a rule.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BinaryOp::Add => "+",
+            BinaryOp::Sub => "-",
+            BinaryOp::Mul => "*",
+            BinaryOp::Div => "/",
+            BinaryOp::Mod => "%",
+            BinaryOp::Pow => "^",
+            BinaryOp::Eq => "==",
+            BinaryOp::Ne => "!=",
+            BinaryOp::Gt => ">",
+            BinaryOp::Lt => "<",
+            BinaryOp::Ge => ">=",
+            BinaryOp::Le => "<=",
+            BinaryOp::And => "and",
+            BinaryOp::Or => "or",
+            BinaryOp::Unless => "unless",
+        })
+    }
+}
+
 /// Aggregation operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Aggregation {

@@ -530,7 +530,7 @@ fn binary(
         (Value::Scalar(l), Value::Scalar(r)) => {
             if op.is_set() {
                 return Err(QueryError::Eval(format!(
-                    "`{op:?}` needs vectors on both sides"
+                    "`{op}` needs vectors on both sides"
                 )));
             }
             if op.is_comparison() && !return_bool {
@@ -760,7 +760,7 @@ fn call(function: Function, mut args: Vec<Value>) -> Result<Value, QueryError> {
     let scalar_arg = |value: Option<&Value>| match value {
         Some(Value::Scalar(v)) => Ok(*v),
         _ => Err(QueryError::Eval(format!(
-            "{function:?} needs a number as its second argument"
+            "{function} needs a number as its second argument"
         ))),
     };
     Ok(match function {
@@ -787,7 +787,7 @@ fn call(function: Function, mut args: Vec<Value>) -> Result<Value, QueryError> {
                 0.0
             };
             let Some(Value::Vector(samples)) = args.drain(..).next() else {
-                return Err(QueryError::Eval(format!("{function:?} needs a vector")));
+                return Err(QueryError::Eval(format!("{function} needs a vector")));
             };
             Value::Vector(
                 samples

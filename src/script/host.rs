@@ -292,9 +292,14 @@ fn create_droplets(count: i64) -> HostResult<Array> {
     let outcome = match &report.failure {
         None => format!("created {}", ids.join(",")),
         Some(error) => format!(
-            "created [{}], missing {:?}: {error}",
+            "created [{}], missing [{}]: {error}",
             ids.join(","),
-            report.missing
+            report
+                .missing
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         ),
     };
     if let Err(e) = ctx.journal.settle(entry, &outcome) {
@@ -425,9 +430,14 @@ fn destroy_droplets(ids: Array) -> HostResult<Array> {
         }
     }
     crate::failpoint::hit("destroy.after_deletes");
+    let wanted_list = wanted
+        .iter()
+        .map(|id| id.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     let outcome = match &failure {
-        None => format!("destroyed {wanted:?}"),
-        Some(error) => format!("destroyed {} of {wanted:?}: {error}", gone.len()),
+        None => format!("destroyed [{wanted_list}]"),
+        Some(error) => format!("destroyed {} of [{wanted_list}]: {error}", gone.len()),
     };
     if let Err(e) = ctx.journal.settle(entry, &outcome) {
         tracing::error!(group = %ctx.group.name, error = %e, "cannot settle a journal entry");
