@@ -113,3 +113,51 @@ async fn a_missing_token_fails_online_checks() {
         output.stderr
     );
 }
+
+/// An API that refuses connections or never answers is one line, within 10 s, not every
+/// check's retries.
+#[tokio::test]
+async fn an_unreachable_api_is_one_line_within_ten_seconds() {
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused_url = format!("http://{}", refused.local_addr().unwrap());
+    drop(refused);
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hanging_url = format!("http://{}", hanging.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in hanging.incoming() {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("do-scaler.toml"), "").unwrap();
+    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+    std::fs::write(
+        dir.path().join("conf.d/web.toml"),
+        group("web", 3, "s-1vcpu-1gb", "ubuntu-24-04-x64"),
+    )
+    .unwrap();
+    let env = |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| "t".to_string());
+    for url in [refused_url, hanging_url] {
+        let started = std::time::Instant::now();
+        let overrides = Overrides {
+            api_url: Some(url.clone()),
+            ..Overrides::default()
+        };
+        let output = check_online(&dir.path().join("do-scaler.toml"), &overrides, &env).await;
+        assert_eq!(output.exit_code, 1, "{url}: {}", output.stderr);
+        // The configuration's own warnings, then one line about the API.
+        let about_api: Vec<&str> = output
+            .stderr
+            .lines()
+            .filter(|l| !l.contains(": warning: "))
+            .collect();
+        assert_eq!(about_api.len(), 1, "{}", output.stderr);
+        assert!(
+            about_api[0].starts_with(&format!("cannot reach the DigitalOcean API at {url}: ")),
+            "{}",
+            output.stderr
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+}

@@ -246,6 +246,25 @@ pub fn client_for(base: &Base, env: EnvLookup<'_>) -> Result<Client, String> {
     Client::new(ClientOptions::new(base.api_url.clone(), token)).map_err(|e| e.to_string())
 }
 
+/// Why the API cannot be reached, from one attempt with short timeouts (`None`: it answered,
+/// whatever it answered; the checks say the rest).
+async fn unreachable(base: &Base, env: EnvLookup<'_>) -> Option<String> {
+    let (token, _) = credentials::digitalocean_token_for(env, base).ok()?;
+    let mut options = ClientOptions::new(base.api_url.clone(), token);
+    options.retry.attempts = 1;
+    options.connect_timeout = std::time::Duration::from_secs(3);
+    options.request_timeout = std::time::Duration::from_secs(8);
+    let probe = Client::new(options).ok()?;
+    match probe.account().await {
+        Err(crate::digitalocean::ApiError::Transport { reason, .. }) => Some(reason),
+        Err(crate::digitalocean::ApiError::Timeout { after, .. }) => Some(format!(
+            "no answer within {}",
+            crate::config::duration::format_duration(after)
+        )),
+        _ => None,
+    }
+}
+
 /// Runs `check --online`: everything `check` does, then the preflight against the account.
 pub async fn check_online(
     config_path: &Path,
@@ -280,6 +299,21 @@ pub async fn check_online(
             };
         }
     };
+    // One quick look before the checks: an API that cannot be reached is one line, at once,
+    // not every check's retries (the daemon itself keeps retrying; a person at a terminal
+    // wants the answer).
+    if let Some(reason) = unreachable(&loaded.config.base, env).await {
+        let _ = writeln!(
+            stderr,
+            "cannot reach the DigitalOcean API at {}: {reason}",
+            loaded.config.base.api_url
+        );
+        return CommandOutput {
+            stdout,
+            stderr,
+            exit_code: 1,
+        };
+    }
     let findings = preflight(&client, &loaded.config, true).await;
     let errors = findings.iter().filter(|f| f.level == Level::Error).count();
     for finding in &findings {
