@@ -522,8 +522,11 @@ async fn run() -> Result<ExitCode> {
                 }
             };
             if once {
-                let failures = do_scaler::daemon::serve::run_once(&daemon).await;
-                return Ok(ExitCode::from(u8::from(failures > 0)));
+                let results = do_scaler::daemon::serve::run_once(&daemon).await;
+                for result in &results {
+                    println!("{}", result.line);
+                }
+                return Ok(ExitCode::from(u8::from(results.iter().any(|r| r.failed))));
             }
             let listen = daemon.generation().config.base.status_api.listen;
             let listener = match tokio::net::TcpListener::bind(listen).await {

@@ -311,10 +311,20 @@ async fn pause_needs_the_token_and_survives_a_restart_and_one_writer_per_state()
 async fn run_once_twice_on_an_empty_group_brings_it_to_min_then_adds_nothing() {
     let sim = sim(0, Demand::Constant(1.0), Duration::from_secs(3600)).await;
     let dir = config_dir(&GROUP.replace("min = 1", "min = 2"));
+    let mut lines = Vec::new();
     for _ in 0..2 {
         let daemon = daemon(dir.path(), &sim).await.unwrap();
-        assert_eq!(serve::run_once(&daemon).await, 0);
+        let results = serve::run_once(&daemon).await;
+        assert!(results.iter().all(|r| !r.failed), "{results:?}");
+        lines.extend(results.into_iter().map(|r| r.line));
     }
+    // One line per group and run: the decision, and what its actions did.
+    assert!(
+        lines[0].starts_with("web: scale up from 0 to 2")
+            && lines[0].ends_with("digitalocean_create_droplet: ok"),
+        "{lines:?}"
+    );
+    assert!(lines[1].starts_with("web: stay at 2"), "{lines:?}");
     assert_eq!(sim.droplets().len(), 2);
     assert_eq!(sim.created_names().len(), 2);
 }
@@ -328,7 +338,7 @@ async fn run_once_keeps_the_sample_history_so_rates_work_across_invocations() {
             tokio::time::sleep(Duration::from_millis(1200)).await;
         }
         let daemon = daemon(dir.path(), &sim).await.unwrap();
-        assert_eq!(serve::run_once(&daemon).await, 0);
+        assert!(serve::run_once(&daemon).await.iter().all(|r| !r.failed));
     }
     let store = do_scaler::state::Store::open(&dir.path().join("state.db")).unwrap();
     let decisions = store.decisions("web", 2).unwrap();

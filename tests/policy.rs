@@ -861,14 +861,10 @@ fn every_stay_says_why() {
     let g = target_group("[cooldown]\ndown = \"5m\"\n[stabilization]\ndown = \"0s\"");
     let reason_of = |d: &Decision| -> String {
         assert_eq!(d.direction, None, "{:#?}", d.steps);
-        assert!(d.steps.last().unwrap().starts_with("decision: stay at"));
-        d.steps
-            .iter()
-            .rev()
-            .skip(1)
-            .find(|s| !s.starts_with("bounds ") && !s.contains("count toward the size"))
-            .cloned()
-            .unwrap_or_default()
+        let steps: Vec<&str> = d.steps.iter().map(String::as_str).collect();
+        let line = do_scaler::policy::outcome_with_reason(&steps);
+        assert!(line.starts_with("stay at "), "{line}");
+        line
     };
     let within = once(&g, &active(2), &[Observation::Number(0.63)]);
     assert!(

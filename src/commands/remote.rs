@@ -324,28 +324,16 @@ fn paused(group: &Value) -> String {
     }
 }
 
-/// A decision's outcome and its reason: the last step, and for a `stay` the step that held it.
+/// A decision's outcome and its reason (see [`crate::policy::outcome_with_reason`]).
 pub fn decision_line(decision: &Value) -> String {
     let steps: Vec<&str> = decision["steps"]
         .as_array()
         .map(|s| s.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    let Some(last) = steps.last() else {
+    if steps.is_empty() {
         return "-".to_string();
-    };
-    let outcome = last.trim_start_matches("decision: ");
-    let why = steps
-        .iter()
-        .rev()
-        .skip(1)
-        .find(|s| !s.starts_with("bounds ") && !s.contains("droplets count toward the size"))
-        .copied()
-        .unwrap_or("");
-    if why.is_empty() {
-        outcome.to_string()
-    } else {
-        format!("{outcome}: {why}")
     }
+    crate::policy::outcome_with_reason(&steps)
 }
 
 fn text<'a>(value: &'a Value, or: &'a str) -> &'a str {

@@ -598,39 +598,78 @@ pub fn spawn(daemon: Arc<Daemon>, group: Group, identity: u64, act_after: Instan
     }
 }
 
+/// What `run --once` did with one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnceResult {
+    /// Whether the tick or its actions failed.
+    pub failed: bool,
+    /// One line for stdout: the group, its decision with its reason, and the actions' outcome.
+    pub line: String,
+}
+
 /// One tick of `group`, acting on its decision and waiting for the actions (`run --once`).
-/// Returns whether the tick or its actions failed.
-pub async fn run_once(daemon: &Arc<Daemon>, group: &Group) -> bool {
+pub async fn run_once(daemon: &Arc<Daemon>, group: &Group) -> OnceResult {
     let name = group.name.clone();
     let status = Arc::new(Mutex::new(GroupStatus::default()));
-    let mut task = match GroupTask::new(daemon.clone(), group.clone(), status, Instant::now()) {
+    let failed = |line: String| OnceResult { failed: true, line };
+    let mut task = match GroupTask::new(
+        daemon.clone(),
+        group.clone(),
+        status.clone(),
+        Instant::now(),
+    ) {
         Ok(task) => task,
         Err(error) => {
             tracing::error!(group = %name, %error, "cannot compile the group's expressions");
-            return true;
+            return failed(format!("{name}: cannot compile its expressions: {error}"));
         }
     };
     let Some(report) = task.tick().await else {
-        return true;
+        let reason = status
+            .lock()
+            .ok()
+            .and_then(|s| s.last_error.clone())
+            .unwrap_or_else(|| "the tick failed".into());
+        return failed(format!("{name}: tick failed: {reason}"));
     };
-    let mut failed = false;
-    if task.act(report) {
+    let steps: Vec<&str> = report.decision.steps.iter().map(String::as_str).collect();
+    let decision = crate::policy::outcome_with_reason(&steps);
+    let actions = report.actions.join(" → ");
+    let mut result = OnceResult {
+        failed: false,
+        line: format!("{name}: {decision}"),
+    };
+    if daemon.options.dry_run && report.decision.direction.is_some() {
+        result
+            .line
+            .push_str(&format!(" (dry run: would run {actions})"));
+    } else if task.act(report) {
         // The run gets its deadline and a little more to settle its journal.
         let limit = daemon.options.action_deadline + Duration::from_secs(5);
-        match task.wait_for_run(limit).await {
+        let outcome = match task.wait_for_run(limit).await {
             Some(true) => {
                 tracing::error!(group = %name, "actions failed");
-                failed = true;
+                result.failed = true;
+                let why = status
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.last_action.clone())
+                    .unwrap_or_default();
+                format!("failed ({why})")
             }
-            Some(false) => {}
+            Some(false) => "ok".to_string(),
             None => {
                 tracing::error!(group = %name, "the actions did not end in time");
-                failed = true;
+                result.failed = true;
+                "did not end in time".to_string()
             }
-        }
+        };
+        result.line.push_str(&format!("; {actions}: {outcome}"));
+    } else if blocking(|| daemon.store.is_paused(&name)) {
+        result.line.push_str(" (paused: not acting)");
     }
     task.save(true);
-    failed
+    result
 }
 
 #[cfg(test)]

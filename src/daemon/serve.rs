@@ -7,17 +7,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// One tick of every group, acting on its decision and waiting for the actions. Returns the
-/// number of groups whose tick or actions failed.
-pub async fn run_once(daemon: &Arc<Daemon>) -> usize {
+/// One tick of every group, acting on its decision and waiting for the actions. Returns each
+/// group's result: whether it failed, and its line for stdout.
+pub async fn run_once(daemon: &Arc<Daemon>) -> Vec<super::group::OnceResult> {
     let generation = daemon.generation();
-    let mut failures = 0;
+    let mut results = Vec::new();
     for group in &generation.config.groups {
-        if super::group::run_once(daemon, group).await {
-            failures += 1;
-        }
+        results.push(super::group::run_once(daemon, group).await);
     }
-    failures
+    results
 }
 
 /// Serves until `shutdown` resolves: group tasks, the status API on `listener`, reloads on

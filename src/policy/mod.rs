@@ -283,6 +283,27 @@ pub fn decide(input: &Input<'_>, memory: &mut GroupMemory) -> Decision {
     }
 }
 
+/// A decision in one line: its outcome, and the step that decided it (for a `stay`, what held
+/// it), from the decision's steps: `stay at 5: cooldown.down: …`.
+pub fn outcome_with_reason(steps: &[&str]) -> String {
+    let Some(last) = steps.last() else {
+        return String::new();
+    };
+    let outcome = last.trim_start_matches("decision: ");
+    let why = steps
+        .iter()
+        .rev()
+        .skip(1)
+        .find(|s| !s.starts_with("bounds ") && !s.contains("droplets count toward the size"))
+        .copied()
+        .unwrap_or("");
+    if why.is_empty() {
+        outcome.to_string()
+    } else {
+        format!("{outcome}: {why}")
+    }
+}
+
 /// Missing data never scales down, nor does partial data: while an active droplet gave none
 /// of the series a rule proposing the scale-down reads, that scale-down holds. (A droplet
 /// whose scrape failed gave none; one that lacks only an application's metric holds the rules
