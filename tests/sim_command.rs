@@ -36,6 +36,7 @@ async fn sim_with_1000_droplets_prints_its_export_line_and_serves_metrics() {
         match pair.split_once('=') {
             Some(("DIGITALOCEAN_API_URL", value)) => api = Some(value.to_string()),
             Some(("DIGITALOCEAN_TOKEN", value)) => token = Some(value.to_string()),
+            Some(("DO_SCALER_SIM_PID", value)) => assert!(value.parse::<u32>().is_ok()),
             _ => panic!("unexpected `{pair}` in the export line `{line}`"),
         }
     }
@@ -81,4 +82,33 @@ async fn sim_with_1000_droplets_prints_its_export_line_and_serves_metrics() {
         .unwrap();
     assert_eq!(stats["droplets"]["active"], 1000);
     assert_eq!(stats["scrapes"]["total"], 1);
+}
+
+/// The README's one-liner returns: the sim lets go of stdout after its export line, so
+/// `eval "export $(do-scaler sim &)"` ends at once and leaves the sim running, stoppable by
+/// the PID it exported.
+#[test]
+fn the_readme_one_liner_returns_and_exports_the_pid() {
+    let binary = env!("CARGO_BIN_EXE_do-scaler");
+    let started = std::time::Instant::now();
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "eval \"export $('{binary}' sim --droplets 1 2>/dev/null &)\"; echo \"$DIGITALOCEAN_API_URL $DO_SCALER_SIM_PID\""
+        ))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let (url, pid) = stdout.trim().split_once(' ').unwrap();
+    let pid: i32 = pid
+        .parse()
+        .unwrap_or_else(|_| panic!("no pid in `{stdout}`"));
+    // The sim is still running: stop it.
+    let alive = Command::new("kill").arg(pid.to_string()).status().unwrap();
+    assert!(
+        alive.success(),
+        "the sim kept running after the one-liner returned"
+    );
+    assert!(url.starts_with("http://127.0.0.1:"), "{stdout}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }

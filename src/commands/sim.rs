@@ -7,10 +7,12 @@ pub async fn run(options: SimOptions) -> Result<(), SimError> {
     let droplets = options.seed_droplets;
     let sim = Sim::start(options).await?;
     println!(
-        "DIGITALOCEAN_API_URL={} DIGITALOCEAN_TOKEN={}",
+        "DIGITALOCEAN_API_URL={} DIGITALOCEAN_TOKEN={} DO_SCALER_SIM_PID={}",
         sim.api_url(),
-        sim.token()
+        sim.token(),
+        std::process::id()
     );
+    release_stdout();
     eprintln!(
         "sim: API on {}, droplets on 127.{}.0.0/16 ({droplets} seeded); stats at {}/v2/_sim/stats; Ctrl-C stops",
         sim.api_url(),
@@ -20,6 +22,26 @@ pub async fn run(options: SimOptions) -> Result<(), SimError> {
     shutdown_signal().await;
     eprintln!("sim: stopping");
     Ok(())
+}
+
+/// Lets go of stdout once the export line is out: `eval "export $(do-scaler sim &)"` reads
+/// stdout to its end, which comes only when no process holds it open. The sim writes nothing
+/// more there (its messages go to stderr), so stdout becomes /dev/null.
+fn release_stdout() {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            // SAFETY: dup2 only replaces descriptor 1 with a copy of a descriptor this function
+            // owns (closed when `null` drops); Rust's stdout handle stays valid, and what it
+            // writes from now on goes to /dev/null.
+            unsafe {
+                libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO);
+            }
+        }
+    }
 }
 
 /// Waits for Ctrl-C or SIGTERM.
