@@ -617,3 +617,44 @@ fn every_shipped_example_passes_check() {
         assert!(output.stdout.contains("sources: droplets, "), "{output:?}");
     }
 }
+
+/// Six errors planted in three files (a base file value, a wrong duration, min above max, an
+/// expression that does not parse, an unknown key, a cron that never fires) and a tag two
+/// groups share: one run of `check` reports all of them.
+#[test]
+fn one_run_reports_every_error_of_every_file() {
+    let a = broken("min = 1", "min = 5")
+        .replace("max = 4", "max = 2")
+        .replace("[2m]))'", "[2m])'")
+        + "[cooldown]\nup = \"5 minutes\"\n";
+    let b = broken("region = \"nyc3\"", "region = \"nyc3\"\nbogus = 1")
+        + "[[schedule]]\ncron = \"0 0 30 2 *\"\nduration = \"1h\"\nmax = 3\n";
+    let dir = layout(
+        "interval = \"30x\"\nstate = \"state.db\"\n",
+        &[("a.toml", &a), ("b.toml", &b)],
+    );
+    let output = run_check(dir.path());
+    assert_eq!(output.exit_code, 1, "{output:?}");
+    for expected in [
+        "do-scaler.toml:1:12: `30x` has the unknown unit",
+        "conf.d/a.toml:15:6: `5 minutes` is not a duration",
+        "conf.d/a.toml:2:7: min (5) is greater than max (2)",
+        "conf.d/a.toml:12:8: rule `cpu` expr: invalid expression",
+        "conf.d/b.toml:7:1: unknown key `bogus`",
+        "conf.d/b.toml:16:8: cron `0 0 30 2 *` never fires",
+        "conf.d/b.toml:1:7: tag `web` is already the tag of group `a`",
+    ] {
+        assert!(
+            output.stderr.contains(expected),
+            "{expected}:\n{}",
+            output.stderr
+        );
+    }
+    assert!(
+        output
+            .stderr
+            .ends_with("7 errors in 3 files; nothing was changed\n"),
+        "{}",
+        output.stderr
+    );
+}

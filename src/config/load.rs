@@ -101,7 +101,7 @@ fn explain_toml_error(message: &str) -> String {
             .collect();
         let suggestion = known
             .iter()
-            .map(|k| (edit_distance(key, k), *k))
+            .map(|k| (super::collect::edit_distance(key, k), *k))
             .filter(|(distance, _)| *distance <= 2)
             .min()
             .map(|(_, k)| format!("did you mean `{k}`? "))
@@ -121,21 +121,6 @@ fn explain_toml_error(message: &str) -> String {
         .replace("expected u64", "expected a whole number, 0 or more")
         .replace("expected f64", "expected a number")
         .replace("missing field", "missing key")
-}
-
-/// Levenshtein distance, for "did you mean" on misspelt keys.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }
 
 fn resolve(base_dir: &Path, value: &str) -> PathBuf {
@@ -160,14 +145,31 @@ pub fn load(config_path: &Path, overrides: &Overrides) -> Result<Loaded, LoadErr
         return load_legacy(config_path, overrides);
     }
     let mut diagnostics = Vec::new();
-    let base = match load_base(config_path, overrides, &mut diagnostics) {
-        Some(base) => base,
-        None => {
+    let source = match crate::config::files::read_config(config_path) {
+        Ok(source) => source,
+        Err(_) => {
+            // Unreadable: load_base says why; there is nothing to go on.
+            load_base(config_path, overrides, &mut diagnostics);
             return Err(LoadError {
                 diagnostics,
                 ignored: Vec::new(),
             });
         }
+    };
+    // A base file with errors still leads to its group files, so that one run of `check`
+    // reports every error of every file; the load fails all the same. One that cannot be
+    // parsed at all is replaced by the defaults (conf.d beside it) for that purpose.
+    let base = match build_base(config_path, &source, overrides, &mut diagnostics) {
+        Some((base, _)) => base,
+        None => match build_base(config_path, "", overrides, &mut Vec::new()) {
+            Some((base, _)) => base,
+            None => {
+                return Err(LoadError {
+                    diagnostics,
+                    ignored: Vec::new(),
+                });
+            }
+        },
     };
     let known_actions = known_actions(&base.actions_dir);
     let (files, ignored) = match list_group_files(&base.conf_dir) {
@@ -192,12 +194,20 @@ pub fn load(config_path: &Path, overrides: &Overrides) -> Result<Loaded, LoadErr
     }
     let base_dir = parent_dir(config_path);
     let mut groups = Vec::new();
+    let mut identities = Vec::new();
     for file in &files {
-        if let Some(group) = load_group(file, &base, &base_dir, &known_actions, &mut diagnostics) {
+        if let Some(group) = load_group(
+            file,
+            &base,
+            &base_dir,
+            &known_actions,
+            &mut diagnostics,
+            &mut identities,
+        ) {
             groups.push(group);
         }
     }
-    check_across_groups(&groups, &mut diagnostics);
+    check_across_groups(&identities, &mut diagnostics);
     if diagnostics.iter().any(Diagnostic::is_error) {
         return Err(LoadError {
             diagnostics,
@@ -270,14 +280,24 @@ fn base_from_text(
     overrides: &Overrides,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Base> {
+    build_base(config_path, source, overrides, diagnostics)
+        .and_then(|(base, ok)| ok.then_some(base))
+}
+
+/// The base file as far as it can be read, and whether it is free of errors (each error is in
+/// `diagnostics`): `check` goes on to the group files with a base that has errors, so one run
+/// reports everything. `None` when the file cannot be parsed at all.
+fn build_base(
+    config_path: &Path,
+    source: &str,
+    overrides: &Overrides,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<(Base, bool)> {
     let source = source.to_string();
-    let file: BaseFile = match toml::from_str(&source) {
-        Ok(file) => file,
-        Err(e) => {
-            diagnostics.push(toml_diagnostic(config_path, &source, &e));
-            return None;
-        }
-    };
+    let collected =
+        super::collect::parse::<BaseFile>(config_path, &source, explain_toml_error, diagnostics);
+    let schema_errors = collected.errors;
+    let file: BaseFile = collected.value?;
     let errors_before = diagnostics.iter().filter(|d| d.is_error()).count();
     let mut error = |span: Option<std::ops::Range<usize>>, message: String| {
         diagnostics.push(Diagnostic::error_at(config_path, &source, span, message));
@@ -365,7 +385,7 @@ fn base_from_text(
         inline_token: None,
     };
     let errors_after = diagnostics.iter().filter(|d| d.is_error()).count();
-    (errors_after == errors_before).then_some(base)
+    Some((base, schema_errors == 0 && errors_after == errors_before))
 }
 
 fn check_api_url(url: &str) -> Result<(), String> {
@@ -437,6 +457,7 @@ fn load_group(
     base_dir: &Path,
     known_actions: &BTreeSet<String>,
     diagnostics: &mut Vec<Diagnostic>,
+    identities: &mut Vec<Identity>,
 ) -> Option<Group> {
     let source = match crate::config::files::read_config(file) {
         Ok(source) => source,
@@ -450,13 +471,10 @@ fn load_group(
         }
     };
     let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-    let parsed: GroupFile = match toml::from_str(&source) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            diagnostics.push(toml_diagnostic(file, &source, &e));
-            return None;
-        }
-    };
+    identities.extend(Identity::of(name, file, &source));
+    let collected =
+        super::collect::parse::<GroupFile>(file, &source, explain_toml_error, diagnostics);
+    let parsed = collected.value?;
     let ctx = GroupContext {
         name,
         file,
@@ -467,31 +485,73 @@ fn load_group(
     };
     let (group, found) = validate_group(&ctx, parsed);
     diagnostics.extend(found);
-    group
+    group.filter(|_| collected.errors == 0)
+}
+
+/// What the cross-file checks need of a group file, read from any file that names a tag,
+/// whether or not the rest of it is valid (so a shared tag is reported in the same run as the
+/// file's other errors).
+pub(super) struct Identity {
+    name: String,
+    file: PathBuf,
+    tag: (String, (usize, usize)),
+    template_tags: Vec<(String, (usize, usize))>,
+}
+
+impl Identity {
+    fn of(name: &str, file: &Path, source: &str) -> Option<Identity> {
+        /// Only what the cross-file checks point at; serde skips every other key here.
+        #[derive(serde::Deserialize)]
+        struct Places {
+            tag: Spanned<String>,
+            #[serde(default)]
+            droplet: Option<DropletPlaces>,
+        }
+        #[derive(serde::Deserialize)]
+        struct DropletPlaces {
+            #[serde(default)]
+            tags: Vec<Spanned<String>>,
+        }
+        let places = toml::from_str::<Places>(source).ok()?;
+        let at = |s: &Spanned<String>| {
+            (
+                s.get_ref().clone(),
+                super::diagnostic::line_column(source, s.span().start),
+            )
+        };
+        Some(Identity {
+            name: name.to_string(),
+            file: file.to_path_buf(),
+            tag: at(&places.tag),
+            template_tags: places
+                .droplet
+                .map(|d| d.tags.iter().map(at).collect())
+                .unwrap_or_default(),
+        })
+    }
 }
 
 /// Checks what no single group file can: each group's tag is its own (DigitalOcean tag names
 /// are one tag whatever their case), and no group's template hands new droplets another
 /// group's tag.
-fn check_across_groups(groups: &[Group], diagnostics: &mut Vec<Diagnostic>) {
-    let mut by_tag: BTreeMap<String, &Group> = BTreeMap::new();
+fn check_across_groups(groups: &[Identity], diagnostics: &mut Vec<Diagnostic>) {
+    let mut by_tag: BTreeMap<String, &Identity> = BTreeMap::new();
     for group in groups {
-        let key = group.tag.to_ascii_lowercase();
+        let (tag, (line, column)) = &group.tag;
+        let key = tag.to_ascii_lowercase();
         if let Some(first) = by_tag.get(&key) {
-            let (line, column) = key_position(&group.source, KeyPlace::Tag);
-            let same = if first.tag == group.tag {
+            let same = if first.tag.0 == *tag {
                 String::new()
             } else {
-                format!(" (`{}`: tag names ignore case)", first.tag)
+                format!(" (`{}`: tag names ignore case)", first.tag.0)
             };
             diagnostics.push(Diagnostic {
                 severity: Severity::Error,
                 file: group.file.clone(),
-                line,
-                column,
+                line: *line,
+                column: *column,
                 message: format!(
-                    "tag `{}` is already the tag of group `{}`{same} ({}): each group needs its own tag",
-                    group.tag,
+                    "tag `{tag}` is already the tag of group `{}`{same} ({}): each group needs its own tag",
                     first.name,
                     first.file.display()
                 ),
@@ -501,19 +561,18 @@ fn check_across_groups(groups: &[Group], diagnostics: &mut Vec<Diagnostic>) {
         }
     }
     for group in groups {
-        for (index, tag) in group.template.tags.iter().enumerate() {
+        for (tag, (line, column)) in &group.template_tags {
             let Some(other) = by_tag.get(&tag.to_ascii_lowercase()) else {
                 continue;
             };
             if other.name == group.name {
                 continue;
             }
-            let (line, column) = key_position(&group.source, KeyPlace::TemplateTag(index));
             diagnostics.push(Diagnostic {
                 severity: Severity::Error,
                 file: group.file.clone(),
-                line,
-                column,
+                line: *line,
+                column: *column,
                 message: format!(
                     "droplet.tags gives new droplets `{tag}`, the tag of group `{}` ({}): they would belong to both groups; remove it",
                     other.name,
@@ -522,41 +581,6 @@ fn check_across_groups(groups: &[Group], diagnostics: &mut Vec<Diagnostic>) {
             });
         }
     }
-}
-
-/// A place in a group file that a cross-file error points at.
-enum KeyPlace {
-    /// `tag`.
-    Tag,
-    /// The n-th entry of `droplet.tags`.
-    TemplateTag(usize),
-}
-
-/// Where `place` is in a group file's text (1:1 when it cannot be found).
-fn key_position(source: &str, place: KeyPlace) -> (usize, usize) {
-    /// Only what the cross-file checks point at; serde skips every other key here.
-    #[derive(serde::Deserialize)]
-    struct Places {
-        tag: Spanned<String>,
-        #[serde(default)]
-        droplet: Option<DropletPlaces>,
-    }
-    #[derive(serde::Deserialize)]
-    struct DropletPlaces {
-        #[serde(default)]
-        tags: Vec<Spanned<String>>,
-    }
-    let Ok(places) = toml::from_str::<Places>(source) else {
-        return (1, 1);
-    };
-    let span = match place {
-        KeyPlace::Tag => Some(places.tag.span()),
-        KeyPlace::TemplateTag(index) => places
-            .droplet
-            .and_then(|d| d.tags.get(index).map(Spanned::span)),
-    };
-    span.map(|s| super::diagnostic::line_column(source, s.start))
-        .unwrap_or((1, 1))
 }
 
 /// A base-file interval, exposed for summaries.
@@ -613,6 +637,7 @@ fn load_legacy(config_path: &Path, overrides: &Overrides) -> Result<Loaded, Load
     let known_actions = known_actions(&base.actions_dir);
     let base_dir = parent_dir(config_path);
     let mut groups = Vec::new();
+    let mut identities = Vec::new();
     for (name, text, old_file) in &converted.groups {
         let file = PathBuf::from(format!("{} (converted)", old_file.display()));
         let parsed: GroupFile = match toml::from_str(text) {
@@ -630,11 +655,12 @@ fn load_legacy(config_path: &Path, overrides: &Overrides) -> Result<Loaded, Load
             base_dir: &base_dir,
             known_actions: &known_actions,
         };
+        identities.extend(Identity::of(name, &file, text));
         let (group, found) = validate_group(&ctx, parsed);
         diagnostics.extend(found);
         groups.extend(group);
     }
-    check_across_groups(&groups, &mut diagnostics);
+    check_across_groups(&identities, &mut diagnostics);
     if diagnostics.iter().any(Diagnostic::is_error) {
         return Err(LoadError {
             diagnostics,

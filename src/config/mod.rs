@@ -4,6 +4,7 @@
 //! Flow: `schema` (what the user writes, with positions) → `validate` (every problem at once)
 //! → `model` (plain, typed, defaults applied), driven by `load`.
 
+pub mod collect;
 pub mod credentials;
 pub mod diagnostic;
 pub mod duration;
