@@ -448,6 +448,16 @@ async fn the_webhook_reports_scale_events_and_failures() {
     assert_eq!(received.len(), 2);
     let first = received[0]["text"].as_str().unwrap();
     assert!(first.contains("scaled up from 2 to 4"), "{first}");
+    // The instance, the group, the rule and its value, each once; the move is not repeated.
+    let instance = MANAGED.trim_start_matches("do-scaler:");
+    for (part, times) in [
+        (format!("do-scaler `{instance}`"), 1),
+        ("group `web`".to_string(), 1),
+        ("rule `cpu` = 0.9000".to_string(), 1),
+        ("from 2 to 4".to_string(), 1),
+    ] {
+        assert_eq!(first.matches(&part).count(), times, "{part} in {first}");
+    }
     let second = received[1]["text"].as_str().unwrap();
     assert!(
         second.contains("failed") && second.contains("boom"),

@@ -51,14 +51,31 @@ pub fn decision(decision: &Decision) -> Dynamic {
         None => "none",
     };
     map.insert("direction".into(), direction.into());
-    let reason = match &decision.winner {
-        Some(winner) => format!(
-            "{winner}: {}",
-            decision.steps.last().cloned().unwrap_or_default()
-        ),
-        None => decision.steps.last().cloned().unwrap_or_default(),
+    // What decided it, said once: the winning rule with its value and verdict, else the step
+    // that decided (a bound, a schedule); never the move itself again.
+    let winner = decision
+        .winner
+        .as_ref()
+        .and_then(|name| decision.rules.iter().find(|r| &r.name == name));
+    let reason = match winner {
+        Some(rule) => format!("rule `{}` = {}: {}", rule.name, rule.value, rule.verdict),
+        None => {
+            let steps: Vec<&str> = decision.steps.iter().map(String::as_str).collect();
+            let line = crate::policy::outcome_with_reason(&steps);
+            line.split_once(": ")
+                .map(|(_, why)| why.to_string())
+                .unwrap_or_default()
+        }
     };
     map.insert("reason".into(), reason.into());
+    map.insert(
+        "rule".into(),
+        winner.map(|r| r.name.clone()).unwrap_or_default().into(),
+    );
+    map.insert(
+        "value".into(),
+        winner.map(|r| r.value.clone()).unwrap_or_default().into(),
+    );
     map.insert(
         "victims".into(),
         Dynamic::from_array(
@@ -72,8 +89,8 @@ pub fn decision(decision: &Decision) -> Dynamic {
     Dynamic::from_map(map)
 }
 
-/// The group as scripts see it (user data redacted).
-pub fn group(group: &Group, min: u32, max: u32) -> Dynamic {
+/// The group as scripts see it (user data redacted), with the daemon's `instance`.
+pub fn group(group: &Group, instance: &str, min: u32, max: u32) -> Dynamic {
     let template = &group.template;
     let mut t = Map::new();
     t.insert("name_prefix".into(), template.name_prefix.clone().into());
@@ -106,6 +123,7 @@ pub fn group(group: &Group, min: u32, max: u32) -> Dynamic {
     );
     let mut map = Map::new();
     map.insert("name".into(), group.name.clone().into());
+    map.insert("instance".into(), instance.to_string().into());
     map.insert("tag".into(), group.tag.clone().into());
     map.insert("min".into(), i64::from(min).into());
     map.insert("max".into(), i64::from(max).into());

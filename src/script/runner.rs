@@ -199,7 +199,15 @@ fn run_all(scripts: &Scripts, context: &RunContext, request: &ActionRequest) -> 
                 let bounds = &context.decision.bounds;
                 scope.push_constant(
                     "group",
-                    convert::group(&context.group, bounds.min, bounds.max),
+                    convert::group(
+                        &context.group,
+                        context
+                            .managed_tag
+                            .strip_prefix(crate::config::validate::RESERVED_TAG_PREFIX)
+                            .unwrap_or(&context.managed_tag),
+                        bounds.min,
+                        bounds.max,
+                    ),
                 );
                 let droplets: rhai::Array = context
                     .droplets
