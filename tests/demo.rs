@@ -48,6 +48,15 @@ fn the_demo_scales_up_and_down_and_draws_its_chart() {
         svg.starts_with("<svg") && svg.contains("polyline"),
         "a chart with lines"
     );
+    // Desired and actual told apart, the CPU the rules saw on its own axis, scale events marked.
+    for label in [
+        "desired",
+        "actual (active + booting)",
+        "CPU the rules saw (right axis)",
+        "scale event",
+    ] {
+        assert!(svg.contains(label), "the chart's legend lacks {label}");
+    }
     assert!(
         out.path().join("conf.d/web.toml").exists(),
         "the demo's configuration is written beside it"

@@ -124,6 +124,8 @@ pub(super) struct Point {
     pub desired: f64,
     /// The droplets that existed (active and booting).
     pub actual: f64,
+    /// The value of the group's first rule as the daemon saw it (the CPU, in the web demo).
+    pub cpu: Option<f64>,
 }
 
 pub(super) fn io(error: impl std::fmt::Display) -> DemoError {
@@ -255,6 +257,9 @@ async fn run_web(request: &DemoRequest) -> Result<(), DemoError> {
             demand: now_demand / (2.0 * 0.6),
             desired,
             actual: size as f64,
+            cpu: decision["rules"][0]["value"]
+                .as_str()
+                .and_then(|v| v.parse().ok()),
         });
         if at != last_decision {
             last_decision = at;
@@ -312,11 +317,9 @@ async fn run_web(request: &DemoRequest) -> Result<(), DemoError> {
     Ok(())
 }
 
-/// One line of the chart: its label, its colour, and how to read it from a point.
-type Series = (&'static str, plotters::style::RGBColor, fn(&Point) -> f64);
-
-/// Draws the work (in droplets' worth, labelled `work_label`), desired and actual size over
-/// time under `caption`.
+/// Draws the work (in droplets' worth, labelled `work_label`), the desired size (dashed) and
+/// the actual size (a thick step line, with a mark at each scale event) over time under
+/// `caption`, and the CPU the rules saw on a second axis when the points carry it.
 pub(super) fn draw(
     path: &Path,
     points: &[Point],
@@ -325,7 +328,7 @@ pub(super) fn draw(
 ) -> Result<(), String> {
     use plotters::prelude::*;
     let error = |e: &dyn std::fmt::Display| e.to_string();
-    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
+    let root = SVGBackend::new(path, (960, 440)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| error(&e))?;
     let end = points.last().map(|p| p.seconds).unwrap_or(1.0).max(1.0);
     let top = points
@@ -333,40 +336,97 @@ pub(super) fn draw(
         .map(|p| p.demand.max(p.desired).max(p.actual))
         .fold(1.0f64, f64::max)
         + 1.0;
+    let with_cpu = points.iter().any(|p| p.cpu.is_some());
     let mut chart = ChartBuilder::on(&root)
         .caption(caption, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(44)
+        .right_y_label_area_size(if with_cpu { 44 } else { 0 })
         .build_cartesian_2d(0f64..end, 0f64..top)
-        .map_err(|e| error(&e))?;
+        .map_err(|e| error(&e))?
+        .set_secondary_coord(0f64..end, 0f64..1f64);
     chart
         .configure_mesh()
         .x_desc("seconds")
         .y_desc("droplets")
         .draw()
         .map_err(|e| error(&e))?;
-    let series: [Series; 3] = [
-        (work_label, RGBColor(200, 120, 0), |p| p.demand),
-        ("desired", RGBColor(30, 90, 200), |p| p.desired),
-        ("actual (active + booting)", RGBColor(20, 150, 60), |p| {
-            p.actual
-        }),
-    ];
-    for (label, color, value) in series {
+    let (orange, blue, green, red) = (
+        RGBColor(200, 120, 0),
+        RGBColor(30, 90, 200),
+        RGBColor(20, 150, 60),
+        RGBColor(190, 30, 45),
+    );
+    chart
+        .draw_series(LineSeries::new(
+            points.iter().map(|p| (p.seconds, p.demand)),
+            orange.stroke_width(1),
+        ))
+        .map_err(|e| error(&e))?
+        .label(work_label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], orange.stroke_width(1)));
+    // The actual size as steps: it changes when droplets come and go, not in between.
+    let mut steps = Vec::new();
+    for (i, p) in points.iter().enumerate() {
+        if let Some(previous) = i.checked_sub(1).map(|j| points[j])
+            && previous.actual != p.actual
+        {
+            steps.push((p.seconds, previous.actual));
+        }
+        steps.push((p.seconds, p.actual));
+    }
+    chart
+        .draw_series(LineSeries::new(steps, green.stroke_width(3)))
+        .map_err(|e| error(&e))?
+        .label("actual (active + booting)")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], green.stroke_width(3)));
+    chart
+        .draw_series(DashedLineSeries::new(
+            points.iter().map(|p| (p.seconds, p.desired)),
+            8,
+            5,
+            blue.stroke_width(2),
+        ))
+        .map_err(|e| error(&e))?
+        .label("desired")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y)], blue.stroke_width(2)));
+    // A mark where the group grew (▲) or shrank (●).
+    let events: Vec<(f64, f64, bool)> = points
+        .windows(2)
+        .filter(|w| w[0].actual != w[1].actual)
+        .map(|w| (w[1].seconds, w[1].actual, w[1].actual > w[0].actual))
+        .collect();
+    chart
+        .draw_series(events.iter().map(|(x, y, up)| {
+            let style = if *up { green.filled() } else { red.filled() };
+            EmptyElement::at((*x, *y))
+                + TriangleMarker::new((0, 0), if *up { 6 } else { 0 }, style)
+                + Circle::new((0, 0), if *up { 0 } else { 5 }, style)
+        }))
+        .map_err(|e| error(&e))?
+        .label("scale event (up ▲, down ●)")
+        .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 5, green.filled()));
+    if with_cpu {
         chart
-            .draw_series(LineSeries::new(
-                points.iter().map(|p| (p.seconds, value(p))),
-                color.stroke_width(2),
+            .configure_secondary_axes()
+            .y_desc("CPU the rules saw")
+            .draw()
+            .map_err(|e| error(&e))?;
+        chart
+            .draw_secondary_series(LineSeries::new(
+                points.iter().filter_map(|p| p.cpu.map(|c| (p.seconds, c))),
+                red.mix(0.7).stroke_width(1),
             ))
             .map_err(|e| error(&e))?
-            .label(label)
+            .label("CPU the rules saw (right axis)")
             .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                PathElement::new(vec![(x, y), (x + 20, y)], red.mix(0.7).stroke_width(1))
             });
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()

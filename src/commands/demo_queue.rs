@@ -198,6 +198,7 @@ pub async fn run(request: &DemoRequest) -> Result<(), DemoError> {
             demand: (counts.pending + counts.running) as f64 / f64::from(CONCURRENCY),
             desired,
             actual: size as f64,
+            cpu: None,
         });
         if at != last_decision {
             last_decision = at;
