@@ -257,16 +257,13 @@ async fn run_web(request: &DemoRequest) -> Result<(), DemoError> {
             demand: now_demand / (2.0 * 0.6),
             desired,
             actual: size as f64,
-            cpu: decision["rules"][0]["value"]
-                .as_str()
-                .and_then(|v| v.parse().ok()),
+            cpu: decision["rules"][0]["value"].as_f64(),
         });
         if at != last_decision {
             last_decision = at;
             let cpu = decision["rules"][0]["value"]
-                .as_str()
-                .unwrap_or("-")
-                .to_string();
+                .as_f64()
+                .map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
             let step = decision
                 .pointer("/decision/steps")
                 .and_then(|s| s.as_array())

@@ -100,12 +100,27 @@ pub enum Observation {
 pub struct RuleReport {
     /// The rule.
     pub name: String,
-    /// Its value or truth, as text.
+    /// Its value or truth, as text (`0.6123`, `true`, `missing`); in JSON a number, a boolean,
+    /// or null when missing, so that clients compare numbers.
+    #[serde(serialize_with = "value_as_json")]
     pub value: String,
     /// Its verdict and why.
     pub verdict: String,
     /// The size it proposes, if it proposes one.
     pub proposal: Option<u32>,
+}
+
+/// A rule's value text as JSON: a number, a boolean, null for missing; any other text as is.
+fn value_as_json<S: serde::Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    match value {
+        "missing" => serializer.serialize_none(),
+        "true" => serializer.serialize_bool(true),
+        "false" => serializer.serialize_bool(false),
+        text => match text.parse::<f64>() {
+            Ok(number) if number.is_finite() => serializer.serialize_f64(number),
+            _ => serializer.serialize_str(text),
+        },
+    }
 }
 
 /// One decision.

@@ -234,7 +234,7 @@ pub fn idle_headroom(idle: &Idle, bounds: &Bounds, members: &[Member]) -> RuleRe
     let proposal = busy.saturating_add(count);
     RuleReport {
         name: IDLE_RULE.to_string(),
-        value: format!("{busy} busy"),
+        value: busy.to_string(),
         verdict: format!("{busy} busy + {count} kept idle{from} = {proposal}: proposes {proposal}"),
         proposal: Some(proposal),
     }
