@@ -240,17 +240,20 @@ pub fn summarize(group: &Group) -> String {
 /// Builds a DigitalOcean client for the configured API with the token from the environment,
 /// the systemd credential or the token file. Commands that call the API fail without one.
 pub fn client_for(base: &Base, env: EnvLookup<'_>) -> Result<Client, String> {
+    Client::new(options_for(base, env)?).map_err(|e| e.to_string())
+}
+
+/// The client settings for the base file's API with the token found in `env`.
+fn options_for(base: &Base, env: EnvLookup<'_>) -> Result<ClientOptions, String> {
     let (token, source) =
         credentials::digitalocean_token_for(env, base).map_err(|e| e.to_string())?;
     tracing::debug!(source = %source, "DigitalOcean token found");
-    Client::new(ClientOptions::new(base.api_url.clone(), token)).map_err(|e| e.to_string())
+    Ok(ClientOptions::new(base.api_url.clone(), token))
 }
 
 /// Why the API cannot be reached, from one attempt with short timeouts (`None`: it answered,
 /// whatever it answered; the checks say the rest).
-async fn unreachable(base: &Base, env: EnvLookup<'_>) -> Option<String> {
-    let (token, _) = credentials::digitalocean_token_for(env, base).ok()?;
-    let mut options = ClientOptions::new(base.api_url.clone(), token);
+async fn unreachable(mut options: ClientOptions) -> Option<String> {
     options.retry.attempts = 1;
     options.connect_timeout = std::time::Duration::from_secs(3);
     options.request_timeout = std::time::Duration::from_secs(8);
@@ -284,7 +287,11 @@ pub async fn check_online(
     for warning in &loaded.warnings {
         let _ = writeln!(stderr, "{warning}");
     }
-    let client = match client_for(&loaded.config.base, env) {
+    let options = options_for(&loaded.config.base, env);
+    let client = match options
+        .clone()
+        .and_then(|o| Client::new(o).map_err(|e| e.to_string()))
+    {
         Ok(client) => client,
         Err(reason) => {
             let _ = writeln!(
@@ -302,7 +309,10 @@ pub async fn check_online(
     // One quick look before the checks: an API that cannot be reached is one line, at once,
     // not every check's retries (the daemon itself keeps retrying; a person at a terminal
     // wants the answer).
-    if let Some(reason) = unreachable(&loaded.config.base, env).await {
+    if let Some(reason) = match options {
+        Ok(options) => unreachable(options).await,
+        Err(_) => None,
+    } {
         let _ = writeln!(
             stderr,
             "cannot reach the DigitalOcean API at {}: {reason}",

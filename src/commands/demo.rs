@@ -132,15 +132,79 @@ pub(super) fn io(error: impl std::fmt::Display) -> DemoError {
     DemoError::Io(error.to_string())
 }
 
+/// The daemon serving its status API on loopback against the demo's sim, stopped by
+/// [`Serving::stop`]. Shared by every scenario.
+pub(super) struct Serving {
+    /// The daemon.
+    pub daemon: Arc<crate::daemon::Daemon>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    /// Prepares the daemon on `config` against `sim` (state under `out`), serves it, and says
+    /// where on stderr (`what` names the sim's workload).
+    pub(super) async fn start(
+        sim: &Sim,
+        config: PathBuf,
+        out: &Path,
+        what: &str,
+        duration: Duration,
+    ) -> Result<Serving, DemoError> {
+        let token = sim.token().to_string();
+        let daemon = prepare(
+            config,
+            Overrides {
+                api_url: Some(sim.api_url()),
+                state: Some(out.join("state.db")),
+                listen: None,
+            },
+            Arc::new(move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| token.clone())),
+            Arc::new(SystemClock),
+            RunOptions::new(Duration::from_secs(60)),
+        )
+        .await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(io)?;
+        eprintln!(
+            "demo: simulated DigitalOcean{what} at {}, status API at http://{}, running for {}",
+            sim.api_url(),
+            listener.local_addr().map_err(io)?,
+            crate::config::duration::format_duration(duration)
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve::serve(daemon.clone(), listener, async {
+            let _ = stopped.await;
+        }));
+        Ok(Serving {
+            daemon,
+            stop,
+            server,
+        })
+    }
+
+    /// Stops the daemon and waits for it.
+    pub(super) async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+    }
+}
+
+/// Removes the state a previous demo left under `out`.
+pub(super) fn remove_state(out: &Path) {
+    for file in ["state.db", "state.db-wal", "state.db-shm"] {
+        let _ = std::fs::remove_file(out.join(file));
+    }
+}
+
 /// Writes the built-in configuration under `out` and returns its base file.
 fn write_config(out: &Path) -> Result<PathBuf, DemoError> {
     std::fs::create_dir_all(out.join("conf.d")).map_err(io)?;
     std::fs::create_dir_all(out.join("actions")).map_err(io)?;
     std::fs::write(out.join("do-scaler.toml"), DEMO_BASE).map_err(io)?;
     std::fs::write(out.join("conf.d/web.toml"), DEMO_GROUP).map_err(io)?;
-    let _ = std::fs::remove_file(out.join("state.db"));
-    let _ = std::fs::remove_file(out.join("state.db-wal"));
-    let _ = std::fs::remove_file(out.join("state.db-shm"));
+    remove_state(out);
     Ok(out.join("do-scaler.toml"))
 }
 
@@ -180,32 +244,8 @@ async fn run_web(request: &DemoRequest) -> Result<(), DemoError> {
         ..SimOptions::default()
     })
     .await?;
-    let token = sim.token().to_string();
-    let daemon = prepare(
-        config,
-        Overrides {
-            api_url: Some(sim.api_url()),
-            state: Some(out.join("state.db")),
-            listen: None,
-        },
-        Arc::new(move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| token.clone())),
-        Arc::new(SystemClock),
-        RunOptions::new(Duration::from_secs(60)),
-    )
-    .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(io)?;
-    eprintln!(
-        "demo: simulated DigitalOcean at {}, status API at http://{}, {} of demand",
-        sim.api_url(),
-        listener.local_addr().map_err(io)?,
-        crate::config::duration::format_duration(request.duration)
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve::serve(daemon.clone(), listener, async {
-        let _ = stopped.await;
-    }));
+    let serving = Serving::start(&sim, config, &out, "", request.duration).await?;
+    let daemon = serving.daemon.clone();
 
     let started = Instant::now();
     let mut points = Vec::new();
@@ -289,8 +329,7 @@ async fn run_web(request: &DemoRequest) -> Result<(), DemoError> {
             );
         }
     }
-    let _ = stop.send(());
-    let _ = server.await;
+    serving.stop().await;
     let chart = out.join("demo.svg");
     draw(
         &chart,

@@ -4,15 +4,10 @@
 //! empties, and a second burst starts it again. One line per decision, a summary of what
 //! happened to the jobs, and an SVG chart.
 
-use super::demo::{DEMO_BASE, DemoError, DemoRequest, Point, draw, io};
-use crate::clock::SystemClock;
-use crate::config::Overrides;
-use crate::daemon::run::prepare;
-use crate::daemon::{RunOptions, serve};
+use super::demo::{DEMO_BASE, DemoError, DemoRequest, Point, Serving, draw, io, remove_state};
 use crate::sim::queue::QueueSettings;
 use crate::sim::{Demand, Sim, SimOptions};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long one simulated job runs.
@@ -87,9 +82,7 @@ fn write_config(out: &Path, drone_url: &str) -> Result<PathBuf, DemoError> {
         QUEUE_GROUP.replace("{DRONE_URL}", drone_url),
     )
     .map_err(io)?;
-    for file in ["state.db", "state.db-wal", "state.db-shm"] {
-        let _ = std::fs::remove_file(out.join(file));
-    }
+    remove_state(out);
     Ok(out.join("do-scaler.toml"))
 }
 
@@ -123,32 +116,8 @@ pub async fn run(request: &DemoRequest) -> Result<(), DemoError> {
         Some(config) => config.clone(),
         None => write_config(&out, &format!("{}/drone/metrics", sim.api_url()))?,
     };
-    let token = sim.token().to_string();
-    let daemon = prepare(
-        config,
-        Overrides {
-            api_url: Some(sim.api_url()),
-            state: Some(out.join("state.db")),
-            listen: None,
-        },
-        Arc::new(move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| token.clone())),
-        Arc::new(SystemClock),
-        RunOptions::new(Duration::from_secs(60)),
-    )
-    .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(io)?;
-    eprintln!(
-        "demo: simulated DigitalOcean with a job queue at {}, status API at http://{}, {} of jobs",
-        sim.api_url(),
-        listener.local_addr().map_err(io)?,
-        crate::config::duration::format_duration(request.duration)
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve::serve(daemon.clone(), listener, async {
-        let _ = stopped.await;
-    }));
+    let serving = Serving::start(&sim, config, &out, " with a job queue", request.duration).await?;
+    let daemon = serving.daemon.clone();
 
     let started = Instant::now();
     let mut points = Vec::new();
@@ -228,8 +197,7 @@ pub async fn run(request: &DemoRequest) -> Result<(), DemoError> {
             );
         }
     }
-    let _ = stop.send(());
-    let _ = server.await;
+    serving.stop().await;
     let counts = sim.queue().unwrap_or_default();
     let chart = out.join("demo.svg");
     draw(

@@ -89,7 +89,12 @@ pub fn target(
     env: EnvLookup<'_>,
 ) -> Result<Target, RemoteError> {
     let mut diagnostics = Vec::new();
-    let base = crate::config::load_base(config, &Overrides::default(), &mut diagnostics);
+    // The base file is read only for what the command line does not say.
+    let base = if api.is_some() && token_file.is_some() {
+        None
+    } else {
+        crate::config::load_base(config, &Overrides::default(), &mut diagnostics)
+    };
     let url = match api {
         Some(api) => parse_api(api)?,
         None => match &base {

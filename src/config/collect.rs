@@ -72,6 +72,9 @@ pub fn parse<T: DeserializeOwned>(
             break;
         }
         match blank_lines(&text, span) {
+            // Blanking changed nothing (the error sits on lines already set aside): no
+            // further parse can learn more.
+            Some((blanked, _)) if blanked == text => break,
             Some((blanked, keys)) => {
                 text = blanked;
                 blanked_keys.extend(keys);
