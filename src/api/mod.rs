@@ -2,6 +2,7 @@
 //! their last decisions, and pause, resume and reload behind the status API token.
 
 pub mod metrics;
+pub mod page;
 pub mod server;
 
 use crate::daemon::run::Daemon;
@@ -44,6 +45,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Whether the running generation has a group of that name.
+fn has_group(daemon: &Daemon, name: &str) -> bool {
+    daemon
+        .generation()
+        .config
+        .groups
+        .iter()
+        .any(|g| g.name == name)
+}
+
 fn reads_allowed(daemon: &Daemon, headers: &HeaderMap) -> bool {
     daemon.generation().config.base.status_api.open_reads || authorized(daemon, headers)
 }
@@ -51,12 +62,16 @@ fn reads_allowed(daemon: &Daemon, headers: &HeaderMap) -> bool {
 /// The router.
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
+        .route("/", get(page::index))
+        .route("/ui/page.js", get(page::script))
+        .route("/ui/page.css", get(page::style))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/groups", get(groups))
         .route("/api/v1/groups/{name}", get(group))
         .route("/api/v1/groups/{name}/decisions", get(decisions))
+        .route("/api/v1/groups/{name}/sizes", get(sizes))
         .route("/api/v1/groups/{name}/pause", post(pause))
         .route("/api/v1/groups/{name}/resume", post(resume))
         .route("/api/v1/reload", post(reload))
@@ -99,6 +114,7 @@ fn group_summary(daemon: &Daemon, name: &str) -> Option<serde_json::Value> {
         "tag": group.tag,
         "min": group.min,
         "max": group.max,
+        "interval_seconds": group.interval.as_secs_f64(),
         "bounds": decision.pointer("/decision/bounds"),
         "current": decision.get("current"),
         "desired": decision.get("desired"),
@@ -153,13 +169,7 @@ async fn decisions(
     if !reads_allowed(&daemon, &headers) {
         return error(StatusCode::UNAUTHORIZED, "this API needs the status token");
     }
-    if !daemon
-        .generation()
-        .config
-        .groups
-        .iter()
-        .any(|g| g.name == name)
-    {
+    if !has_group(&daemon, &name) {
         return error(StatusCode::NOT_FOUND, "no such group");
     }
     let limit = match query.get("limit").map(|l| l.parse::<u32>()) {
@@ -178,6 +188,23 @@ async fn decisions(
     }
 }
 
+/// `GET /api/v1/groups/{name}/sizes`: the day of per-minute sizes behind the page's chart.
+async fn sizes(State(daemon): Shared, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if !reads_allowed(&daemon, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "this API needs the status token");
+    }
+    if !has_group(&daemon, &name) {
+        return error(StatusCode::NOT_FOUND, "no such group");
+    }
+    let since = daemon.clock.now() - crate::state::sizes::SIZES_KEPT;
+    let store = daemon.store.clone();
+    let points = crate::daemon::group::blocking(|| store.sizes(&name, since));
+    match points {
+        Ok(points) => axum::Json(json!({ "group": name, "points": points })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
 async fn set_paused(
     daemon: Arc<Daemon>,
     headers: HeaderMap,
@@ -190,13 +217,7 @@ async fn set_paused(
             "POST endpoints need the status API token (Authorization: Bearer …)",
         );
     }
-    if !daemon
-        .generation()
-        .config
-        .groups
-        .iter()
-        .any(|g| g.name == name)
-    {
+    if !has_group(&daemon, &name) {
         return error(StatusCode::NOT_FOUND, "no such group");
     }
     match daemon.store.set_paused(&name, paused) {

@@ -292,6 +292,16 @@ impl GroupTask {
         if let Err(error) = recorded {
             tracing::error!(group = %name, %error, "cannot record the decision");
         }
+        let point = crate::state::SizePoint {
+            at: decision.at,
+            current: decision.current,
+            desired: decision.desired,
+            min: decision.bounds.min,
+            max: decision.bounds.max,
+        };
+        if let Err(error) = blocking(|| daemon.store.record_size(&name, point)) {
+            tracing::error!(group = %name, %error, "cannot record the size history");
+        }
         crate::failpoint::hit("decision.after_record");
         let metrics = &daemon.metrics;
         let labels = Metrics::group(&name);

@@ -146,6 +146,9 @@ impl TickReport {
                 "victims": self.decision.victims,
                 "actions": self.actions,
                 "steps": self.decision.steps,
+                "summary": crate::policy::outcome_with_reason(
+                    &self.decision.steps.iter().map(String::as_str).collect::<Vec<_>>()
+                ),
                 "at": self.decision.at,
             },
             "rules": self.decision.rules,

@@ -3,7 +3,10 @@
 //! destroy is written here before the API call and settled after it, so a crash in between
 //! is reconciled against the tag listing on the next start.
 
+pub mod sizes;
 pub mod sqlite;
+
+pub use sizes::SizePoint;
 
 pub use sqlite::Store;
 use std::collections::{BTreeMap, BTreeSet};

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The schema version this binary writes; older databases are migrated step by step.
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 /// Decisions kept per group.
 const DECISIONS_KEPT: i64 = 1000;
@@ -56,9 +56,13 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE samples (series INTEGER NOT NULL, t INTEGER NOT NULL, v INTEGER NOT NULL);
      CREATE INDEX samples_by_series ON samples (series, t);
      CREATE INDEX samples_by_time ON samples (t);",
+    // The status page's day of sizes: one row per group and minute (see `sizes.rs`).
+    "CREATE TABLE sizes (grp TEXT NOT NULL, minute INTEGER NOT NULL, current INTEGER NOT NULL,
+                         desired INTEGER NOT NULL, min INTEGER NOT NULL, max INTEGER NOT NULL,
+                         PRIMARY KEY (grp, minute));",
 ];
 
-fn store_error(error: impl std::fmt::Display) -> StateError {
+pub(super) fn store_error(error: impl std::fmt::Display) -> StateError {
     StateError::Store(error.to_string())
 }
 
@@ -134,8 +138,13 @@ impl Store {
         Ok(store)
     }
 
+    /// The connection, for the other tables' modules.
+    pub(super) fn connection(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StateError> {
+        self.conn.lock().map_err(store_error)
+    }
+
     /// Counts `result` against `operation` when it failed, and passes it on.
-    fn counted<T>(
+    pub(super) fn counted<T>(
         &self,
         operation: &'static str,
         result: Result<T, StateError>,
