@@ -142,14 +142,27 @@ pub fn target(
             let file = base.as_ref().and_then(|b| b.status_api.token_file.clone());
             let hint = match &file {
                 Some(file) => format!(
-                    "the `api-token` credential or {} (pass --token-file)",
+                    "the `api-token` credential, {} or /etc/do-scaler/credentials/api-token (pass --token-file)",
                     file.display()
                 ),
-                None => "the `api-token` credential (pass --token-file)".to_string(),
+                None => "the `api-token` credential or /etc/do-scaler/credentials/api-token (pass --token-file)".to_string(),
             };
             let token = credentials::status_api_token(env, file.as_deref())
                 .ok()
-                .map(|(token, _)| token);
+                .map(|(token, _)| token)
+                .or_else(|| {
+                    // Run by hand (`sudo do-scaler pause web`) there is no CREDENTIALS_DIRECTORY:
+                    // the token is where the packaged unit loads it from.
+                    let packaged =
+                        Path::new(credentials::PACKAGED_CREDENTIALS_DIR).join("api-token");
+                    crate::config::files::read_text(
+                        &packaged,
+                        crate::config::files::MAX_SECRET_BYTES,
+                    )
+                    .ok()
+                    .map(ApiToken::new)
+                    .filter(|t| !t.expose().is_empty())
+                });
             (token, hint)
         }
     };

@@ -64,7 +64,7 @@ impl fmt::Display for TokenSource {
 pub enum CredentialError {
     /// No source holds a token.
     #[error(
-        "no DigitalOcean token: set DIGITALOCEAN_TOKEN, load the systemd credential `digitalocean-token`, or set token_file in the base file"
+        "no DigitalOcean token: set DIGITALOCEAN_TOKEN, load the systemd credential `digitalocean-token` (the packaged unit loads /etc/do-scaler/credentials/digitalocean-token: write the token there, mode 0600), or set token_file in the base file"
     )]
     Missing,
     /// A named file could not be read.
@@ -112,6 +112,30 @@ fn read_secret(
     Ok((token, source))
 }
 
+/// Where the packaged unit loads credentials from (every file, see
+/// [`DIRECTORY_CREDENTIAL_PREFIX`]); the commands for people read the status token here when
+/// run by hand, outside the unit.
+pub const PACKAGED_CREDENTIALS_DIR: &str = "/etc/do-scaler/credentials";
+
+/// The prefix of credentials the unit loads as a directory: `LoadCredential=do-scaler:DIR`
+/// loads every file of DIR as `do-scaler_<file>` (systemd 252 has no `ImportCredential=`, and a
+/// missing `LoadCredential=` file fails the unit, so optional credentials come this way).
+pub const DIRECTORY_CREDENTIAL_PREFIX: &str = "do-scaler_";
+
+/// Where the systemd credential `name` is in `dir`: `name` itself when loaded on its own, else
+/// the copy the unit's directory load made (`do-scaler_<name>`); `dir/name` when neither exists.
+pub fn credential_path(dir: &Path, name: &str) -> PathBuf {
+    let own = dir.join(name);
+    if own.exists() {
+        return own;
+    }
+    let loaded_with_directory = dir.join(format!("{DIRECTORY_CREDENTIAL_PREFIX}{name}"));
+    if loaded_with_directory.exists() {
+        return loaded_with_directory;
+    }
+    own
+}
+
 /// Finds a secret: an environment variable, then a systemd credential, then a file.
 fn find_secret(
     env: EnvLookup<'_>,
@@ -130,7 +154,7 @@ fn find_secret(
         return Ok((token, TokenSource::Environment(variable)));
     }
     if let Some(dir) = env("CREDENTIALS_DIRECTORY") {
-        let path = Path::new(&dir).join(credential);
+        let path = credential_path(Path::new(&dir), credential);
         if path.exists() {
             match read_secret(what, &path, TokenSource::Credential(path.clone())) {
                 // An empty credential (the package installs `api-token` empty) is no credential:
@@ -254,6 +278,31 @@ mod tests {
             digitalocean_token(&env, None),
             Err(CredentialError::Missing)
         ));
+    }
+
+    #[test]
+    fn credentials_loaded_as_a_directory_are_found_by_their_own_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("do-scaler_digitalocean-token"),
+            "from-dir\n",
+        )
+        .unwrap();
+        let env = env_of(&[("CREDENTIALS_DIRECTORY", dir.path().to_str().unwrap())]);
+        let (token, source) = digitalocean_token(&env, None).unwrap();
+        assert_eq!(token.expose(), "from-dir");
+        assert_eq!(
+            source,
+            TokenSource::Credential(dir.path().join("do-scaler_digitalocean-token"))
+        );
+        // A credential loaded on its own wins over the directory's copy.
+        std::fs::write(dir.path().join("digitalocean-token"), "own").unwrap();
+        assert_eq!(digitalocean_token(&env, None).unwrap().0.expose(), "own");
+        // An optional credential absent from the directory is simply absent.
+        assert_eq!(
+            credential_path(dir.path(), "api-token"),
+            dir.path().join("api-token")
+        );
     }
 
     #[test]

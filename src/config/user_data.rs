@@ -14,7 +14,7 @@ pub enum UserDataError {
     Malformed(String),
     /// A named credential is not there.
     #[error(
-        "user data names the credential `{name}`, which is not loaded ({reason}): add LoadCredential={name}:<file> to the unit"
+        "user data names the credential `{name}`, which is not loaded ({reason}): put it in /etc/do-scaler/credentials/{name} (the packaged unit loads every file there), or add LoadCredential={name}:<file> to your unit"
     )]
     Missing {
         /// The credential.
@@ -95,13 +95,14 @@ fn read(name: &str, credentials_dir: Option<&Path>) -> Result<String, UserDataEr
             reason: "no CREDENTIALS_DIRECTORY".into(),
         });
     };
-    let text =
-        super::files::read_text(&dir.join(name), super::files::MAX_SECRET_BYTES).map_err(|e| {
-            UserDataError::Missing {
-                name: name.to_string(),
-                reason: e.to_string(),
-            }
-        })?;
+    let text = super::files::read_text(
+        &super::credentials::credential_path(dir, name),
+        super::files::MAX_SECRET_BYTES,
+    )
+    .map_err(|e| UserDataError::Missing {
+        name: name.to_string(),
+        reason: e.to_string(),
+    })?;
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 

@@ -165,10 +165,10 @@ pub fn read_secret(
     let path = match secret {
         Secret::File(path) => path.clone(),
         Secret::Credential(name) => match credentials_dir {
-            Some(dir) => dir.join(name),
+            Some(dir) => crate::config::credentials::credential_path(dir, name),
             None => {
                 return Err(format!(
-                    "the systemd credential `{name}` is not loaded: no CREDENTIALS_DIRECTORY (add LoadCredential={name}:... to the unit)"
+                    "the systemd credential `{name}` is not loaded: no CREDENTIALS_DIRECTORY (the packaged unit loads every file of /etc/do-scaler/credentials/: put it there as `{name}`, or add LoadCredential={name}:<file> to your unit)"
                 ));
             }
         },
