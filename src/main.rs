@@ -1,7 +1,7 @@
 //! The `do-scaler` binary: parses the command line, sets up logging, and calls the library.
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use do_scaler::clock::SystemClock;
 use do_scaler::commands;
 use do_scaler::config::{Overrides, credentials, load::DEFAULT_CONFIG_PATH};
@@ -200,6 +200,18 @@ enum Command {
         /// the longest range needs; 0s to decide on what the state database already holds).
         #[arg(long, value_parser = parse_duration)]
         wait: Option<Duration>,
+    },
+    /// Print shell completions (the Debian package installs them for bash, zsh and fish).
+    Completions {
+        /// The shell: bash, zsh, fish (also elvish, powershell).
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page do-scaler(1); with --out-dir, write it and one page per subcommand
+    /// (do-scaler-run(1) and so on) there, as the Debian package installs them.
+    Man {
+        /// The folder to write every page into.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
     },
     /// Evaluate an expression against capture files or live metrics endpoints.
     Query {
@@ -422,6 +434,30 @@ async fn run() -> Result<ExitCode> {
     };
     init_logging(cli.log_format, level);
     match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "do-scaler",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out_dir } => {
+            match out_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                    clap_mangen::generate_to(Cli::command(), &dir).with_context(|| {
+                        format!("cannot write the man pages into {}", dir.display())
+                    })?;
+                }
+                None => clap_mangen::Man::new(Cli::command())
+                    .render(&mut std::io::stdout())
+                    .context("cannot write the man page")?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { config, online } => {
             let overrides = config.overrides();
             let output = if online {

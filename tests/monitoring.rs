@@ -144,8 +144,9 @@ async fn metrics_validate_start_at_zero_and_cover_the_dashboard_and_alerts() {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        Err(_) => eprintln!(
-            "SKIPPED promtool check metrics: promtool is absent (apt-get install prometheus; .ci/run installs it)"
+        Err(_) => common::skip_unless_ci(
+            "promtool (for promtool check metrics)",
+            "apt-get install prometheus",
         ),
     }
 

@@ -676,9 +676,7 @@ impl Prometheus {
     fn start(scrape_configs: &str) -> Option<Prometheus> {
         let binary = std::env::var("PROMETHEUS").unwrap_or_else(|_| "/usr/bin/prometheus".into());
         if !std::path::Path::new(&binary).exists() {
-            eprintln!(
-                "SKIPPED: {binary} is absent (apt-get install prometheus; .ci/run installs it)"
-            );
+            common::skip_unless_ci(&binary, "apt-get install prometheus");
             return None;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -185,3 +185,13 @@ impl Running {
 pub async fn get(url: &str) -> serde_json::Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
+
+/// Says that a test part is skipped because `what` is absent, with how to install it; under
+/// CI (`CI` set, as `.ci/run` sets it) nothing may be skipped, so it fails instead.
+pub fn skip_unless_ci(what: &str, install: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{what} is absent under CI: .ci/run must install it ({install})"
+    );
+    eprintln!("SKIPPED: {what} is absent ({install}; .ci/run installs it)");
+}
