@@ -7,6 +7,9 @@ const TOKEN_KEY = "do-scaler-status-token";
 const DAY_MS = 24 * 3600 * 1000;
 let refreshMs = 5000;
 let timer = null;
+// What the last pause or resume of each group answered, kept across refreshes (the page is
+// redrawn every few seconds; a refusal must stay readable).
+const notices = new Map();
 
 function token() {
   return sessionStorage.getItem(TOKEN_KEY) || "";
@@ -152,27 +155,26 @@ function decisionList(decisions) {
   return table;
 }
 
-async function setPaused(name, paused, notice) {
-  notice.textContent = "";
+async function setPaused(name, paused) {
+  notices.delete(name);
   const verb = paused ? "pause" : "resume";
   const answer = await api("/api/v1/groups/" + encodeURIComponent(name) + "/" + verb, { method: "POST" });
-  if (answer.ok) {
-    await refresh();
-    return;
+  if (!answer.ok) {
+    const reason = answer.body && answer.body.error ? answer.body.error : "HTTP " + answer.status;
+    notices.set(name, answer.status === 401
+      ? "Refused: to " + verb + " " + name + ", enter the status API token above (" + reason + ")."
+      : "Cannot " + verb + " " + name + ": " + reason);
   }
-  const reason = answer.body && answer.body.error ? answer.body.error : "HTTP " + answer.status;
-  notice.textContent = answer.status === 401
-    ? "Refused: to " + verb + " " + name + ", enter the status API token above (" + reason + ")."
-    : "Cannot " + verb + " " + name + ": " + reason;
+  await refresh();
 }
 
 function groupSection(group, sizes, decisions, now) {
   const record = group.last_decision || {};
-  const notice = el("p", { class: "notice", role: "alert" });
+  const notice = el("p", { class: "notice", role: "alert" }, notices.get(group.name) || "");
   const pause = el("button", { type: "button", class: "pause" }, "Pause");
   const resume = el("button", { type: "button", class: "resume" }, "Resume");
-  pause.addEventListener("click", () => setPaused(group.name, true, notice));
-  resume.addEventListener("click", () => setPaused(group.name, false, notice));
+  pause.addEventListener("click", () => setPaused(group.name, true));
+  resume.addEventListener("click", () => setPaused(group.name, false));
   const badges = [];
   if (group.paused) badges.push(el("span", { class: "badge paused" }, "paused" + (group.pause_reason ? ": " + group.pause_reason : "")));
   if (group.last_error) badges.push(el("span", { class: "badge error" }, "last tick failed"));
