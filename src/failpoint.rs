@@ -34,6 +34,9 @@ pub const POINTS: &[&str] = &[
     "destroy.between_deletes",
     "destroy.after_deletes",
     "destroy.after_settle",
+    // A scale-down with `[drain]`.
+    "drain.before_journal",
+    "drain.after_journal",
     // After the actions.
     "action.after_run",
     "memory.before_save",

@@ -92,6 +92,7 @@ async fn run(
     let runner = Runner::new(scripts, w.client.clone(), w.journal.clone());
     runner
         .run(ActionRequest {
+            purpose: Default::default(),
             group: group.clone(),
             managed_tag: MANAGED.into(),
             decision,
@@ -216,6 +217,7 @@ async fn destroy_refuses_protected_unmanaged_and_non_victim_droplets() {
         let runner = Runner::new(scripts(&[]), w.client.clone(), w.journal.clone());
         let report = runner
             .run(ActionRequest {
+                purpose: Default::default(),
                 group: g.clone(),
                 managed_tag: MANAGED.into(),
                 decision: d.clone(),
@@ -761,6 +763,7 @@ async fn the_spend_guard_binds_create_droplets_itself() {
     let runner = Runner::new(scripts(&[]), w.client.clone(), w.journal.clone());
     let report = runner
         .run(ActionRequest {
+            purpose: Default::default(),
             group: g.clone(),
             managed_tag: MANAGED.into(),
             decision: d.clone(),

@@ -26,6 +26,8 @@ enum Scenario {
     TwoPages,
     /// A scale-up killed after its journal write, then a restart killed while reconciling.
     Reconcile,
+    /// Five managed droplets, `max = 2`, `[drain]` without busy: three drain, then go.
+    Drain,
 }
 
 /// Every failpoint with the scenario that reaches it.
@@ -47,6 +49,8 @@ const CASES: &[(&str, Scenario)] = &[
     ("destroy.between_deletes", Scenario::ScaleDown),
     ("destroy.after_deletes", Scenario::ScaleDown),
     ("destroy.after_settle", Scenario::ScaleDown),
+    ("drain.before_journal", Scenario::Drain),
+    ("drain.after_journal", Scenario::Drain),
     ("action.after_run", Scenario::ScaleDown),
     ("memory.before_save", Scenario::ScaleUp),
     ("reconcile.before_settle", Scenario::Reconcile),
@@ -56,7 +60,7 @@ impl Scenario {
     fn seeded(self) -> u32 {
         match self {
             Scenario::ScaleUp | Scenario::ScaleUpInChunks | Scenario::Reconcile => 0,
-            Scenario::ScaleDown => 5,
+            Scenario::ScaleDown | Scenario::Drain => 5,
             Scenario::TwoPages => 205,
         }
     }
@@ -68,6 +72,10 @@ impl Scenario {
                 .replace("min = 1", "min = 12")
                 .replace("max = 5", "max = 15"),
             Scenario::ScaleDown => GROUP.replace("max = 5", "max = 2"),
+            Scenario::Drain => format!(
+                "{}[drain]\ntimeout = \"5m\"\n",
+                GROUP.replace("max = 5", "max = 2")
+            ),
             Scenario::TwoPages => GROUP.replace("max = 5", "max = 203"),
         }
     }
@@ -77,7 +85,7 @@ impl Scenario {
         match self {
             Scenario::ScaleUp | Scenario::Reconcile => 3,
             Scenario::ScaleUpInChunks => 12,
-            Scenario::ScaleDown => 2,
+            Scenario::ScaleDown | Scenario::Drain => 2,
             Scenario::TwoPages => 203,
         }
     }
@@ -114,12 +122,16 @@ async fn kill_and_restart(point: &'static str, scenario: Scenario) -> &'static s
             assert_eq!(store.pending().unwrap().len(), 1, "the create is unsettled");
         }
         run_killed(&path, &for_runs, point);
-        let restarted = run_binary(&path, &for_runs.api_url(), for_runs.token(), None);
-        assert!(
-            restarted.status.success(),
-            "{point}: the restart failed:\n{}",
-            String::from_utf8_lossy(&restarted.stderr)
-        );
+        // A drain takes two runs: one drains, the next destroys what has drained.
+        let restarts = if let Scenario::Drain = scenario { 2 } else { 1 };
+        for _ in 0..restarts {
+            let restarted = run_binary(&path, &for_runs.api_url(), for_runs.token(), None);
+            assert!(
+                restarted.status.success(),
+                "{point}: the restart failed:\n{}",
+                String::from_utf8_lossy(&restarted.stderr)
+            );
+        }
     })
     .await
     .unwrap();
@@ -170,7 +182,7 @@ async fn a_kill_at_every_failpoint_then_a_restart_leaves_nothing_half_done() {
         .iter()
         .map(|p| p.to_string())
         .collect();
-    assert_eq!(product.len(), 20, "twenty named points");
+    assert_eq!(product.len(), 22, "twenty-two named points");
     assert_eq!(
         readme_points(),
         product,

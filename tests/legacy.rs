@@ -200,6 +200,7 @@ async fn the_old_example_scales_up_under_load_and_down_when_idle_within_its_boun
         if let Some(direction) = report.decision.direction {
             let run = runner
                 .run(ActionRequest {
+                    purpose: Default::default(),
                     group: group.clone(),
                     managed_tag: "do-scaler:default".into(),
                     decision: report.decision.clone(),

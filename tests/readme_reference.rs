@@ -182,6 +182,7 @@ port = 8080
 [idle]
 count = 1
 busy = "x > 0"
+[drain]
 "#,
     )
     .unwrap();

@@ -106,7 +106,31 @@ pub async fn run(
                 config.base.state_path.display()
             );
         }
-        let outcome = plan_group(&mut runtime, &client, &scraper, &mut memory, request.wait).await;
+        // What the daemon has in flight: deletes the listing still shows, creates it does not
+        // show yet, and draining droplets, so `plan` classifies them as the daemon does.
+        let in_flight = match kept.as_ref().map(State::store) {
+            Some(store) => crate::daemon::tick::InFlight {
+                deleting: crate::state::Journal::deleted(store, &group.name).unwrap_or_default(),
+                unlisted: crate::state::Journal::unlisted(store, &group.name).unwrap_or_default(),
+                listing_lag: config.base.listing_lag,
+                draining: store
+                    .draining(&group.name)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|d| d.id)
+                    .collect(),
+            },
+            None => crate::daemon::tick::InFlight::default(),
+        };
+        let outcome = plan_group(
+            &mut runtime,
+            &client,
+            &scraper,
+            &mut memory,
+            &in_flight,
+            request.wait,
+        )
+        .await;
         if let Some(State::Writable(store)) = &kept {
             runtime.save_history(store, Utc::now(), false);
         }
@@ -169,6 +193,7 @@ async fn plan_group(
     client: &crate::digitalocean::Client,
     scraper: &Scraper,
     memory: &mut GroupMemory,
+    in_flight: &crate::daemon::tick::InFlight,
     wait: Option<Duration>,
 ) -> Result<TickReport, crate::digitalocean::ApiError> {
     let started = Instant::now();
@@ -184,8 +209,7 @@ async fn plan_group(
         round += 1;
         let now = Utc::now();
         let droplets = client.list_droplets_by_tag(&runtime.group.tag).await?;
-        let mut members =
-            runtime.members(&droplets, &crate::daemon::tick::InFlight::default(), now);
+        let mut members = runtime.members(&droplets, in_flight, now);
         let deadline = tokio::time::Instant::now() + runtime.group.tick_timeout.mul_f64(0.9);
         let gathered = runtime
             .gather(scraper, &droplets, &mut members, deadline, now)

@@ -7,6 +7,7 @@
 pub mod collect;
 pub mod credentials;
 pub mod diagnostic;
+pub mod drain;
 pub mod duration;
 pub mod files;
 pub mod legacy;

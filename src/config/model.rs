@@ -126,6 +126,8 @@ pub struct Group {
     pub stabilization: UpDown,
     /// Scale-in choice.
     pub scale_in: ScaleIn,
+    /// Drain before destroy, if configured.
+    pub drain: Option<super::drain::Drain>,
     /// The rules, in file order.
     pub rules: Vec<Rule>,
     /// The schedules, in file order (the last matching one wins).

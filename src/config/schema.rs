@@ -112,6 +112,8 @@ pub struct GroupFile {
     /// Which droplets go first when the group shrinks.
     #[serde(default)]
     pub scale_in: ScaleInFile,
+    /// Drain droplets before they are destroyed. Default: destroy at once.
+    pub drain: Option<DrainFile>,
     /// The rules, as `[[rule]]` tables. Scale-up beats no change beats scale-down.
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RuleFile>>,
@@ -186,6 +188,31 @@ pub struct StabilizationFile {
     /// Scale down to the highest recommendation of this window, so a dip does not shed
     /// capacity that is needed again a minute later. Default "5m".
     pub down: Option<Spanned<ConfigDuration>>,
+}
+
+/// `[drain]`: draining droplets before they are destroyed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainFile {
+    /// Actions run once for the droplets that start draining (they see `decision.direction`
+    /// "drain" and the droplets in `decision.victims`). Default none.
+    #[serde(default)]
+    pub actions: Vec<Spanned<String>>,
+    /// Actions run for droplets returned to service (a scale-up while they drain, or
+    /// `on_timeout = "keep"`): `decision.direction` "return". Default none.
+    #[serde(default)]
+    pub return_actions: Vec<Spanned<String>>,
+    /// A per-droplet expression true while a draining droplet still works; the drain ends
+    /// when it is false. Evaluated on each tick's scrape of the draining droplets alone, so
+    /// instant expressions (`sim_jobs_running > 0`, `http_connections > 0`) work and a range
+    /// function has no value (it waits for the timeout). Default none: the drain ends once
+    /// the drain actions succeeded.
+    pub busy: Option<Spanned<String>>,
+    /// How long a drain may last. Default "5m".
+    pub timeout: Option<Spanned<ConfigDuration>>,
+    /// "destroy" (default): destroy at the timeout, still busy or not; "keep": cancel the
+    /// drain and return the droplet to service.
+    pub on_timeout: Option<Spanned<String>>,
 }
 
 /// `[scale_in]`: choosing the droplets to remove.

@@ -303,6 +303,10 @@ fn build_group(ctx: &GroupContext<'_>, file: GroupFile, report: &mut Report<'_>)
         .as_ref()
         .map(|idle| super::sources::build_idle(idle, &sources, report));
     let actions = build_actions(ctx, &file, report);
+    let drain = file
+        .drain
+        .as_ref()
+        .map(|drain| super::drain::build_drain(ctx, drain, report));
 
     let mut rules = Vec::new();
     let mut rule_names = HashSet::new();
@@ -384,6 +388,7 @@ fn build_group(ctx: &GroupContext<'_>, file: GroupFile, report: &mut Report<'_>)
         cooldown,
         stabilization,
         scale_in,
+        drain,
         rules,
         schedules,
         actions,
@@ -665,7 +670,7 @@ fn build_scale_in(
     }
 }
 
-fn action_list(
+pub(super) fn action_list(
     ctx: &GroupContext<'_>,
     list: &[Spanned<String>],
     report: &mut Report<'_>,

@@ -9,7 +9,7 @@ use crate::api::metrics::Metrics;
 use crate::config::Group;
 use crate::metrics::scrape::Scraper;
 use crate::policy::{Direction, GroupMemory, MemoryStore};
-use crate::script::runner::{ActionRequest, RunReport};
+use crate::script::runner::{ActionRequest, Purpose, RunReport};
 use crate::state::Journal;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+mod drain;
 
 /// What the status API shows of a group.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -87,8 +89,25 @@ pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
 /// An action run in progress.
 struct Running {
     task: JoinHandle<FinishedRun>,
-    direction: Direction,
-    victims: Vec<u64>,
+    kind: RunKind,
+}
+
+/// What an action run does, for what its end changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RunKind {
+    /// Carries out a decision; a scale-down's victims count as being deleted meanwhile.
+    Decision {
+        /// Up or down.
+        direction: Direction,
+        /// The droplets it destroys.
+        victims: Vec<u64>,
+    },
+    /// Runs `[drain] actions` for these droplets; when it succeeds their drain is prepared.
+    Drain(Vec<u64>),
+    /// Runs `[drain] return_actions` for droplets returned to service.
+    Return,
+    /// Destroys drained droplets with the group's `down` actions.
+    DestroyDrained(Vec<u64>),
 }
 
 /// An action run that ended: its report and when it ended.
@@ -104,6 +123,8 @@ pub struct GroupTask {
     memory: GroupMemory,
     scraper: Scraper,
     running: Option<Running>,
+    /// The group's draining droplets, as read at the start of the last tick.
+    drains: Vec<crate::state::Draining>,
     status: Arc<Mutex<GroupStatus>>,
     act_after: Instant,
     history_saved: Instant,
@@ -129,6 +150,7 @@ impl GroupTask {
             memory,
             scraper,
             running: None,
+            drains: Vec::new(),
             status,
             act_after,
             history_saved: Instant::now(),
@@ -148,18 +170,23 @@ impl GroupTask {
         let name = self.name().to_string();
         let started = Instant::now();
         let client = daemon.client();
+        self.drains = blocking(|| daemon.store.draining(&name)).unwrap_or_default();
         let mut in_flight = InFlight {
             deleting: blocking(|| daemon.store.deleted(&name)).unwrap_or_default(),
             unlisted: blocking(|| daemon.store.unlisted(&name)).unwrap_or_default(),
             listing_lag: daemon.generation().config.base.listing_lag,
+            draining: self.drains.iter().map(|d| d.id).collect(),
         };
         let deleted = in_flight.deleting.clone();
-        if let Some(run) = self
-            .running
-            .as_ref()
-            .filter(|r| r.direction == Direction::Down)
-        {
-            in_flight.deleting.extend(run.victims.iter().copied());
+        match self.running.as_ref().map(|r| &r.kind) {
+            Some(RunKind::Decision {
+                direction: Direction::Down,
+                victims,
+            })
+            | Some(RunKind::DestroyDrained(victims)) => {
+                in_flight.deleting.extend(victims.iter().copied())
+            }
+            _ => {}
         }
         let now = daemon.clock.now();
         let span = tracing::info_span!("tick", group = %name);
@@ -394,12 +421,16 @@ impl GroupTask {
     }
 
     /// Starts the decision's actions unless the group is paused, this is a dry run, the
-    /// configuration changed moments ago, or a run is already in progress. Returns whether a
-    /// run started.
+    /// configuration changed moments ago, or a run is already in progress. Draining droplets
+    /// come first: a scale-up returns them to service before it creates any, and otherwise a
+    /// drain that is due (drained, timed out, or with its drain actions still to run) is
+    /// carried on before a new decision is acted on. With `[drain]`, a scale-down starts
+    /// draining its victims instead of destroying them. Returns whether a run started.
     pub fn act(&mut self, report: TickReport) -> bool {
-        let Some(direction) = report.decision.direction else {
+        let has_drains = !self.drains.is_empty();
+        if report.decision.direction.is_none() && !has_drains {
             return false;
-        };
+        }
         let daemon = self.daemon.clone();
         let name = self.name().to_string();
         if daemon.options.dry_run {
@@ -418,21 +449,60 @@ impl GroupTask {
             tracing::info!(group = %name, "an action run is in progress: not starting another");
             return false;
         }
+        if has_drains {
+            if report.decision.direction == Some(Direction::Up) {
+                return self.return_for_scale_up(&report);
+            }
+            if let Some(started) = self.carry_on_draining(&report) {
+                return started;
+            }
+        }
+        let Some(direction) = report.decision.direction else {
+            return false;
+        };
+        if direction == Direction::Down && self.runtime.group.drain.is_some() {
+            return self.start_draining(report);
+        }
+        let victims = report.decision.victims.clone();
+        let actions = report.actions.clone();
+        self.start_run(
+            report,
+            actions,
+            Purpose::Decision,
+            RunKind::Decision { direction, victims },
+        )
+    }
+
+    /// Starts `actions` for `report`'s decision in a task of their own.
+    fn start_run(
+        &mut self,
+        report: TickReport,
+        actions: Vec<String>,
+        purpose: Purpose,
+        kind: RunKind,
+    ) -> bool {
+        let daemon = self.daemon.clone();
+        let name = self.name().to_string();
         let desc = format!(
-            "{} since {}",
-            report.actions.join(" → "),
+            "{}{} since {}",
+            match purpose {
+                Purpose::Decision => "",
+                Purpose::Drain => "drain: ",
+                Purpose::Return => "return to service: ",
+            },
+            actions.join(" → "),
             Utc::now().to_rfc3339()
         );
         if let Ok(mut status) = self.status.lock() {
             status.running_action = Some(desc.clone());
         }
-        let victims = report.decision.victims.clone();
         let request = ActionRequest {
+            purpose,
             group: self.runtime.group.clone(),
             managed_tag: daemon.managed_tag.clone(),
             decision: report.decision,
             droplets: report.listing,
-            actions: report.actions,
+            actions,
             deadline: daemon.options.action_deadline,
             creates_last_hour: self.memory.creates_last_hour(daemon.clock.now()),
         };
@@ -475,11 +545,7 @@ impl GroupTask {
             }
             FinishedRun { report, ended_at }
         });
-        self.running = Some(Running {
-            task,
-            direction,
-            victims,
-        });
+        self.running = Some(Running { task, kind });
         true
     }
 
@@ -494,12 +560,15 @@ impl GroupTask {
         self.memory
             .created(finished.report.create_attempts, ended_at);
         let failed = finished.report.failure().is_some();
-        if failed {
-            if run.direction == Direction::Up {
-                self.memory.up_failed(ended_at);
+        match (&run.kind, failed) {
+            (RunKind::Decision { direction, .. }, false) => {
+                self.memory.scaled(*direction, ended_at)
             }
-        } else {
-            self.memory.scaled(run.direction, ended_at);
+            (RunKind::Decision { direction, .. }, true) if *direction == Direction::Up => {
+                self.memory.up_failed(ended_at)
+            }
+            (RunKind::Drain(ids), false) => self.drains_prepared(ids),
+            _ => {}
         }
         Some(failed)
     }

@@ -47,6 +47,8 @@ pub struct InFlight {
     pub unlisted: Vec<crate::state::Unlisted>,
     /// How long listings may lag a create (the base file's `listing_lag`).
     pub listing_lag: Duration,
+    /// Droplets draining before their destroy (`[drain]`): they count toward `max` only.
+    pub draining: std::collections::BTreeSet<u64>,
 }
 
 impl InFlight {
@@ -109,6 +111,10 @@ pub struct TickReport {
     /// The listing the decision was made from (for the actions).
     #[serde(skip)]
     pub listing: Vec<Droplet>,
+    /// Whether each draining droplet still works, by `drain.busy` on this tick's scrape of it
+    /// (`None`: no value). Empty without `drain.busy`.
+    #[serde(skip)]
+    pub drain_busy: HashMap<u64, Option<bool>>,
     /// Where the tick's time went.
     pub timings: TickTimings,
 }
@@ -143,6 +149,7 @@ impl TickReport {
                 "bounds": self.decision.bounds,
                 "active": self.decision.active,
                 "booting": self.decision.booting,
+                "draining": self.decision.draining,
                 "victims": self.decision.victims,
                 "actions": self.actions,
                 "steps": self.decision.steps,
@@ -189,6 +196,8 @@ pub struct Gathered {
     pub sources: Vec<SourceReport>,
     /// The remote servers' answers.
     pub remote: RemoteAnswers,
+    /// `drain.busy` of each draining droplet (see [`TickReport::drain_busy`]).
+    pub drain_busy: HashMap<u64, Option<bool>>,
 }
 
 /// A group's running state between ticks: compiled expressions, sample history, and when
@@ -200,6 +209,8 @@ pub struct GroupRuntime {
     rules: Vec<CompiledRule>,
     least_busy: Option<Bound>,
     busy: Vec<Bound>,
+    /// `drain.busy`, evaluated on each tick's scrape of the draining droplets alone.
+    drain_busy: Option<Bound>,
     /// The samples.
     pub history: History,
     first_active: HashMap<u64, DateTime<Utc>>,
@@ -247,6 +258,10 @@ impl GroupRuntime {
         if let Some(idle) = &group.idle {
             busy.push(Bound::new(&idle.busy, &idle.source, &group.sources, true)?);
         }
+        let drain_busy = match group.drain.as_ref().and_then(|d| d.busy.as_deref()) {
+            Some(text) => Some(Bound::new(text, DROPLETS_SOURCE, &group.sources, true)?),
+            None => None,
+        };
         let local: Vec<&Expression> = rules
             .iter()
             .flat_map(|r| r.expressions.iter())
@@ -271,6 +286,7 @@ impl GroupRuntime {
             rules,
             least_busy,
             busy,
+            drain_busy,
             history,
             first_active: HashMap::new(),
             idle_since: HashMap::new(),
@@ -323,6 +339,8 @@ impl GroupRuntime {
         for droplet in droplets {
             let state = if in_flight.deleting.contains(&droplet.id) {
                 MemberState::Deleting
+            } else if in_flight.draining.contains(&droplet.id) {
+                MemberState::Draining
             } else if droplet.status == DropletStatus::Active {
                 // A droplet already active when first seen has been up since about its
                 // creation; one seen booting first became active now.
@@ -403,6 +421,19 @@ impl GroupRuntime {
             .map(|(d, _)| d.clone())
             .collect();
         let (mut targets, missing) = sources::droplet_targets(&self.group, &active);
+        // Draining droplets are scraped for `drain.busy` alone, into a history of their own:
+        // their series never reach the rules.
+        let drain_from = targets.len();
+        if self.drain_busy.is_some() {
+            let draining: Vec<Droplet> = droplets
+                .iter()
+                .zip(members.iter())
+                .filter(|(_, m)| m.state == MemberState::Draining)
+                .map(|(d, _)| d.clone())
+                .collect();
+            targets.extend(sources::droplet_targets(&self.group, &draining).0);
+        }
+        let drain_targets = targets.split_off(drain_from);
         let (due, mut reports) = sources::due_targets(
             &self.group,
             &self.target_fetched,
@@ -411,10 +442,12 @@ impl GroupRuntime {
         );
         targets.extend(due);
         let queries = sources::remote_queries(self.bound());
-        let (results, (remote, remote_reports)) = tokio::join!(
+        let (results, drain_results, (remote, remote_reports)) = tokio::join!(
             scraper.fetch_all(&targets, deadline),
+            scraper.fetch_all(&drain_targets, deadline),
             sources::ask_all(scraper, &self.group.sources, queries, now)
         );
+        let drain_busy = self.judge_draining(droplets, &drain_targets, drain_results, now);
         let took_ms = started.elapsed().as_secs_f64() * 1000.0;
 
         // Per droplet: the implicit source's outcome first, then another source's failure.
@@ -537,7 +570,47 @@ impl GroupRuntime {
             scraped,
             sources: reports,
             remote,
+            drain_busy,
         }
+    }
+
+    /// `drain.busy` of each draining droplet, from this tick's scrapes of them alone (a
+    /// history of one scrape: instant expressions have a value, range functions none).
+    fn judge_draining(
+        &self,
+        droplets: &[Droplet],
+        targets: &[scrape::Target],
+        results: Vec<Result<String, MissingReason>>,
+        now: DateTime<Utc>,
+    ) -> HashMap<u64, Option<bool>> {
+        let Some(bound) = &self.drain_busy else {
+            return HashMap::new();
+        };
+        let at = now.timestamp_millis();
+        let local: Vec<&Expression> = bound.local().into_iter().collect();
+        let mut history = History::new(selectors(&local), self.history.retention(), 4);
+        for (target, result) in targets.iter().zip(results) {
+            let identity = DropletIdentity {
+                id: target.droplet_id,
+                name: target.droplet_name.clone(),
+                instance: target.instance.clone(),
+                source: target.source.clone(),
+            };
+            if let Ok(body) = result {
+                let _ = history.record(&identity, at, &body, &target.url);
+            }
+        }
+        let values = match bound.evaluate(&history, at, self.options(), &RemoteAnswers::default()) {
+            Ok(Outcome::Value(Value::Vector(samples))) => sources::per_droplet(&samples, droplets),
+            _ => HashMap::new(),
+        };
+        targets
+            .iter()
+            .map(|t| {
+                let value = values.get(&t.droplet_id).copied().filter(|v| !v.is_nan());
+                (t.droplet_id, value.map(|v| v != 0.0))
+            })
+            .collect()
     }
 
     /// Restores the sample history kept in `store` (what the retention still needs); returns
@@ -790,6 +863,7 @@ impl GroupRuntime {
             actions,
             sources: gathered.sources.clone(),
             listing: droplets.to_vec(),
+            drain_busy: gathered.drain_busy.clone(),
             timings: TickTimings::default(),
         }
     }

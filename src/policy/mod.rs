@@ -27,6 +27,9 @@ pub enum MemberState {
     Booting,
     /// Being deleted: counts toward nothing.
     Deleting,
+    /// Draining before its destroy (`[drain]`): billed, so it counts toward `max`, but it
+    /// takes no new work, so not toward the size the rules see; never chosen to go again.
+    Draining,
     /// Powered off or archived: billed, so it counts toward `max`, but it has no capacity and
     /// is never destroyed or replaced without saying so.
     Off,
@@ -134,6 +137,9 @@ pub struct Decision {
     pub active: u32,
     /// Droplets booting or in warmup.
     pub booting: u32,
+    /// Droplets draining before their destroy: they count toward `max` only (a scale-up
+    /// returns them to service before it creates any).
+    pub draining: u32,
     /// The size decided.
     pub desired: u32,
     /// The bounds in force.
@@ -195,9 +201,14 @@ pub fn decide(input: &Input<'_>, memory: &mut GroupMemory) -> Decision {
     let count = |state| input.members.iter().filter(|m| m.state == state).count() as u32;
     let (active, booting) = (count(MemberState::Active), count(MemberState::Booting));
     let current = active + booting;
-    steps.push(format!(
-        "{current} droplets count toward the size: {active} active, {booting} booting"
-    ));
+    let draining = count(MemberState::Draining);
+    steps.push(if draining == 0 {
+        format!("{current} droplets count toward the size: {active} active, {booting} booting")
+    } else {
+        format!(
+            "{current} droplets count toward the size: {active} active, {booting} booting ({draining} draining count toward max only; a scale-up returns them to service first)"
+        )
+    });
 
     let bounds = bounds_at(group, now);
     let mut reports = rules::evaluate(group, input.observations, current, active, memory, now);
@@ -288,6 +299,7 @@ pub fn decide(input: &Input<'_>, memory: &mut GroupMemory) -> Decision {
         current,
         active,
         booting,
+        draining,
         desired,
         bounds,
         winner,
@@ -591,7 +603,12 @@ pub fn choose_victims(
     let min_age = chrono::Duration::from_std(group.scale_in.min_age).unwrap_or_default();
     let mut candidates: Vec<&Member> = members
         .iter()
-        .filter(|m| !matches!(m.state, MemberState::Deleting | MemberState::Off))
+        .filter(|m| {
+            !matches!(
+                m.state,
+                MemberState::Deleting | MemberState::Off | MemberState::Draining
+            )
+        })
         .filter(|m| m.managed || group.allow_unmanaged)
         .filter(|m| !m.protected)
         .filter(|m| now - m.created_at >= min_age)

@@ -37,7 +37,7 @@ pub fn droplet(droplet: &Droplet, managed: bool, protected: bool) -> Dynamic {
 }
 
 /// The decision as scripts see it.
-pub fn decision(decision: &Decision) -> Dynamic {
+pub fn decision(decision: &Decision, purpose: super::runner::Purpose) -> Dynamic {
     let mut map = Map::new();
     map.insert("current".into(), i64::from(decision.current).into());
     map.insert("desired".into(), i64::from(decision.desired).into());
@@ -45,10 +45,12 @@ pub fn decision(decision: &Decision) -> Dynamic {
         "delta".into(),
         (i64::from(decision.desired) - i64::from(decision.current)).into(),
     );
-    let direction = match decision.direction {
-        Some(Direction::Up) => "up",
-        Some(Direction::Down) => "down",
-        None => "none",
+    let direction = match (purpose, decision.direction) {
+        (super::runner::Purpose::Drain, _) => "drain",
+        (super::runner::Purpose::Return, _) => "return",
+        (_, Some(Direction::Up)) => "up",
+        (_, Some(Direction::Down)) => "down",
+        (_, None) => "none",
     };
     map.insert("direction".into(), direction.into());
     // What decided it, said once: the winning rule with its value and verdict, else the step

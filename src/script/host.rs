@@ -178,11 +178,15 @@ fn create_droplets(count: i64) -> HostResult<Array> {
     }
     let created_so_far = ctx.created.lock().map(|c| c.len()).unwrap_or(0) as i64;
     let deleted_so_far = ctx.deleted.lock().map(|d| d.len()).unwrap_or(0) as i64;
-    let would_be = i64::from(ctx.decision.current) + created_so_far - deleted_so_far + count;
+    // Draining droplets are billed until destroyed: they count toward max here.
+    let would_be =
+        i64::from(ctx.decision.current) + i64::from(ctx.decision.draining) + created_so_far
+            - deleted_so_far
+            + count;
     let max = i64::from(ctx.decision.bounds.max);
     if would_be > max {
         return fail(format!(
-            "create_droplets({count}) would make {would_be} droplets (counting those booting), past the group's max {max}: nothing was created"
+            "create_droplets({count}) would make {would_be} droplets (counting those booting and draining), past the group's max {max}: nothing was created"
         ));
     }
     // The spend guard binds here, where droplets are made, not only in the decision: a script

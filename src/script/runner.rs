@@ -15,8 +15,22 @@ use std::time::{Duration, Instant};
 /// The action that still runs after a failure, to report it.
 pub const NOTIFY_ACTION: &str = "notify_webhook";
 
+/// Why a run happens, as scripts see it in `decision.direction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Purpose {
+    /// Carrying out a decision: "up" or "down" (the decision's own direction).
+    #[default]
+    Decision,
+    /// Draining `decision.victims` before their destroy (`[drain] actions`): "drain".
+    Drain,
+    /// Returning draining `decision.victims` to service (`[drain] return_actions`): "return".
+    Return,
+}
+
 /// What to run.
 pub struct ActionRequest {
+    /// Why it runs.
+    pub purpose: Purpose,
     /// The group.
     pub group: Group,
     /// The daemon's managed-by tag.
@@ -219,7 +233,10 @@ fn run_all(scripts: &Scripts, context: &RunContext, request: &ActionRequest) -> 
                     })
                     .collect();
                 scope.push_constant("droplets", droplets);
-                scope.push_constant("decision", convert::decision(&context.decision));
+                scope.push_constant(
+                    "decision",
+                    convert::decision(&context.decision, request.purpose),
+                );
                 let params = context
                     .group
                     .actions

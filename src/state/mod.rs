@@ -3,9 +3,11 @@
 //! destroy is written here before the API call and settled after it, so a crash in between
 //! is reconciled against the tag listing on the next start.
 
+pub mod drains;
 pub mod sizes;
 pub mod sqlite;
 
+pub use drains::Draining;
 pub use sizes::SizePoint;
 
 pub use sqlite::Store;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The schema version this binary writes; older databases are migrated step by step.
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 /// Decisions kept per group.
 const DECISIONS_KEPT: i64 = 1000;
@@ -60,6 +60,10 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE sizes (grp TEXT NOT NULL, minute INTEGER NOT NULL, current INTEGER NOT NULL,
                          desired INTEGER NOT NULL, min INTEGER NOT NULL, max INTEGER NOT NULL,
                          PRIMARY KEY (grp, minute));",
+    // Droplets draining before their destroy (see `drains.rs`).
+    "CREATE TABLE draining (grp TEXT NOT NULL, droplet INTEGER NOT NULL, since TEXT NOT NULL,
+                            deadline TEXT NOT NULL, prepared INTEGER NOT NULL,
+                            PRIMARY KEY (grp, droplet));",
 ];
 
 pub(super) fn store_error(error: impl std::fmt::Display) -> StateError {
