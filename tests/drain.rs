@@ -291,3 +291,57 @@ async fn a_drain_that_times_out_under_keep_returns_the_droplet_and_under_destroy
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_ends_when_its_droplet_vanishes_or_is_protected_and_never_blocks_a_scale_up() {
+    let clock = ManualClock::new(noon());
+    let sim = sim(&clock).await;
+    let dir = common::config_dir(&group(1, "timeout = \"10m\""));
+    let (daemon, mut task) = start(dir.path(), &sim, &clock).await;
+    tick(&mut task, &sim, &clock).await;
+    let report = tick(&mut task, &sim, &clock).await;
+    let victim = report
+        .droplets
+        .iter()
+        .find(|d| d.state == MemberState::Draining)
+        .map(|d| d.id)
+        .expect("a droplet drains");
+    // An operator protects it: it returns to service and is never destroyed.
+    sim.add_tag(victim, "do-scaler-protect");
+    let report = tick(&mut task, &sim, &clock).await;
+    assert!(daemon.store.draining("web").unwrap().is_empty());
+    assert_ne!(state_of(&report, victim), Some(MemberState::Deleting));
+    for _ in 0..15 {
+        tick(&mut task, &sim, &clock).await;
+    }
+    assert!(sim.droplets().iter().any(|d| d.id == victim), "protected");
+
+    // Someone else deletes a draining droplet; a later scale-up is not held by its drain.
+    drop(task);
+    drop(daemon);
+    let clock = ManualClock::new(noon());
+    let sim = self::sim(&clock).await;
+    let dir = common::config_dir(&group(1, "timeout = \"10m\""));
+    let (daemon, mut task) = start(dir.path(), &sim, &clock).await;
+    tick(&mut task, &sim, &clock).await;
+    tick(&mut task, &sim, &clock).await;
+    let victim = daemon.store.draining("web").unwrap()[0].id;
+    assert!(sim.delete(victim));
+    drop(task);
+    drop(daemon);
+    std::fs::write(
+        dir.path().join("conf.d/web.toml"),
+        group(3, "timeout = \"10m\""),
+    )
+    .unwrap();
+    let (daemon, mut task) = start(dir.path(), &sim, &clock).await;
+    for _ in 0..3 {
+        tick(&mut task, &sim, &clock).await;
+    }
+    assert!(daemon.store.draining("web").unwrap().is_empty());
+    assert_eq!(
+        sim.droplets().len(),
+        3,
+        "the scale-up created what was missing"
+    );
+}

@@ -450,10 +450,13 @@ impl GroupTask {
             return false;
         }
         if has_drains {
-            if report.decision.direction == Some(Direction::Up) {
-                return self.return_for_scale_up(&report);
-            }
-            if let Some(started) = self.carry_on_draining(&report) {
+            self.forget_gone_drains(&report);
+            let step = if report.decision.direction == Some(Direction::Up) {
+                self.return_for_scale_up(&report)
+            } else {
+                self.carry_on_draining(&report)
+            };
+            if let Some(started) = step {
                 return started;
             }
         }

@@ -326,6 +326,15 @@ impl Sim {
         self.shared.stop_agent(id);
     }
 
+    /// Tags a droplet, as an operator does in the control panel (`do-scaler-protect`, say).
+    pub fn add_tag(&self, id: u64, tag: &str) {
+        if let Some(droplet) = self.shared.lock().droplets.get_mut(&id)
+            && !droplet.droplet.tags.iter().any(|t| t == tag)
+        {
+            droplet.droplet.tags.push(tag.to_string());
+        }
+    }
+
     /// Makes a droplet's metrics endpoint accept connections and never answer.
     pub fn make_hang(&self, id: u64) {
         self.shared.lock().hung.insert(id);

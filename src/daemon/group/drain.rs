@@ -12,7 +12,6 @@ use crate::config::drain::OnTimeout;
 use crate::daemon::tick::TickReport;
 use crate::policy::Direction;
 use crate::script::runner::Purpose;
-use std::collections::BTreeSet;
 
 impl GroupTask {
     /// A scale-down with `[drain]`: journals the victims as draining, then runs the drain
@@ -64,22 +63,58 @@ impl GroupTask {
 
     /// A scale-up while droplets drain: returns the most recently drained ones to service,
     /// as many as the scale-up wants (they count again from the next tick, whose decision
-    /// creates what is still missing), and runs the return actions for them.
-    pub(super) fn return_for_scale_up(&mut self, report: &TickReport) -> bool {
+    /// creates what is still missing), and runs the return actions for them. `None` when none
+    /// is left to return.
+    pub(super) fn return_for_scale_up(&mut self, report: &TickReport) -> Option<bool> {
         let wanted = report
             .decision
             .desired
             .saturating_sub(report.decision.current) as usize;
-        let listed: BTreeSet<u64> = report.listing.iter().map(|d| d.id).collect();
         let back: Vec<u64> = self
             .drains
             .iter()
             .rev()
-            .filter(|d| listed.contains(&d.id))
             .take(wanted)
             .map(|d| d.id)
             .collect();
-        self.return_to_service(report, back, "a scale-up wants them")
+        if back.is_empty() {
+            return None;
+        }
+        Some(self.return_to_service(report, back, "a scale-up wants them"))
+    }
+
+    /// Forgets the drains of droplets that left the listing (destroyed, by us or anyone), and
+    /// returns to service those an operator protected meanwhile (the protect tag wins: they
+    /// are never destroyed).
+    pub(super) fn forget_gone_drains(&mut self, report: &TickReport) {
+        let daemon = self.daemon.clone();
+        let name = self.name().to_string();
+        let protect_tag = self.runtime.group.protect_tag.clone();
+        let listed: std::collections::HashMap<u64, bool> = report
+            .listing
+            .iter()
+            .map(|d| (d.id, d.has_tag(&protect_tag)))
+            .collect();
+        let gone: Vec<u64> = self
+            .drains
+            .iter()
+            .filter(|d| !listed.contains_key(&d.id))
+            .map(|d| d.id)
+            .collect();
+        let protected: Vec<u64> = self
+            .drains
+            .iter()
+            .filter(|d| listed.get(&d.id) == Some(&true))
+            .map(|d| d.id)
+            .collect();
+        if !protected.is_empty() {
+            tracing::warn!(group = %name, droplets = ?protected, "protected while draining (`{protect_tag}`): returned to service, never destroyed");
+        }
+        let ended: Vec<u64> = gone.into_iter().chain(protected).collect();
+        if !ended.is_empty() {
+            let _ = blocking(|| daemon.store.end_drain(&name, &ended));
+            self.drains.retain(|d| !ended.contains(&d.id));
+        }
     }
 
     /// Ends the drains of `ids` and runs the return actions for them.
@@ -113,24 +148,13 @@ impl GroupTask {
         self.start_run(report, actions, Purpose::Return, RunKind::Return)
     }
 
-    /// Carries drains on by one step: forgets droplets that left the listing, runs the drain
-    /// actions again where they did not succeed, returns timed-out droplets under `"keep"`,
-    /// and destroys the drained ones. `None` when no drain needed a step this tick.
+    /// Carries drains on by one step: runs the drain actions again where they did not
+    /// succeed, returns timed-out droplets under `"keep"`, and destroys the drained ones.
+    /// `None` when no drain needed a step this tick.
     pub(super) fn carry_on_draining(&mut self, report: &TickReport) -> Option<bool> {
         let daemon = self.daemon.clone();
         let name = self.name().to_string();
         let now = daemon.clock.now();
-        let listed: BTreeSet<u64> = report.listing.iter().map(|d| d.id).collect();
-        let gone: Vec<u64> = self
-            .drains
-            .iter()
-            .filter(|d| !listed.contains(&d.id))
-            .map(|d| d.id)
-            .collect();
-        if !gone.is_empty() {
-            let _ = blocking(|| daemon.store.end_drain(&name, &gone));
-            self.drains.retain(|d| !gone.contains(&d.id));
-        }
         // A drain configuration removed by a reload: what still drains is destroyed now.
         let drain = self.runtime.group.drain.clone();
         let unprepared: Vec<u64> = self
@@ -164,7 +188,8 @@ impl GroupTask {
         }
         let mut ready = Vec::new();
         let mut keep = Vec::new();
-        for d in self.drains.iter().filter(|d| d.prepared) {
+        // Without `[drain]` any more (a reload removed it), every drain is over.
+        for d in self.drains.iter().filter(|d| d.prepared || drain.is_none()) {
             let timed_out = now >= d.deadline;
             let drained = match drain.as_ref().and_then(|c| c.busy.as_ref()) {
                 None => true,
