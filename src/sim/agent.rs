@@ -1,5 +1,6 @@
 //! What runs "on" each simulated droplet: a do-agent-like metrics endpoint on its address, and
-//! listeners on the open ports so TCP health checks pass as on a real droplet.
+//! listeners on the open ports so TCP health checks pass as on a real droplet (port 22 accepts
+//! and closes; any other answers HTTP with the droplet's id).
 
 use super::Shared;
 use axum::Router;
@@ -9,6 +10,9 @@ use axum::response::{IntoResponse, Response};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
+
+/// The port that accepts connections and says nothing (a TCP check passes; no HTTP).
+const SSH_PORT: u16 = 22;
 
 /// The endpoint's state: the sim and the droplet it serves.
 #[derive(Clone)]
@@ -44,12 +48,20 @@ pub fn serve(shared: &Arc<Shared>, id: u64, address: Ipv4Addr) -> Vec<JoinHandle
             l.set_nonblocking(true)?;
             tokio::net::TcpListener::from_std(l)
         }) {
-            Ok(listener) => tasks.push(tokio::spawn(async move {
+            Ok(listener) if port == SSH_PORT => tasks.push(tokio::spawn(async move {
                 // Accept and close at once: enough for a TCP health check.
                 while let Ok((stream, _)) = listener.accept().await {
                     drop(stream);
                 }
             })),
+            // Any other open port answers HTTP with the droplet's id, so a test can see which
+            // droplet served a request (through a load balancer, say).
+            Ok(listener) => {
+                let router = Router::new().fallback(move || async move { format!("{id}\n") });
+                tasks.push(tokio::spawn(async move {
+                    let _ = axum::serve(listener, router).await;
+                }))
+            }
             Err(e) => {
                 tracing::warn!(droplet = id, address = %addr, error = %e, "sim: cannot open port")
             }

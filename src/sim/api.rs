@@ -63,6 +63,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
     router
         .route_layer(middleware::from_fn_with_state(shared.clone(), gate))
         .route("/v2/_sim/stats", get(stats))
+        // Test controls, like the stats: no token.
+        .route("/v2/_sim/droplets/{id}/unhealthy", post(make_unhealthy))
+        .route("/v2/_sim/droplets/{id}/healthy", post(make_healthy))
         // Like a Prometheus target: no token.
         .route("/drone/metrics", get(drone_metrics))
         .route("/gitlab/metrics", get(gitlab_metrics))
@@ -639,6 +642,28 @@ async fn remove_from_load_balancer(
     body: axum::body::Bytes,
 ) -> Response {
     change_load_balancer(shared, id, body, false).await
+}
+
+/// `POST /v2/_sim/droplets/{id}/unhealthy`: the droplet's endpoints stop answering.
+async fn make_unhealthy(State(shared): Shared2, Path(id): Path<u64>) -> Response {
+    set_health(&shared, id, false)
+}
+
+/// `POST /v2/_sim/droplets/{id}/healthy`: the droplet's endpoints answer again.
+async fn make_healthy(State(shared): Shared2, Path(id): Path<u64>) -> Response {
+    set_health(&shared, id, true)
+}
+
+fn set_health(shared: &Shared, id: u64, healthy: bool) -> Response {
+    if shared.set_healthy(id, healthy) {
+        axum::Json(serde_json::json!({ "droplet": id, "healthy": healthy })).into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no active droplet with that id",
+        )
+    }
 }
 
 async fn stats(State(shared): Shared2, _method: Method, _headers: HeaderMap) -> Response {

@@ -149,6 +149,27 @@ impl Shared {
         }
     }
 
+    /// See [`Sim::set_healthy`].
+    pub fn set_healthy(&self, id: u64, healthy: bool) -> bool {
+        let address = {
+            let state = self.lock();
+            match state.droplets.get(&id) {
+                Some(d) if d.droplet.status == crate::digitalocean::DropletStatus::Active => {
+                    d.address
+                }
+                _ => None,
+            }
+        };
+        let Some(address) = address else {
+            return false;
+        };
+        self.stop_agent(id);
+        if healthy {
+            self.serve(vec![(id, address)]);
+        }
+        true
+    }
+
     /// Stops a deleted droplet's endpoints.
     pub fn stop_agent(&self, id: u64) {
         if let Some(tasks) = self
@@ -324,6 +345,13 @@ impl Sim {
     /// as when its firewall or do-agent breaks.
     pub fn make_unreachable(&self, id: u64) {
         self.shared.stop_agent(id);
+    }
+
+    /// Makes a droplet fail its checks (`healthy = false`: its metrics endpoint and open ports
+    /// stop answering, connections refused) or pass them again. `false` for an unknown or not
+    /// yet active droplet.
+    pub fn set_healthy(&self, id: u64, healthy: bool) -> bool {
+        self.shared.set_healthy(id, healthy)
     }
 
     /// Tags a droplet, as an operator does in the control panel (`do-scaler-protect`, say).
