@@ -354,6 +354,16 @@ pub fn decision_line(decision: &Value) -> String {
     crate::policy::outcome_with_reason(&steps)
 }
 
+/// The size, with the droplets draining before their destroy (billed, not counted) beside it.
+fn size(group: &Value) -> String {
+    match group["last_decision"]["decision"]["draining"].as_u64() {
+        Some(draining) if draining > 0 => {
+            format!("{} (+{draining} draining)", number(&group["current"]))
+        }
+        _ => number(&group["current"]),
+    }
+}
+
 fn text<'a>(value: &'a Value, or: &'a str) -> &'a str {
     value.as_str().filter(|s| !s.is_empty()).unwrap_or(or)
 }
@@ -374,7 +384,7 @@ fn status_table(groups: &[Value]) -> String {
         .map(|g| {
             [
                 text(&g["name"], "?").to_string(),
-                number(&g["current"]),
+                size(g),
                 number(&g["desired"]),
                 bounds(g),
                 paused(g),
@@ -422,7 +432,7 @@ fn group_detail(group: &Value) -> String {
     let _ = writeln!(
         out,
         "size:           {} (desired {})",
-        number(&group["current"]),
+        size(group),
         number(&group["desired"])
     );
     let _ = writeln!(out, "bounds:         {}", bounds(group));
@@ -509,5 +519,26 @@ mod tests {
             decision_line(&decision),
             "stay at 5: cooldown.down: the last scale-down was 1m ago, wait 4m: hold at 5"
         );
+    }
+
+    #[test]
+    fn the_table_shows_droplets_draining_beside_the_size() {
+        let group = |draining: u64| {
+            serde_json::json!({
+                "name": "web", "current": 3, "desired": 3, "min": 1, "max": 5,
+                "last_decision": {"decision": {"draining": draining, "steps": ["decision: stay at 3"]}}
+            })
+        };
+        let table = status_table(&[group(2)]);
+        assert!(
+            table
+                .lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("web    3 (+2 draining)  3"),
+            "{table}"
+        );
+        let table = status_table(&[group(0)]);
+        assert!(!table.contains("draining"), "{table}");
     }
 }

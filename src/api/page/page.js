@@ -170,6 +170,7 @@ async function setPaused(name, paused) {
 
 function groupSection(group, sizes, decisions, now) {
   const record = group.last_decision || {};
+  const draining = (record.decision && record.decision.draining) || 0;
   const notice = el("p", { class: "notice", role: "alert" }, notices.get(group.name) || "");
   const pause = el("button", { type: "button", class: "pause" }, "Pause");
   const resume = el("button", { type: "button", class: "resume" }, "Resume");
@@ -184,6 +185,7 @@ function groupSection(group, sizes, decisions, now) {
     notice,
     el("div", { class: "facts" },
       fact("size", text(group.current, "-"), "size"),
+      draining ? fact("draining", draining, "draining") : null,
       fact("desired", text(group.desired, "-"), "desired"),
       fact("bounds", boundsText(group.bounds, group), "bounds"),
       fact("paused", group.paused ? "yes" : "no", "paused-state"),
