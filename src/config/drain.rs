@@ -41,6 +41,15 @@ pub(super) fn build_drain(
     let return_actions = super::validate::action_list(ctx, &file.return_actions, report);
     if let Some(busy) = &file.busy {
         super::validate::check_expression(report, "drain.busy", busy);
+        // It is judged on one scrape of each draining droplet: a range has nothing to cover.
+        if let Ok(expression) = crate::query::compile(busy.get_ref())
+            && !expression.longest_range().is_zero()
+        {
+            report.warning(
+                span_of(busy),
+                "drain.busy reads a range (such as rate(...[2m])), but it is judged on one scrape of each draining droplet, where a range has no value: every drain would wait for its timeout; use an instant expression such as 'sim_jobs_running > 0'",
+            );
+        }
     }
     let timeout = duration_or(&file.timeout, Duration::from_secs(300));
     if timeout.is_zero() {
@@ -117,6 +126,34 @@ image = "ubuntu-24-04-x64"
         assert!(
             errors.iter().all(|e| e.starts_with("conf.d/web.toml:")),
             "{all}"
+        );
+    }
+
+    #[test]
+    fn a_drain_busy_over_a_range_is_warned_about() {
+        let text = format!(
+            "{BASE}[drain]\nbusy = 'rate(node_cpu_seconds_total{{mode=\"user\"}}[1m]) > 0.1'\n"
+        );
+        let actions: std::collections::BTreeSet<String> = ["digitalocean_destroy_droplet"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let ctx = GroupContext {
+            name: "web",
+            file: std::path::Path::new("conf.d/web.toml"),
+            source: &text,
+            default_interval: Duration::from_secs(30),
+            base_dir: std::path::Path::new("."),
+            known_actions: &actions,
+        };
+        let (group, diagnostics) =
+            super::super::validate::validate_group(&ctx, toml::from_str(&text).unwrap());
+        assert!(group.is_some());
+        assert!(
+            diagnostics
+                .iter()
+                .any(|d| d.to_string().contains("drain.busy reads a range")),
+            "{diagnostics:?}"
         );
     }
 }
