@@ -184,3 +184,41 @@ async fn the_address_comes_from_the_base_file_and_a_stopped_daemon_is_said_in_on
     assert!(!output.status.success());
     assert!(stderr.contains("--api ftp://x:1/"), "{stderr}");
 }
+
+/// A web page elsewhere that rebinds its own name to 127.0.0.1 sends that name as `Host`: the
+/// page and the JSON API refuse it, while `/metrics` still answers a scraper by any name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebound_name_cannot_read_the_api_but_metrics_stay_scrapable() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sim = sim(1, Demand::Constant(0.5), Duration::from_millis(300)).await;
+    let dir = config_dir(GROUP);
+    let daemon = daemon(dir.path(), &sim).await.unwrap();
+    let running = serve_daemon(daemon.clone()).await;
+    let address = running.url.trim_start_matches("http://").to_string();
+    let status_of = |path: &'static str, host: String| {
+        let address = address.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+            let request =
+                format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await.unwrap();
+            answer.split(' ').nth(1).unwrap_or("").to_string()
+        }
+    };
+    for path in ["/", "/api/v1/groups", "/api/v1/groups/web/decisions"] {
+        assert_eq!(
+            status_of(path, "evil.example:9797".into()).await,
+            "421",
+            "{path}"
+        );
+        assert_eq!(status_of(path, address.clone()).await, "200", "{path}");
+        assert_eq!(status_of(path, "localhost".into()).await, "200", "{path}");
+    }
+    assert_eq!(
+        status_of("/metrics", "scaler.internal:9797".into()).await,
+        "200"
+    );
+    running.stop().await;
+}

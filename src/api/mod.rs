@@ -59,6 +59,50 @@ fn reads_allowed(daemon: &Daemon, headers: &HeaderMap) -> bool {
     daemon.generation().config.base.status_api.open_reads || authorized(daemon, headers)
 }
 
+/// Whether a request's `Host` is one a browser can only send when it was pointed at this daemon
+/// by address: an IP literal or `localhost`, with or without a port. A page on another site
+/// that rebinds its own name to 127.0.0.1 sends its name and is refused, so it cannot read the
+/// groups, droplets and decisions even though GETs need no token by default.
+fn host_allowed(headers: &HeaderMap) -> bool {
+    let Some(host) = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        // HTTP/1.0 clients and tools that send none are not browsers.
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6.split_once(']').is_some_and(|(ip, rest)| {
+                ip.parse::<std::net::Ipv6Addr>().is_ok()
+                    && (rest.is_empty()
+                        || rest
+                            .strip_prefix(':')
+                            .is_some_and(|port| port.parse::<u16>().is_ok()))
+            });
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+/// Refuses the page and the JSON API to a `Host` that is a name other than `localhost`
+/// (see [`host_allowed`]); `/metrics` and the health checks stay reachable by any name.
+async fn rebinding_guard(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let guarded = path == "/" || path.starts_with("/ui/") || path.starts_with("/api/");
+    if guarded && !host_allowed(request.headers()) {
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "the status page and API answer only to an IP address or localhost in Host (a guard against DNS rebinding): open it as http://127.0.0.1:PORT/, or have a reverse proxy send such a Host",
+        );
+    }
+    next.run(request).await
+}
+
 /// The router.
 pub fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
@@ -75,6 +119,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/api/v1/groups/{name}/pause", post(pause))
         .route("/api/v1/groups/{name}/resume", post(resume))
         .route("/api/v1/reload", post(reload))
+        .layer(axum::middleware::from_fn(rebinding_guard))
         .with_state(daemon)
 }
 
@@ -257,5 +302,42 @@ async fn reload(State(daemon): Shared, headers: HeaderMap) -> Response {
     {
         Ok(generation) => axum::Json(json!({ "generation": generation })).into_response(),
         Err(message) => error(StatusCode::UNPROCESSABLE_ENTITY, &message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_host(host: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(axum::http::header::HOST, host.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn only_addresses_and_localhost_pass_the_rebinding_guard() {
+        for host in [
+            "127.0.0.1:9797",
+            "127.0.0.1",
+            "10.0.0.5:9797",
+            "localhost:9797",
+            "LOCALHOST",
+            "[::1]:9797",
+            "[::1]",
+        ] {
+            assert!(host_allowed(&with_host(host)), "{host}");
+        }
+        for host in [
+            "evil.example:9797",
+            "evil.example",
+            "127.0.0.1.evil.example:9797",
+            "localhost.evil.example",
+            "[::1].evil:80",
+            "[not-an-ip]:9797",
+        ] {
+            assert!(!host_allowed(&with_host(host)), "{host}");
+        }
+        assert!(host_allowed(&HeaderMap::new()), "no Host: not a browser");
     }
 }
