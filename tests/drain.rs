@@ -172,6 +172,11 @@ async fn a_drain_waits_for_the_job_survives_a_restart_and_never_destroys_a_busy_
         vec![kept],
         "out of the balancer while it drains"
     );
+    let (_, metrics) = daemon.metrics.render_for(None);
+    assert!(
+        metrics.contains("do_scaler_draining_droplets{group=\"web\"} 1"),
+        "the gauge operators watch"
+    );
     let json = report.to_json();
     assert!(
         json["droplets"]

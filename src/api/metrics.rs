@@ -39,6 +39,8 @@ pub struct Metrics {
     pub desired: Family<Labels, Gauge>,
     /// Actual size by group.
     pub actual: Family<Labels, Gauge>,
+    /// Droplets draining before their destroy, by group (billed, not counted in the size).
+    pub draining: Family<Labels, Gauge>,
     /// 1 when a group is at max and its rules want more.
     pub at_max_wanting_more: Family<Labels, Gauge>,
     /// Consecutive failed scale-ups by group.
@@ -90,6 +92,7 @@ impl Metrics {
             actions: Family::default(),
             desired: Family::default(),
             actual: Family::default(),
+            draining: Family::default(),
             at_max_wanting_more: Family::default(),
             action_failures: Family::default(),
             last_success: Family::default(),
@@ -134,6 +137,11 @@ impl Metrics {
             "actual_size",
             "Droplets counting toward the size",
             metrics.actual.clone(),
+        );
+        registry.register(
+            "draining_droplets",
+            "Droplets draining before their destroy: billed, not counted in the size",
+            metrics.draining.clone(),
         );
         registry.register(
             "at_max_wanting_more",
@@ -262,6 +270,7 @@ impl Metrics {
         let _ = self.paused.get_or_create(&Self::group(name));
         let _ = self.action_failures.get_or_create(&Self::group(name));
         let _ = self.at_max_wanting_more.get_or_create(&Self::group(name));
+        let _ = self.draining.get_or_create(&Self::group(name));
     }
 
     /// Labels for a group.

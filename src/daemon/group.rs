@@ -345,6 +345,10 @@ impl GroupTask {
             .get_or_create(&labels)
             .set(i64::from(decision.current));
         metrics
+            .draining
+            .get_or_create(&labels)
+            .set(i64::from(decision.draining));
+        metrics
             .last_success
             .get_or_create(&labels)
             .set(Utc::now().timestamp_millis() as f64 / 1000.0);
@@ -624,6 +628,12 @@ pub fn spawn(daemon: Arc<Daemon>, group: Group, identity: u64, act_after: Instan
                 .iter()
                 .flat_map(|lists| lists.up.iter().chain(&lists.down))
         }))
+        .chain(
+            group
+                .drain
+                .iter()
+                .flat_map(|d| d.actions.iter().chain(&d.return_actions)),
+        )
         .cloned()
         .collect();
     actions.sort();
