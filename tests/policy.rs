@@ -914,3 +914,21 @@ fn every_stay_says_why() {
     );
     assert!(reason_of(&at_max).contains("max"), "{:#?}", at_max.steps);
 }
+
+/// `plan`'s table and the JSON name a droplet's place the same way.
+#[test]
+fn member_states_print_as_they_serialize() {
+    use do_scaler::policy::MemberState;
+    for state in [
+        MemberState::Active,
+        MemberState::Booting,
+        MemberState::Deleting,
+        MemberState::Draining,
+        MemberState::Off,
+    ] {
+        assert_eq!(
+            serde_json::to_value(state).unwrap(),
+            serde_json::json!(state.to_string())
+        );
+    }
+}

@@ -301,7 +301,7 @@ pub fn render(report: &TickReport, memory: &GroupMemory) -> String {
             droplet.id,
             droplet.name,
             droplet.status,
-            format!("{:?}", droplet.state).to_lowercase(),
+            droplet.state.to_string(),
             droplet.address.as_deref().unwrap_or("-"),
             droplet.scrape,
             if flags.is_empty() {

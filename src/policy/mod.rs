@@ -35,6 +35,19 @@ pub enum MemberState {
     Off,
 }
 
+impl std::fmt::Display for MemberState {
+    /// The name `plan`, the API and the page show (as serialized).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MemberState::Active => "active",
+            MemberState::Booting => "booting",
+            MemberState::Deleting => "deleting",
+            MemberState::Draining => "draining",
+            MemberState::Off => "off",
+        })
+    }
+}
+
 /// One droplet of the group, as the decision sees it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Member {
