@@ -127,6 +127,16 @@ fn state_of(report: &TickReport, id: u64) -> Option<MemberState> {
     report.droplets.iter().find(|d| d.id == id).map(|d| d.state)
 }
 
+/// The one droplet the report shows draining.
+fn draining_one(report: &TickReport) -> u64 {
+    report
+        .droplets
+        .iter()
+        .find(|d| d.state == MemberState::Draining)
+        .map(|d| d.id)
+        .expect("a droplet drains")
+}
+
 fn queue(sim: &Sim) -> QueueCounts {
     sim.queue().unwrap()
 }
@@ -269,12 +279,7 @@ async fn a_drain_that_times_out_under_keep_returns_the_droplet_and_under_destroy
         let (_daemon, mut task) = start(dir.path(), &sim, &clock).await;
         tick(&mut task, &sim, &clock).await;
         let report = tick(&mut task, &sim, &clock).await;
-        let victim = report
-            .droplets
-            .iter()
-            .find(|d| d.state == MemberState::Draining)
-            .map(|d| d.id)
-            .expect("a droplet drains");
+        let victim = draining_one(&report);
         // Past the timeout, its job still running.
         let mut returned = false;
         for _ in 0..4 {
@@ -305,12 +310,7 @@ async fn a_drain_ends_when_its_droplet_vanishes_or_is_protected_and_never_blocks
     let (daemon, mut task) = start(dir.path(), &sim, &clock).await;
     tick(&mut task, &sim, &clock).await;
     let report = tick(&mut task, &sim, &clock).await;
-    let victim = report
-        .droplets
-        .iter()
-        .find(|d| d.state == MemberState::Draining)
-        .map(|d| d.id)
-        .expect("a droplet drains");
+    let victim = draining_one(&report);
     // An operator protects it: it returns to service and is never destroyed.
     sim.add_tag(victim, "do-scaler-protect");
     let report = tick(&mut task, &sim, &clock).await;

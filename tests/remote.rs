@@ -17,6 +17,8 @@ async fn cli(args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_do-scaler"))
             .args(&args)
             .env_remove("CREDENTIALS_DIRECTORY")
+            // Never the token of a do-scaler installed on the machine running the tests.
+            .env("DO_SCALER_CREDENTIALS_DIR", "/nonexistent")
             .env_remove("HTTP_PROXY")
             .env_remove("http_proxy")
             .output()

@@ -152,9 +152,11 @@ pub fn target(
                 .map(|(token, _)| token)
                 .or_else(|| {
                     // Run by hand (`sudo do-scaler pause web`) there is no CREDENTIALS_DIRECTORY:
-                    // the token is where the packaged unit loads it from.
-                    let packaged =
-                        Path::new(credentials::PACKAGED_CREDENTIALS_DIR).join("api-token");
+                    // the token is where the unit loads it from (the packaged folder, or
+                    // DO_SCALER_CREDENTIALS_DIR for an install elsewhere).
+                    let folder = env("DO_SCALER_CREDENTIALS_DIR")
+                        .unwrap_or_else(|| credentials::PACKAGED_CREDENTIALS_DIR.to_string());
+                    let packaged = Path::new(&folder).join("api-token");
                     crate::config::files::read_text(
                         &packaged,
                         crate::config::files::MAX_SECRET_BYTES,

@@ -65,6 +65,17 @@ impl InFlight {
     }
 }
 
+/// The listed droplets whose member is in `state` (`members` starts with the listed ones, in
+/// the listing's order).
+fn in_state(droplets: &[Droplet], members: &[Member], state: MemberState) -> Vec<Droplet> {
+    droplets
+        .iter()
+        .zip(members)
+        .filter(|(_, m)| m.state == state)
+        .map(|(d, _)| d.clone())
+        .collect()
+}
+
 /// How far back an instant selector looks in the daemon (and in `plan` and `query`, which
 /// preview it): two scrape intervals and a scrape's timeout, at least 30 s. Far shorter than
 /// Prometheus's 5 minutes, so a droplet gone quiet stops counting within a tick or two.
@@ -414,23 +425,13 @@ impl GroupRuntime {
         now: DateTime<Utc>,
     ) -> Gathered {
         let started = tokio::time::Instant::now();
-        let active: Vec<Droplet> = droplets
-            .iter()
-            .zip(members.iter())
-            .filter(|(_, m)| m.state == MemberState::Active)
-            .map(|(d, _)| d.clone())
-            .collect();
+        let active = in_state(droplets, members, MemberState::Active);
         let (mut targets, missing) = sources::droplet_targets(&self.group, &active);
         // Draining droplets are scraped for `drain.busy` alone, into a history of their own:
         // their series never reach the rules.
         let drain_from = targets.len();
         if self.drain_busy.is_some() {
-            let draining: Vec<Droplet> = droplets
-                .iter()
-                .zip(members.iter())
-                .filter(|(_, m)| m.state == MemberState::Draining)
-                .map(|(d, _)| d.clone())
-                .collect();
+            let draining = in_state(droplets, members, MemberState::Draining);
             targets.extend(sources::droplet_targets(&self.group, &draining).0);
         }
         let drain_targets = targets.split_off(drain_from);
