@@ -37,6 +37,12 @@ pub const POINTS: &[&str] = &[
     // A scale-down with `[drain]`.
     "drain.before_journal",
     "drain.after_journal",
+    // Replacing an unhealthy droplet (`[health]`).
+    "replace.before_journal",
+    "replace.after_journal",
+    "replace.before_retire",
+    "replace.after_retire",
+    "replace.before_abandon",
     // After the actions.
     "action.after_run",
     "memory.before_save",

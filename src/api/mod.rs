@@ -168,6 +168,7 @@ fn group_summary(daemon: &Daemon, name: &str) -> Option<serde_json::Value> {
         "running_action": status.running_action,
         "last_action": status.last_action,
         "last_error": status.last_error,
+        "replacement": status.replacement,
         "last_success": status.last_success,
         "ticks": status.ticks,
         "generation": generation.number,
@@ -268,6 +269,10 @@ async fn set_paused(
     match daemon.store.set_paused(&name, paused) {
         Ok(()) => {
             if !paused {
+                // Resuming also lets replacement start again after it paused itself.
+                if let Err(e) = daemon.store.acknowledge_failed_replacements(&name) {
+                    tracing::error!(group = %name, error = %e, "cannot clear the failed replacements");
+                }
                 daemon
                     .metrics
                     .instance_conflict

@@ -107,19 +107,11 @@ pub async fn run(
             );
         }
         // What the daemon has in flight: deletes the listing still shows, creates it does not
-        // show yet, and draining droplets, so `plan` classifies them as the daemon does.
+        // show yet, draining droplets and replacements, so `plan` classifies them as the daemon does.
         let in_flight = match kept.as_ref().map(State::store) {
-            Some(store) => crate::daemon::tick::InFlight {
-                deleting: crate::state::Journal::deleted(store, &group.name).unwrap_or_default(),
-                unlisted: crate::state::Journal::unlisted(store, &group.name).unwrap_or_default(),
-                listing_lag: config.base.listing_lag,
-                draining: store
-                    .draining(&group.name)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|d| d.id)
-                    .collect(),
-            },
+            Some(store) => {
+                crate::daemon::tick::InFlight::read(store, &group.name, config.base.listing_lag).0
+            }
             None => crate::daemon::tick::InFlight::default(),
         };
         let outcome = plan_group(

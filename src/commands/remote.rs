@@ -356,13 +356,20 @@ pub fn decision_line(decision: &Value) -> String {
     crate::policy::outcome_with_reason(&steps)
 }
 
-/// The size, with the droplets draining before their destroy (billed, not counted) beside it.
+/// The size, with the droplets draining before their destroy and those being replaced (billed,
+/// not counted) beside it.
 fn size(group: &Value) -> String {
-    match group["last_decision"]["decision"]["draining"].as_u64() {
-        Some(draining) if draining > 0 => {
-            format!("{} (+{draining} draining)", number(&group["current"]))
+    let decision = &group["last_decision"]["decision"];
+    let mut apart = Vec::new();
+    for what in ["draining", "replacing"] {
+        if let Some(n) = decision[what].as_u64().filter(|n| *n > 0) {
+            apart.push(format!("+{n} {what}"));
         }
-        _ => number(&group["current"]),
+    }
+    if apart.is_empty() {
+        number(&group["current"])
+    } else {
+        format!("{} ({})", number(&group["current"]), apart.join(", "))
     }
 }
 
@@ -446,6 +453,9 @@ fn group_detail(group: &Value) -> String {
     );
     let _ = writeln!(out, "last action:    {}", text(&group["last_action"], "-"));
     let _ = writeln!(out, "last error:     {}", text(&group["last_error"], "-"));
+    if let Some(why) = group["replacement"].as_str() {
+        let _ = writeln!(out, "replacement:    {why}");
+    }
     if let Some(problem) = group["digitalocean_last_problem"].as_str() {
         let _ = writeln!(out, "API problem:    {problem}");
     }

@@ -10,6 +10,7 @@ pub mod diagnostic;
 pub mod drain;
 pub mod duration;
 pub mod files;
+pub mod health;
 pub mod legacy;
 pub mod load;
 pub mod model;

@@ -128,6 +128,8 @@ pub struct Group {
     pub scale_in: ScaleIn,
     /// Drain before destroy, if configured.
     pub drain: Option<super::drain::Drain>,
+    /// Health checks and replacement of the unhealthy, if configured.
+    pub health: Option<super::health::Health>,
     /// The rules, in file order.
     pub rules: Vec<Rule>,
     /// The schedules, in file order (the last matching one wins).

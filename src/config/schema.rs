@@ -114,6 +114,8 @@ pub struct GroupFile {
     pub scale_in: ScaleInFile,
     /// Drain droplets before they are destroyed. Default: destroy at once.
     pub drain: Option<DrainFile>,
+    /// Replace droplets that fail their health check. Default: never replaced.
+    pub health: Option<HealthFile>,
     /// The rules, as `[[rule]]` tables. Scale-up beats no change beats scale-down.
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RuleFile>>,
@@ -213,6 +215,32 @@ pub struct DrainFile {
     /// "destroy" (default): destroy at the timeout, still busy or not; "keep": cancel the
     /// drain and return the droplet to service.
     pub on_timeout: Option<Spanned<String>>,
+}
+
+/// `[health]`: replacing droplets that fail their health check, launch first.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    /// "metrics" (default: the droplet's scrape fails while others of the group answer),
+    /// "tcp" (a connection to `port`) or "http" (a GET of `path` on `port` answering 2xx or
+    /// 3xx).
+    pub check: Option<Spanned<String>>,
+    /// The port a "tcp" or "http" check connects to, on the scrape address.
+    pub port: Option<Spanned<u16>>,
+    /// The path an "http" check asks for. Default "/".
+    pub path: Option<Spanned<String>>,
+    /// How long one check may take. Default "2s".
+    pub timeout: Option<Spanned<ConfigDuration>>,
+    /// Consecutive failed ticks before a droplet is replaced. Default 3.
+    pub unhealthy_after: Option<Spanned<u32>>,
+    /// Time after `warmup` during which failures do not count (AWS's health check grace
+    /// period). Default "5m".
+    pub grace: Option<Spanned<ConfigDuration>>,
+    /// The most droplets billed during replacements, as a percent of desired (rounded down,
+    /// at least desired + 1). Default 150.
+    pub max_percent: Option<Spanned<u32>>,
+    /// Replacements started in any hour at most. Default: the group's `max`.
+    pub max_replacements_per_hour: Option<Spanned<u32>>,
 }
 
 /// `[scale_in]`: choosing the droplets to remove.

@@ -307,6 +307,10 @@ fn build_group(ctx: &GroupContext<'_>, file: GroupFile, report: &mut Report<'_>)
         .drain
         .as_ref()
         .map(|drain| super::drain::build_drain(ctx, drain, report));
+    let health = file
+        .health
+        .as_ref()
+        .map(|health| super::health::build_health(health, max, tick_timeout, report));
 
     let mut rules = Vec::new();
     let mut rule_names = HashSet::new();
@@ -389,6 +393,7 @@ fn build_group(ctx: &GroupContext<'_>, file: GroupFile, report: &mut Report<'_>)
         stabilization,
         scale_in,
         drain,
+        health,
         rules,
         schedules,
         actions,

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 mod drain;
+mod replace;
 
 /// What the status API shows of a group.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -34,6 +35,8 @@ pub struct GroupStatus {
     pub last_action: Option<String>,
     /// When the group last ticked successfully.
     pub last_success: Option<DateTime<Utc>>,
+    /// Why unhealthy droplets wait for their replacement (`[health]`), if they do.
+    pub replacement: Option<String>,
     /// Ticks so far.
     pub ticks: u64,
     /// When the last tick ended, successful or failed (the watchdog's evidence).
@@ -106,8 +109,14 @@ enum RunKind {
     Drain(Vec<u64>),
     /// Runs `[drain] return_actions` for droplets returned to service.
     Return,
-    /// Destroys drained droplets with the group's `down` actions.
-    DestroyDrained(Vec<u64>),
+    /// Destroys droplets outside a decision (drained ones, replaced ones, a replacement that
+    /// never passed its check) with the group's `down` actions.
+    Destroy(Vec<u64>),
+    /// Launches the replacement of this unhealthy droplet with the group's `up` actions.
+    Replace {
+        /// The unhealthy droplet.
+        old: u64,
+    },
 }
 
 /// An action run that ended: its report and when it ended.
@@ -125,6 +134,10 @@ pub struct GroupTask {
     running: Option<Running>,
     /// The group's draining droplets, as read at the start of the last tick.
     drains: Vec<crate::state::Draining>,
+    /// The group's open replacements, as read at the start of the last tick.
+    replacements: Vec<crate::state::Replacement>,
+    /// Why a replacement's launch run failed, by unhealthy droplet, until its step reads it.
+    replace_failures: std::collections::HashMap<u64, String>,
     status: Arc<Mutex<GroupStatus>>,
     act_after: Instant,
     history_saved: Instant,
@@ -151,6 +164,8 @@ impl GroupTask {
             scraper,
             running: None,
             drains: Vec::new(),
+            replacements: Vec::new(),
+            replace_failures: std::collections::HashMap::new(),
             status,
             act_after,
             history_saved: Instant::now(),
@@ -170,22 +185,18 @@ impl GroupTask {
         let name = self.name().to_string();
         let started = Instant::now();
         let client = daemon.client();
-        self.drains = blocking(|| daemon.store.draining(&name)).unwrap_or_default();
-        let mut in_flight = InFlight {
-            deleting: blocking(|| daemon.store.deleted(&name)).unwrap_or_default(),
-            unlisted: blocking(|| daemon.store.unlisted(&name)).unwrap_or_default(),
-            listing_lag: daemon.generation().config.base.listing_lag,
-            draining: self.drains.iter().map(|d| d.id).collect(),
-        };
+        let listing_lag = daemon.generation().config.base.listing_lag;
+        let (mut in_flight, drains, replacements) =
+            blocking(|| InFlight::read(&daemon.store, &name, listing_lag));
+        self.drains = drains;
+        self.replacements = replacements;
         let deleted = in_flight.deleting.clone();
         match self.running.as_ref().map(|r| &r.kind) {
             Some(RunKind::Decision {
                 direction: Direction::Down,
                 victims,
             })
-            | Some(RunKind::DestroyDrained(victims)) => {
-                in_flight.deleting.extend(victims.iter().copied())
-            }
+            | Some(RunKind::Destroy(victims)) => in_flight.deleting.extend(victims.iter().copied()),
             _ => {}
         }
         let now = daemon.clock.now();
@@ -432,7 +443,8 @@ impl GroupTask {
     /// draining its victims instead of destroying them. Returns whether a run started.
     pub fn act(&mut self, report: TickReport) -> bool {
         let has_drains = !self.drains.is_empty();
-        if report.decision.direction.is_none() && !has_drains {
+        let may_replace = self.runtime.group.health.is_some() || !self.replacements.is_empty();
+        if report.decision.direction.is_none() && !has_drains && !may_replace {
             return false;
         }
         let daemon = self.daemon.clone();
@@ -464,8 +476,14 @@ impl GroupTask {
                 return started;
             }
         }
+        if !self.replacements.is_empty()
+            && let Some(started) = self.carry_on_replacing(&report)
+        {
+            return started;
+        }
+        // A scale event goes first; unhealthy droplets are replaced on a tick without one.
         let Some(direction) = report.decision.direction else {
-            return false;
+            return self.start_replacement(&report).unwrap_or(false);
         };
         if direction == Direction::Down && self.runtime.group.drain.is_some() {
             return self.start_draining(report);
@@ -496,6 +514,7 @@ impl GroupTask {
                 Purpose::Decision => "",
                 Purpose::Drain => "drain: ",
                 Purpose::Return => "return to service: ",
+                Purpose::Replace { .. } => "replace: ",
             },
             actions.join(" → "),
             Utc::now().to_rfc3339()
@@ -564,8 +583,12 @@ impl GroupTask {
         // error here means it was cancelled, and there is nothing to apply.
         let finished = run.task.await.ok()?;
         let ended_at = finished.ended_at;
-        self.memory
-            .created(finished.report.create_attempts, ended_at);
+        // A replacement is not a scale event: `max_replacements_per_hour` limits it, not the
+        // spend guard.
+        if !matches!(run.kind, RunKind::Replace { .. }) {
+            self.memory
+                .created(finished.report.create_attempts, ended_at);
+        }
         let failed = finished.report.failure().is_some();
         match (&run.kind, failed) {
             (RunKind::Decision { direction, .. }, false) => {
@@ -575,6 +598,10 @@ impl GroupTask {
                 self.memory.up_failed(ended_at)
             }
             (RunKind::Drain(ids), false) => self.drains_prepared(ids),
+            (RunKind::Replace { old }, true) => {
+                let error = finished.report.failure().unwrap_or_default().to_string();
+                self.replace_failures.insert(*old, error);
+            }
             _ => {}
         }
         Some(failed)

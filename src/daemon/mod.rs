@@ -5,6 +5,7 @@
 pub mod conflict;
 pub mod generation;
 pub mod group;
+pub mod health;
 pub mod reload;
 pub mod run;
 pub mod serve;

@@ -49,9 +49,38 @@ pub struct InFlight {
     pub listing_lag: Duration,
     /// Droplets draining before their destroy (`[drain]`): they count toward `max` only.
     pub draining: std::collections::BTreeSet<u64>,
+    /// Unhealthy droplets being replaced (`[health]`): they count toward `max` only.
+    pub replacing: std::collections::BTreeSet<u64>,
+    /// The names of their replacements: never chosen to go while the replacement runs.
+    pub replacement_names: std::collections::BTreeSet<String>,
 }
 
 impl InFlight {
+    /// What `store` holds in flight for `group`, with its open drains and replacements (the
+    /// daemon's tick and `plan` classify droplets alike from it).
+    pub fn read(
+        store: &crate::state::Store,
+        group: &str,
+        listing_lag: Duration,
+    ) -> (
+        InFlight,
+        Vec<crate::state::Draining>,
+        Vec<crate::state::Replacement>,
+    ) {
+        use crate::state::Journal;
+        let drains = store.draining(group).unwrap_or_default();
+        let replacements = store.replacements(group).unwrap_or_default();
+        let in_flight = InFlight {
+            deleting: store.deleted(group).unwrap_or_default(),
+            unlisted: store.unlisted(group).unwrap_or_default(),
+            listing_lag,
+            draining: drains.iter().map(|d| d.id).collect(),
+            replacing: replacements.iter().map(|r| r.old).collect(),
+            replacement_names: replacements.iter().map(|r| r.new_name.clone()).collect(),
+        };
+        (in_flight, drains, replacements)
+    }
+
     /// The unlisted droplets still worth counting at `now`: created ones for
     /// [`UNLISTED_EXPIRY`]; ones asked for with an unknown outcome until a listing taken
     /// `listing_lag` after the request could have shown them.
@@ -104,6 +133,9 @@ pub struct DropletReport {
     pub protected: bool,
     /// Whether it is doing work, by the group's busy expressions.
     pub work: Work,
+    /// Its health check (`[health]`): "ok", "failing 2/3: why", "in grace: why".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
 }
 
 /// What one tick saw and decided.
@@ -126,6 +158,9 @@ pub struct TickReport {
     /// (`None`: no value). Empty without `drain.busy`.
     #[serde(skip)]
     pub drain_busy: HashMap<u64, Option<bool>>,
+    /// Each active droplet's health this tick (`[health]`); empty without it.
+    #[serde(skip)]
+    pub health: HashMap<u64, super::health::HealthMark>,
     /// Where the tick's time went.
     pub timings: TickTimings,
 }
@@ -161,6 +196,7 @@ impl TickReport {
                 "active": self.decision.active,
                 "booting": self.decision.booting,
                 "draining": self.decision.draining,
+                "replacing": self.decision.replacing,
                 "victims": self.decision.victims,
                 "actions": self.actions,
                 "steps": self.decision.steps,
@@ -209,6 +245,8 @@ pub struct Gathered {
     pub remote: RemoteAnswers,
     /// `drain.busy` of each draining droplet (see [`TickReport::drain_busy`]).
     pub drain_busy: HashMap<u64, Option<bool>>,
+    /// Each active droplet's health check this tick (`[health]`); empty without it.
+    pub health: HashMap<u64, super::health::Verdict>,
 }
 
 /// A group's running state between ticks: compiled expressions, sample history, and when
@@ -227,6 +265,7 @@ pub struct GroupRuntime {
     first_active: HashMap<u64, DateTime<Utc>>,
     idle_since: HashMap<u64, DateTime<Utc>>,
     target_fetched: HashMap<String, DateTime<Utc>>,
+    health_counts: super::health::HealthCounts,
     managed_tag: String,
 }
 
@@ -302,6 +341,7 @@ impl GroupRuntime {
             first_active: HashMap::new(),
             idle_since: HashMap::new(),
             target_fetched: HashMap::new(),
+            health_counts: super::health::HealthCounts::default(),
             managed_tag,
         })
     }
@@ -352,6 +392,8 @@ impl GroupRuntime {
                 MemberState::Deleting
             } else if in_flight.draining.contains(&droplet.id) {
                 MemberState::Draining
+            } else if in_flight.replacing.contains(&droplet.id) {
+                MemberState::Replacing
             } else if droplet.status == DropletStatus::Active {
                 // A droplet already active when first seen has been up since about its
                 // creation; one seen booting first became active now.
@@ -379,7 +421,9 @@ impl GroupRuntime {
                 created_at: droplet.created_at,
                 state,
                 managed: self.is_managed(droplet),
-                protected: droplet.has_tag(&self.group.protect_tag),
+                // A replacement in progress is never chosen to go: it is not a spare.
+                protected: droplet.has_tag(&self.group.protect_tag)
+                    || in_flight.replacement_names.contains(&droplet.name),
                 busy: None,
                 scraped: false,
                 work: Work::Unjudged,
@@ -443,10 +487,19 @@ impl GroupRuntime {
         );
         targets.extend(due);
         let queries = sources::remote_queries(self.bound());
-        let (results, drain_results, (remote, remote_reports)) = tokio::join!(
+        let probes = self.health_probes(&active);
+        let (results, drain_results, (remote, remote_reports), mut health) = tokio::join!(
             scraper.fetch_all(&targets, deadline),
             scraper.fetch_all(&drain_targets, deadline),
-            sources::ask_all(scraper, &self.group.sources, queries, now)
+            sources::ask_all(scraper, &self.group.sources, queries, now),
+            async {
+                match &self.group.health {
+                    Some(health) if !probes.is_empty() => {
+                        super::health::probe_all(health, probes, deadline).await
+                    }
+                    _ => HashMap::new(),
+                }
+            }
         );
         let drain_busy = self.judge_draining(droplets, &drain_targets, drain_results, now);
         let took_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -567,12 +620,56 @@ impl GroupRuntime {
             member.scraped = outcome == "ok";
             scraped.insert(member.id, outcome);
         }
+        if let Some(config) = &self.group.health {
+            let active_ids: Vec<u64> = active.iter().map(|d| d.id).collect();
+            if config.check == crate::config::health::HealthCheck::Metrics {
+                let outcomes: HashMap<u64, &str> = active_ids
+                    .iter()
+                    .filter_map(|id| scraped.get(id).map(|o| (*id, o.as_str())))
+                    .collect();
+                health = super::health::judge_by_scrape(&outcomes);
+            }
+            // An active droplet with no address to probe is not judged.
+            for id in active_ids {
+                health.entry(id).or_insert_with(|| {
+                    super::health::Verdict::Unjudged("no address to check".into())
+                });
+            }
+        }
         Gathered {
             scraped,
             sources: reports,
             remote,
             drain_busy,
+            health,
         }
+    }
+
+    /// What a "tcp" or "http" health check probes this tick: each active droplet with an
+    /// address of the scrape's kind.
+    fn health_probes(&self, active: &[Droplet]) -> Vec<(u64, String)> {
+        match &self.group.health {
+            Some(health) if health.check != crate::config::health::HealthCheck::Metrics => active
+                .iter()
+                .filter_map(|d| scrape::address_of(d, self.group.scrape.address).map(|a| (d.id, a)))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Counts this tick's health verdicts into consecutive failures (see
+    /// [`super::health::HealthCounts`]).
+    fn judge_health(
+        &mut self,
+        verdicts: &HashMap<u64, super::health::Verdict>,
+        now: DateTime<Utc>,
+    ) -> HashMap<u64, super::health::HealthMark> {
+        let Some(health) = &self.group.health else {
+            return HashMap::new();
+        };
+        let settle = self.group.warmup + health.grace;
+        self.health_counts
+            .update(verdicts, &self.first_active, settle, now)
     }
 
     /// `drain.busy` of each draining droplet, from this tick's scrapes of them alone (a
@@ -791,7 +888,16 @@ impl GroupRuntime {
         crate::failpoint::hit("tick.after_scrape");
         let scraped_at = tokio::time::Instant::now();
         self.work_values(&droplets, &mut members, now, &gathered.remote);
+        let health = self.judge_health(&gathered.health, now);
         let mut report = self.decide(&droplets, &members, &gathered, memory, now);
+        if let Some(config) = &self.group.health {
+            for droplet in report.droplets.iter_mut() {
+                droplet.health = health
+                    .get(&droplet.id)
+                    .map(|mark| mark.describe(config.unhealthy_after));
+            }
+        }
+        report.health = health;
         let ms = |from: tokio::time::Instant, to: tokio::time::Instant| {
             (to - from).as_secs_f64() * 1000.0
         };
@@ -843,6 +949,7 @@ impl GroupRuntime {
                 managed: member.managed,
                 protected: member.protected,
                 work: member.work,
+                health: None,
             })
             .collect();
         // Droplets created but not listed yet.
@@ -856,6 +963,7 @@ impl GroupRuntime {
             managed: true,
             protected: false,
             work: m.work,
+            health: None,
         }));
         TickReport {
             group: self.group.name.clone(),
@@ -865,6 +973,7 @@ impl GroupRuntime {
             sources: gathered.sources.clone(),
             listing: droplets.to_vec(),
             drain_busy: gathered.drain_busy.clone(),
+            health: HashMap::new(),
             timings: TickTimings::default(),
         }
     }

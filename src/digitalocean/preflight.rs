@@ -171,9 +171,11 @@ pub async fn preflight(client: &Client, config: &Config, may_write: bool) -> Vec
         }
         check_image_keys_vpc(&mut findings, client, group).await;
         match client.list_droplets_by_tag(&group.tag).await {
+            // A group that replaces unhealthy droplets launches one past max meanwhile.
             Ok(members) => headroom.push((
                 group,
-                u64::from(group.max).saturating_sub(members.len() as u64),
+                (u64::from(group.max) + u64::from(group.health.is_some()))
+                    .saturating_sub(members.len() as u64),
             )),
             Err(error) => findings.push(
                 Level::Error,

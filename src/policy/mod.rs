@@ -33,6 +33,9 @@ pub enum MemberState {
     /// Powered off or archived: billed, so it counts toward `max`, but it has no capacity and
     /// is never destroyed or replaced without saying so.
     Off,
+    /// Unhealthy and being replaced (`[health]`): billed, so it counts toward `max`, but not
+    /// toward the size (its replacement does); never chosen to go by a scale-down.
+    Replacing,
 }
 
 impl std::fmt::Display for MemberState {
@@ -44,6 +47,7 @@ impl std::fmt::Display for MemberState {
             MemberState::Deleting => "deleting",
             MemberState::Draining => "draining",
             MemberState::Off => "off",
+            MemberState::Replacing => "replacing",
         })
     }
 }
@@ -153,6 +157,10 @@ pub struct Decision {
     /// Droplets draining before their destroy: they count toward `max` only (a scale-up
     /// returns them to service before it creates any).
     pub draining: u32,
+    /// Unhealthy droplets being replaced: they count toward `max` only (their replacements
+    /// count toward the size).
+    #[serde(default)]
+    pub replacing: u32,
     /// The size decided.
     pub desired: u32,
     /// The bounds in force.
@@ -215,6 +223,12 @@ pub fn decide(input: &Input<'_>, memory: &mut GroupMemory) -> Decision {
     let (active, booting) = (count(MemberState::Active), count(MemberState::Booting));
     let current = active + booting;
     let draining = count(MemberState::Draining);
+    let replacing = count(MemberState::Replacing);
+    if replacing > 0 {
+        steps.push(format!(
+            "{replacing} unhealthy droplet(s) being replaced count toward max only: their replacements count toward the size"
+        ));
+    }
     steps.push(if draining == 0 {
         format!("{current} droplets count toward the size: {active} active, {booting} booting")
     } else {
@@ -313,6 +327,7 @@ pub fn decide(input: &Input<'_>, memory: &mut GroupMemory) -> Decision {
         active,
         booting,
         draining,
+        replacing,
         desired,
         bounds,
         winner,
@@ -463,22 +478,30 @@ fn count_off_toward_max(
         .filter(|m| m.state == MemberState::Off)
         .map(|m| m.id)
         .collect();
-    if off.is_empty() {
+    let replacing = members
+        .iter()
+        .filter(|m| m.state == MemberState::Replacing)
+        .count();
+    if off.is_empty() && replacing == 0 {
         return;
     }
-    steps.push(format!(
-        "{} droplet(s) are powered off or archived ({}): billed, so they count toward max, but they carry no load; do-scaler never destroys them: power them on or destroy them",
-        off.len(),
-        off.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
-    ));
-    let room = bounds.max.saturating_sub(off.len() as u32);
+    if !off.is_empty() {
+        steps.push(format!(
+            "{} droplet(s) are powered off or archived ({}): billed, so they count toward max, but they carry no load; do-scaler never destroys them: power them on or destroy them",
+            off.len(),
+            off.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    // Billed, not counted in the size: the off ones, and the unhealthy ones being replaced.
+    let apart = off.len() + replacing;
+    let room = bounds.max.saturating_sub(apart as u32);
     if *desired > current && *desired > room {
         *desired = room.max(current);
         *winner = Some("max".into());
         steps.push(format!(
-            "max {} counting the {} off: at most {} running or booting, desired {}",
+            "max {} counting the {} off or being replaced: at most {} running or booting, desired {}",
             bounds.max,
-            off.len(),
+            apart,
             room,
             *desired
         ));
@@ -619,7 +642,10 @@ pub fn choose_victims(
         .filter(|m| {
             !matches!(
                 m.state,
-                MemberState::Deleting | MemberState::Off | MemberState::Draining
+                MemberState::Deleting
+                    | MemberState::Off
+                    | MemberState::Draining
+                    | MemberState::Replacing
             )
         })
         .filter(|m| m.managed || group.allow_unmanaged)

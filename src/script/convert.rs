@@ -37,7 +37,7 @@ pub fn droplet(droplet: &Droplet, managed: bool, protected: bool) -> Dynamic {
 }
 
 /// The decision as scripts see it.
-pub fn decision(decision: &Decision, purpose: super::runner::Purpose) -> Dynamic {
+pub fn decision(decision: &Decision, purpose: &super::runner::Purpose) -> Dynamic {
     let mut map = Map::new();
     map.insert("current".into(), i64::from(decision.current).into());
     map.insert("desired".into(), i64::from(decision.desired).into());
@@ -53,6 +53,12 @@ pub fn decision(decision: &Decision, purpose: super::runner::Purpose) -> Dynamic
         (_, None) => "none",
     };
     map.insert("direction".into(), direction.into());
+    // The unhealthy droplet a replacement's launch stands in for (empty otherwise).
+    let replacing: rhai::Array = match purpose {
+        super::runner::Purpose::Replace { old, .. } => vec![Dynamic::from(*old as i64)],
+        _ => Vec::new(),
+    };
+    map.insert("replacing".into(), replacing.into());
     // What decided it, said once: the winning rule with its value and verdict, else the step
     // that decided (a bound, a schedule); never the move itself again.
     let winner = decision

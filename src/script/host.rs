@@ -49,6 +49,9 @@ pub struct RunContext {
     pub script: Mutex<String>,
     /// Where the systemd credentials that user data names are.
     pub credentials_dir: Option<std::path::PathBuf>,
+    /// The name journaled for a replacement's one create (`[health]`), when the run
+    /// launches one.
+    pub replacement: Option<String>,
 }
 
 impl RunContext {
@@ -147,7 +150,7 @@ fn block_on<T>(
 }
 
 /// A unique droplet name: `<prefix>-<time in base 36><counter><random>`; never reused.
-fn unique_name(prefix: &str, index: usize) -> String {
+pub fn unique_name(prefix: &str, index: usize) -> String {
     const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut millis = chrono::Utc::now().timestamp_millis().max(0) as u64;
     let mut stamp = Vec::new();
@@ -178,23 +181,34 @@ fn create_droplets(count: i64) -> HostResult<Array> {
     }
     let created_so_far = ctx.created.lock().map(|c| c.len()).unwrap_or(0) as i64;
     let deleted_so_far = ctx.deleted.lock().map(|d| d.len()).unwrap_or(0) as i64;
-    // Draining droplets are billed until destroyed: they count toward max here.
-    let would_be =
-        i64::from(ctx.decision.current) + i64::from(ctx.decision.draining) + created_so_far
-            - deleted_so_far
-            + count;
-    let max = i64::from(ctx.decision.bounds.max);
+    // Draining droplets and those being replaced are billed until destroyed: they count
+    // toward max here.
+    let would_be = i64::from(ctx.decision.current)
+        + i64::from(ctx.decision.draining)
+        + i64::from(ctx.decision.replacing)
+        + created_so_far
+        - deleted_so_far
+        + count;
+    // A journaled replacement launches before its old droplet goes: exactly one past max.
+    let allowance = i64::from(ctx.replacement.is_some());
+    let max = i64::from(ctx.decision.bounds.max) + allowance;
     if would_be > max {
         return fail(format!(
-            "create_droplets({count}) would make {would_be} droplets (counting those booting and draining), past the group's max {max}: nothing was created"
+            "create_droplets({count}) would make {would_be} droplets (counting those booting, draining and being replaced), past the group's max {max}: nothing was created"
+        ));
+    }
+    if ctx.replacement.is_some() && (count != 1 || created_so_far > 0) {
+        return fail(format!(
+            "create_droplets({count}): a replacement's run creates exactly one droplet, once: nothing was created"
         ));
     }
     // The spend guard binds here, where droplets are made, not only in the decision: a script
-    // that creates, destroys and creates again still spends.
+    // that creates, destroys and creates again still spends. A replacement is not a scale
+    // event: `[health] max_replacements_per_hour` limits it instead.
     let spent = ctx.spent.lock().map(|s| *s).unwrap_or(u32::MAX);
     let limit = i64::from(ctx.group.max_creates_per_hour);
     let used = i64::from(ctx.creates_before) + i64::from(spent);
-    if used + count > limit {
+    if ctx.replacement.is_none() && used + count > limit {
         return fail(format!(
             "create_droplets({count}): {used} droplets were created in the last hour (this run included) of max_creates_per_hour {limit}: nothing was created"
         ));
@@ -211,9 +225,12 @@ fn create_droplets(count: i64) -> HostResult<Array> {
         },
         None => None,
     };
-    let names: Vec<String> = (0..count as usize)
-        .map(|i| unique_name(&template.name_prefix, i))
-        .collect();
+    let names: Vec<String> = match &ctx.replacement {
+        Some(name) => vec![name.clone()],
+        None => (0..count as usize)
+            .map(|i| unique_name(&template.name_prefix, i))
+            .collect(),
+    };
     let mut tags = vec![ctx.group.tag.clone(), ctx.managed_tag.clone()];
     for tag in &template.tags {
         if !tags.contains(tag) {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 pub const NOTIFY_ACTION: &str = "notify_webhook";
 
 /// Why a run happens, as scripts see it in `decision.direction`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Purpose {
     /// Carrying out a decision: "up" or "down" (the decision's own direction).
     #[default]
@@ -25,6 +25,15 @@ pub enum Purpose {
     Drain,
     /// Returning draining `decision.victims` to service (`[drain] return_actions`): "return".
     Return,
+    /// Launching the replacement of an unhealthy droplet (`[health]`): "up", with the old
+    /// droplet in `decision.replacing`. Its one create takes the name journaled for it, may go
+    /// one past `max`, and is not a scale event (the spend guard does not count it).
+    Replace {
+        /// The unhealthy droplet.
+        old: u64,
+        /// The replacement's name, journaled before the run.
+        name: String,
+    },
 }
 
 /// What to run.
@@ -161,6 +170,10 @@ impl Runner {
             http: self.http.clone(),
             script: Mutex::new(String::new()),
             credentials_dir: self.credentials_dir.clone(),
+            replacement: match &request.purpose {
+                Purpose::Replace { name, .. } => Some(name.clone()),
+                _ => None,
+            },
         });
         let scripts = self.scripts.clone();
         let for_thread = context.clone();
@@ -235,7 +248,7 @@ fn run_all(scripts: &Scripts, context: &RunContext, request: &ActionRequest) -> 
                 scope.push_constant("droplets", droplets);
                 scope.push_constant(
                     "decision",
-                    convert::decision(&context.decision, request.purpose),
+                    convert::decision(&context.decision, &request.purpose),
                 );
                 let params = context
                     .group

@@ -135,7 +135,18 @@ impl Shared {
     /// Brings the model up to the clock and starts the endpoints of droplets that booted.
     pub fn sync(&self) {
         let now = self.clock.now();
-        let activated = self.lock().advance_to(now);
+        let (activated, broken) = {
+            let mut state = self.lock();
+            (state.advance_to(now), state.faults.new_droplets_unhealthy)
+        };
+        if broken {
+            // Booted, listed active, and silent: a broken image.
+            let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, _) in activated {
+                agents.insert(id, Vec::new());
+            }
+            return;
+        }
         self.serve(activated);
     }
 

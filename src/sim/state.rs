@@ -37,6 +37,9 @@ pub struct Faults {
     /// listings only this long after its create, and a deleted one leaves them only this long
     /// after its delete (a GET by id is current).
     pub list_lag: Duration,
+    /// Droplets that boot from now on never answer (their metrics endpoint and open ports
+    /// stay closed), as with a broken image or user data.
+    pub new_droplets_unhealthy: bool,
 }
 
 /// One simulated droplet.

@@ -4,10 +4,12 @@
 //! is reconciled against the tag listing on the next start.
 
 pub mod drains;
+pub mod replacements;
 pub mod sizes;
 pub mod sqlite;
 
 pub use drains::Draining;
+pub use replacements::{Ended, Phase, Replacement};
 pub use sizes::SizePoint;
 
 pub use sqlite::Store;

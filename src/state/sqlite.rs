@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The schema version this binary writes; older databases are migrated step by step.
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 
 /// Decisions kept per group.
 const DECISIONS_KEPT: i64 = 1000;
@@ -64,6 +64,11 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE draining (grp TEXT NOT NULL, droplet INTEGER NOT NULL, since TEXT NOT NULL,
                             deadline TEXT NOT NULL, prepared INTEGER NOT NULL,
                             PRIMARY KEY (grp, droplet));",
+    // Replacements of unhealthy droplets (see `replacements.rs`).
+    "CREATE TABLE replacements (grp TEXT NOT NULL, old INTEGER NOT NULL, new_name TEXT NOT NULL,
+                                reason TEXT NOT NULL, started TEXT NOT NULL, phase TEXT NOT NULL,
+                                ended TEXT, outcome TEXT, acknowledged INTEGER NOT NULL DEFAULT 0);
+     CREATE INDEX replacements_by_group ON replacements (grp, started);",
 ];
 
 pub(super) fn store_error(error: impl std::fmt::Display) -> StateError {

@@ -70,10 +70,12 @@ impl GroupTask {
             .decision
             .desired
             .saturating_sub(report.decision.current) as usize;
+        // A replaced droplet drains because it is unhealthy: it never returns to service.
         let back: Vec<u64> = self
             .drains
             .iter()
             .rev()
+            .filter(|d| !self.replacements.iter().any(|r| r.old == d.id))
             .take(wanted)
             .map(|d| d.id)
             .collect();
@@ -195,7 +197,12 @@ impl GroupTask {
                 None => true,
                 Some(_) => report.drain_busy.get(&d.id) == Some(&Some(false)),
             };
-            let on_timeout = drain.as_ref().map_or(OnTimeout::Destroy, |c| c.on_timeout);
+            let replaced = self.replacements.iter().any(|r| r.old == d.id);
+            let on_timeout = match drain.as_ref() {
+                // An unhealthy droplet is never kept: its replacement serves already.
+                Some(c) if !replaced => c.on_timeout,
+                _ => OnTimeout::Destroy,
+            };
             if drained || (timed_out && on_timeout == OnTimeout::Destroy) {
                 if !drained {
                     tracing::warn!(group = %name, droplet = d.id, "drain timed out while the droplet still works: destroying it (on_timeout = \"destroy\")");
@@ -243,11 +250,6 @@ impl GroupTask {
             decision,
             ..report.clone()
         };
-        self.start_run(
-            report,
-            actions,
-            Purpose::Decision,
-            RunKind::DestroyDrained(ready),
-        )
+        self.start_run(report, actions, Purpose::Decision, RunKind::Destroy(ready))
     }
 }

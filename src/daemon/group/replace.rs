@@ -1,0 +1,389 @@
+//! Replacing unhealthy droplets (`[health]`), launch first and driven by ticks from journaled
+//! state: a droplet that failed its check `unhealthy_after` ticks in a row gets a replacement
+//! row (with the new droplet's name chosen in advance) before the group's `up` actions create
+//! it, one past `max` if need be; once the new droplet passes its own check the old one is
+//! drained (with `[drain]`) or destroyed; a replacement that never passes is destroyed and
+//! the old droplet stays. Never more billed than `max_percent` of desired, never more started
+//! than `max_replacements_per_hour`, and after three failures in a row replacement pauses
+//! itself until the group is resumed. No step waits inside a tick, and a restart resumes
+//! each replacement where the state database left it.
+
+use super::{GroupTask, RunKind, blocking};
+use crate::config::health::FAILED_REPLACEMENTS_PAUSE;
+use crate::daemon::tick::TickReport;
+use crate::digitalocean::{Droplet, DropletStatus};
+use crate::policy::{Direction, MemberState};
+use crate::script::runner::Purpose;
+use crate::state::{Ended, Phase, Replacement};
+
+/// How long a replacement may take to be listed, boot and pass its check, beyond the group's
+/// `warmup` and `[health] grace`: past it the replacement is taken as broken.
+const BOOT_ALLOWANCE: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl GroupTask {
+    /// Carries the open replacements on by one step each, in order, until one needs an
+    /// action run. `None` when none did.
+    pub(super) fn carry_on_replacing(&mut self, report: &TickReport) -> Option<bool> {
+        let replacements = self.replacements.clone();
+        for replacement in &replacements {
+            if let Some(started) = self.replacement_step(report, replacement) {
+                return Some(started);
+            }
+        }
+        None
+    }
+
+    fn replacement_step(&mut self, report: &TickReport, r: &Replacement) -> Option<bool> {
+        let name = self.name().to_string();
+        let listed = |id: u64| report.listing.iter().find(|d| d.id == id);
+        let new = report
+            .listing
+            .iter()
+            .find(|d| d.name == r.new_name)
+            .cloned();
+        let Some(old) = listed(r.old) else {
+            let how = match r.phase {
+                Phase::Retiring => Ended::Replaced,
+                _ => Ended::Cancelled("the unhealthy droplet left the listing".into()),
+            };
+            self.end_replacement(r, how);
+            return None;
+        };
+        if old.has_tag(&self.runtime.group.protect_tag) {
+            tracing::warn!(group = %name, droplet = r.old, "protected while being replaced: the replacement is called off and the droplet stays");
+            self.end_replacement(r, Ended::Cancelled("protected by an operator".into()));
+            return None;
+        }
+        match r.phase {
+            Phase::Launching => self.launching_step(report, r, new.as_ref()),
+            Phase::Retiring => self.retire_old(report, r, old),
+            Phase::Abandoning => match new {
+                None if is_pending(report, r) => None,
+                None => {
+                    let why = self.replace_failures.remove(&r.old).unwrap_or_else(|| {
+                        format!(
+                            "its replacement {} never passed its health check",
+                            r.new_name
+                        )
+                    });
+                    self.end_replacement(r, Ended::Failed(why));
+                    None
+                }
+                Some(new) if state_of(report, new.id) == Some(MemberState::Deleting) => None,
+                Some(new) => self.destroy_now(
+                    report,
+                    new.id,
+                    "a replacement that failed or never passed its health check",
+                ),
+            },
+        }
+    }
+
+    /// Journals a replacement as abandoned: its new droplet is destroyed, the old one stays.
+    fn abandon(&mut self, r: &Replacement) -> bool {
+        let name = self.name().to_string();
+        crate::failpoint::hit("replace.before_abandon");
+        let store = self.daemon.store.clone();
+        match blocking(|| store.set_replacement_phase(&name, r.old, Phase::Abandoning)) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(group = %name, %error, "cannot record that the replacement is abandoned");
+                false
+            }
+        }
+    }
+
+    /// A replacement still launching: retires the old droplet once the new one passes its
+    /// check; gives up on a new one that never does, or that was never made.
+    fn launching_step(
+        &mut self,
+        report: &TickReport,
+        r: &Replacement,
+        new: Option<&Droplet>,
+    ) -> Option<bool> {
+        let now = self.daemon.clock.now();
+        let group = &self.runtime.group;
+        let allowance = group.warmup
+            + group.health.as_ref().map(|h| h.grace).unwrap_or_default()
+            + BOOT_ALLOWANCE;
+        let overdue = now - r.started > chrono::Duration::from_std(allowance).unwrap_or_default();
+        let failure = self.replace_failures.get(&r.old).cloned();
+        let Some(new) = new else {
+            let pending = is_pending(report, r);
+            match failure {
+                // Its run failed after the create: the droplet may land; it is destroyed once
+                // listed, never left as a spare.
+                Some(error) if pending => {
+                    tracing::warn!(group = %self.name(), droplet = r.old, "the replacement's run failed after its create ({error}): destroying the replacement once listed");
+                    self.abandon(r);
+                }
+                Some(error) => {
+                    self.end_replacement(r, Ended::Failed(format!("its run failed: {error}")))
+                }
+                None if pending => {}
+                // No run, no error, nothing listed or pending: the daemon stopped before the
+                // create was asked for (or it never showed in an hour of listings).
+                None => self.end_replacement(
+                    r,
+                    Ended::Cancelled("its create was never made (the daemon stopped first)".into()),
+                ),
+            }
+            return None;
+        };
+        let passed = new.status == DropletStatus::Active
+            && report.health.get(&new.id).is_some_and(|h| h.passed)
+            && report
+                .droplets
+                .iter()
+                .any(|d| d.id == new.id && d.state == MemberState::Active);
+        if passed && failure.is_none() {
+            return self.start_retiring(report, r);
+        }
+        if overdue || failure.is_some() {
+            let why = failure.unwrap_or_else(|| "it did not pass its health check in time".into());
+            tracing::warn!(group = %self.name(), droplet = r.old, replacement = new.id, "the replacement failed ({why}): destroying it, the old droplet stays");
+            if !self.abandon(r) {
+                return None;
+            }
+            return self.destroy_now(
+                report,
+                new.id,
+                "a replacement that failed or never passed its health check",
+            );
+        }
+        None
+    }
+
+    /// The replacement passed: journals it as retiring, then drains (with `[drain]`) or
+    /// destroys the old droplet.
+    fn start_retiring(&mut self, report: &TickReport, r: &Replacement) -> Option<bool> {
+        let name = self.name().to_string();
+        crate::failpoint::hit("replace.before_retire");
+        let store = self.daemon.store.clone();
+        if let Err(error) = blocking(|| store.set_replacement_phase(&name, r.old, Phase::Retiring))
+        {
+            tracing::error!(group = %name, %error, "cannot record that the replacement passed: the old droplet stays for now");
+            return None;
+        }
+        crate::failpoint::hit("replace.after_retire");
+        tracing::info!(group = %name, droplet = r.old, replacement = %r.new_name, "the replacement passed its health check: retiring the unhealthy droplet");
+        let old = report.listing.iter().find(|d| d.id == r.old)?.clone();
+        self.retire_old(report, r, &old)
+    }
+
+    /// Drains or destroys the old droplet of a retiring replacement (once: a droplet already
+    /// draining or being deleted is left to that).
+    fn retire_old(&mut self, report: &TickReport, r: &Replacement, old: &Droplet) -> Option<bool> {
+        if matches!(
+            state_of(report, old.id),
+            Some(MemberState::Draining | MemberState::Deleting)
+        ) {
+            return None;
+        }
+        if let Some(drain) = self.runtime.group.drain.clone() {
+            let name = self.name().to_string();
+            let now = self.daemon.clock.now();
+            let deadline = now + chrono::Duration::from_std(drain.timeout).unwrap_or_default();
+            let prepared = drain.actions.is_empty();
+            let store = self.daemon.store.clone();
+            let ids = [r.old];
+            if let Err(error) = blocking(|| store.start_drain(&name, &ids, now, deadline, prepared))
+            {
+                tracing::error!(group = %name, %error, "cannot record the drain of a replaced droplet");
+                return None;
+            }
+            // The drain carries on from the next tick, as any drain.
+            return None;
+        }
+        self.destroy_now(
+            report,
+            r.old,
+            "replaced: its replacement passed its health check",
+        )
+    }
+
+    /// Destroys one droplet with the group's `down` actions, outside any scale event.
+    fn destroy_now(&mut self, report: &TickReport, id: u64, why: &str) -> Option<bool> {
+        let mut decision = report.decision.clone();
+        decision.current = decision.current.saturating_add(1);
+        decision.desired = report.decision.current;
+        decision.direction = Some(Direction::Down);
+        decision.victims = vec![id];
+        decision
+            .steps
+            .push(format!("health: destroying {id}: {why}"));
+        let actions = self.runtime.group.actions.lists.down.clone();
+        let report = TickReport {
+            decision,
+            ..report.clone()
+        };
+        Some(self.start_run(
+            report,
+            actions,
+            Purpose::Decision,
+            RunKind::Destroy(vec![id]),
+        ))
+    }
+
+    fn end_replacement(&mut self, r: &Replacement, how: Ended) {
+        let name = self.name().to_string();
+        let now = self.daemon.clock.now();
+        match &how {
+            Ended::Replaced => {
+                tracing::info!(group = %name, droplet = r.old, replacement = %r.new_name, "replaced")
+            }
+            Ended::Failed(why) => {
+                tracing::warn!(group = %name, droplet = r.old, "the replacement failed: {why}")
+            }
+            Ended::Cancelled(why) => {
+                tracing::info!(group = %name, droplet = r.old, "the replacement is called off: {why}")
+            }
+        }
+        let store = self.daemon.store.clone();
+        if let Err(error) = blocking(|| store.end_replacement(&name, r.old, &how, now)) {
+            tracing::error!(group = %name, %error, "cannot record the end of a replacement");
+        }
+        self.replacements.retain(|open| open.old != r.old);
+        self.replace_failures.remove(&r.old);
+    }
+
+    /// Why replacement is paused, after failures in a row (`None` when it is not).
+    pub(super) fn replacement_paused(&self) -> Option<String> {
+        let name = self.name().to_string();
+        let store = self.daemon.store.clone();
+        let failed = blocking(|| store.failed_replacements_in_a_row(&name)).unwrap_or_default();
+        (failed.len() >= FAILED_REPLACEMENTS_PAUSE).then(|| {
+            format!(
+                "replacement paused after {} failed replacements in a row (the last: {}); fix the droplet template, then `do-scaler resume {name}`",
+                failed.len(),
+                failed[0]
+            )
+        })
+    }
+
+    /// Starts the replacement of one droplet that failed its check `unhealthy_after` ticks
+    /// in a row, within the limits. `None` when none is due or the limits hold it.
+    pub(super) fn start_replacement(&mut self, report: &TickReport) -> Option<bool> {
+        let health = self.runtime.group.health.clone()?;
+        let name = self.name().to_string();
+        let mut due: Vec<(u64, u32, String)> = report
+            .droplets
+            .iter()
+            .filter(|d| d.state == MemberState::Active && !d.protected)
+            .filter(|d| d.managed || self.runtime.group.allow_unmanaged)
+            .filter_map(|d| {
+                let mark = report.health.get(&d.id)?;
+                (mark.failed_ticks >= health.unhealthy_after).then(|| {
+                    (
+                        d.id,
+                        mark.failed_ticks,
+                        mark.reason.clone().unwrap_or_default(),
+                    )
+                })
+            })
+            .collect();
+        if due.is_empty() {
+            return None;
+        }
+        if let Some(why) = self.replacement_paused() {
+            self.note_replacement(Some(why));
+            return None;
+        }
+        let now = self.daemon.clock.now();
+        let store = self.daemon.store.clone();
+        let started_last_hour =
+            blocking(|| store.replacements_since(&name, now - chrono::Duration::hours(1)))
+                .unwrap_or(u32::MAX);
+        if started_last_hour >= health.max_replacements_per_hour {
+            self.note_replacement(Some(format!(
+                "{} unhealthy droplet(s) wait: {started_last_hour} replacements started in the last hour, of max_replacements_per_hour {}",
+                due.len(),
+                health.max_replacements_per_hour
+            )));
+            return None;
+        }
+        // Billed now: everything listed that is not on its way out, and creates not listed yet.
+        let decision = &report.decision;
+        let billed = report
+            .droplets
+            .iter()
+            .filter(|d| d.state != MemberState::Deleting)
+            .count() as u32;
+        let cap = health
+            .max_billed(decision.desired)
+            .min(decision.bounds.max.saturating_add(1));
+        if billed >= cap {
+            self.note_replacement(Some(format!(
+                "{} unhealthy droplet(s) wait: {billed} droplets are billed, and a replacement may take them to {cap} at most (max_percent {} of desired {}, at most one past max {})",
+                due.len(),
+                health.max_percent,
+                decision.desired,
+                decision.bounds.max
+            )));
+            return None;
+        }
+        self.note_replacement(None);
+        // The one failing longest goes first.
+        due.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let (old, failed_ticks, why) = due.swap_remove(0);
+        let new_name =
+            crate::script::host::unique_name(&self.runtime.group.template.name_prefix, 0);
+        let reason = format!("failed its health check {failed_ticks} ticks in a row: {why}");
+        crate::failpoint::hit("replace.before_journal");
+        if let Err(error) =
+            blocking(|| store.start_replacement(&name, old, &new_name, &reason, now))
+        {
+            tracing::error!(group = %name, %error, "cannot record the replacement: not replacing");
+            return None;
+        }
+        crate::failpoint::hit("replace.after_journal");
+        tracing::warn!(group = %name, droplet = old, replacement = %new_name, "unhealthy: {reason}; launching its replacement first");
+        let mut decision = decision.clone();
+        decision.desired = decision.current + 1;
+        decision.direction = Some(Direction::Up);
+        decision.victims = Vec::new();
+        decision.steps.push(format!(
+            "health: droplet {old} {reason}: launching {new_name} to replace it (not a scale event)"
+        ));
+        let actions = self.runtime.group.actions.lists.up.clone();
+        let report = TickReport {
+            decision,
+            ..report.clone()
+        };
+        Some(self.start_run(
+            report,
+            actions,
+            Purpose::Replace {
+                old,
+                name: new_name,
+            },
+            RunKind::Replace { old },
+        ))
+    }
+
+    /// Shows why unhealthy droplets wait (or nothing) in the group's status, logging each
+    /// new reason once.
+    fn note_replacement(&mut self, why: Option<String>) {
+        if let Ok(mut status) = self.status.lock() {
+            if why.is_some() && status.replacement != why {
+                tracing::warn!(group = %self.runtime.group.name, "{}", why.as_deref().unwrap_or(""));
+            }
+            status.replacement = why;
+        }
+    }
+}
+
+/// Where the tick placed a droplet.
+fn state_of(report: &TickReport, id: u64) -> Option<MemberState> {
+    report.droplets.iter().find(|d| d.id == id).map(|d| d.state)
+}
+
+/// Whether the replacement's droplet was created (or maybe created) and the listing does not
+/// show it yet: the tick reports those after the listed droplets.
+fn is_pending(report: &TickReport, r: &Replacement) -> bool {
+    report
+        .droplets
+        .iter()
+        .skip(report.listing.len())
+        .any(|d| d.name == r.new_name)
+}

@@ -1,0 +1,290 @@
+//! Replacements of unhealthy droplets (`[health]`), journaled so one outlives a restart: the
+//! row is written, with the replacement's name chosen in advance, before its create is asked
+//! for; it moves to `retiring` before the old droplet is drained or destroyed, and ends
+//! (replaced, failed or cancelled) once the listing settles it. Ended rows stay a day: they
+//! are the hourly limit's count and the evidence for pausing after failures in a row.
+
+use super::StateError;
+use super::sqlite::{Store, store_error};
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+
+/// Where a replacement is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Its replacement is created or booting; the old droplet still serves.
+    Launching,
+    /// The replacement passed its check: the old droplet is drained and destroyed.
+    Retiring,
+    /// The replacement never passed its check: it is destroyed, the old droplet stays.
+    Abandoning,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Launching => "launching",
+            Phase::Retiring => "retiring",
+            Phase::Abandoning => "abandoning",
+        }
+    }
+
+    fn parse(text: &str) -> Phase {
+        match text {
+            "retiring" => Phase::Retiring,
+            "abandoning" => Phase::Abandoning,
+            // An unreadable phase starts over where nothing is destroyed.
+            _ => Phase::Launching,
+        }
+    }
+}
+
+/// One open replacement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replacement {
+    /// The unhealthy droplet.
+    pub old: u64,
+    /// The name its replacement is (or will be) created with.
+    pub new_name: String,
+    /// Why it is replaced.
+    pub reason: String,
+    /// When the replacement started.
+    pub started: DateTime<Utc>,
+    /// Where it is.
+    pub phase: Phase,
+}
+
+/// How a replacement ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The old droplet is gone; its replacement serves.
+    Replaced,
+    /// The replacement was never made or never passed its check (counts toward pausing).
+    Failed(String),
+    /// Called off for a reason that is nobody's fault (the old droplet left, or was
+    /// protected).
+    Cancelled(String),
+}
+
+fn parse_time(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+impl Store {
+    /// Records that `old` is replaced by a droplet to be named `new_name`.
+    pub fn start_replacement(
+        &self,
+        group: &str,
+        old: u64,
+        new_name: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        self.counted("start_replacement", {
+            let conn = self.connection()?;
+            conn.execute(
+                "INSERT INTO replacements (grp, old, new_name, reason, started, phase)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'launching')",
+                params![group, old as i64, new_name, reason, now.to_rfc3339()],
+            )
+            .map(|_| ())
+            .map_err(store_error)
+        })
+    }
+
+    /// Moves the open replacement of `old` to `phase`.
+    pub fn set_replacement_phase(
+        &self,
+        group: &str,
+        old: u64,
+        phase: Phase,
+    ) -> Result<(), StateError> {
+        self.counted("set_replacement_phase", {
+            let conn = self.connection()?;
+            conn.execute(
+                "UPDATE replacements SET phase = ?3
+                 WHERE grp = ?1 AND old = ?2 AND ended IS NULL",
+                params![group, old as i64, phase.as_str()],
+            )
+            .map(|_| ())
+            .map_err(store_error)
+        })
+    }
+
+    /// Ends the open replacement of `old`.
+    pub fn end_replacement(
+        &self,
+        group: &str,
+        old: u64,
+        how: &Ended,
+        now: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        let outcome = match how {
+            Ended::Replaced => "replaced".to_string(),
+            Ended::Failed(why) => format!("failed: {why}"),
+            Ended::Cancelled(why) => format!("cancelled: {why}"),
+        };
+        self.counted("end_replacement", {
+            let conn = self.connection()?;
+            conn.execute(
+                "UPDATE replacements SET ended = ?3, outcome = ?4
+                 WHERE grp = ?1 AND old = ?2 AND ended IS NULL",
+                params![group, old as i64, now.to_rfc3339(), outcome],
+            )
+            .and_then(|_| {
+                // A day of ended rows is all the limits read.
+                conn.execute(
+                    "DELETE FROM replacements WHERE grp = ?1 AND ended IS NOT NULL AND ended < ?2",
+                    params![group, (now - chrono::Duration::days(1)).to_rfc3339()],
+                )
+            })
+            .map(|_| ())
+            .map_err(store_error)
+        })
+    }
+
+    /// The group's open replacements, oldest first.
+    pub fn replacements(&self, group: &str) -> Result<Vec<Replacement>, StateError> {
+        self.counted("replacements", {
+            let conn = self.connection()?;
+            let read = || -> Result<Vec<Replacement>, rusqlite::Error> {
+                let mut statement = conn.prepare(
+                    "SELECT old, new_name, reason, started, phase FROM replacements
+                     WHERE grp = ?1 AND ended IS NULL ORDER BY started, old",
+                )?;
+                let rows = statement.query_map(params![group], |row| {
+                    Ok(Replacement {
+                        old: row.get::<_, i64>(0)? as u64,
+                        new_name: row.get(1)?,
+                        reason: row.get(2)?,
+                        started: parse_time(&row.get::<_, String>(3)?),
+                        phase: Phase::parse(&row.get::<_, String>(4)?),
+                    })
+                })?;
+                rows.collect()
+            };
+            read().map_err(store_error)
+        })
+    }
+
+    /// Replacements started since `since`, open or ended.
+    pub fn replacements_since(&self, group: &str, since: DateTime<Utc>) -> Result<u32, StateError> {
+        self.counted("replacements_since", {
+            let conn = self.connection()?;
+            conn.query_row(
+                "SELECT COUNT(*) FROM replacements WHERE grp = ?1 AND started >= ?2",
+                params![group, since.to_rfc3339()],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n as u32)
+            .map_err(store_error)
+        })
+    }
+
+    /// The failures among the last ended replacements, newest first, up to the first that
+    /// did not fail or that an operator acknowledged (by resuming the group).
+    pub fn failed_replacements_in_a_row(&self, group: &str) -> Result<Vec<String>, StateError> {
+        self.counted("failed_replacements_in_a_row", {
+            let conn = self.connection()?;
+            let read = || -> Result<Vec<String>, rusqlite::Error> {
+                let mut statement = conn.prepare(
+                    "SELECT outcome, acknowledged FROM replacements
+                     WHERE grp = ?1 AND ended IS NOT NULL AND outcome NOT LIKE 'cancelled%'
+                     ORDER BY ended DESC, rowid DESC LIMIT 10",
+                )?;
+                let rows = statement.query_map(params![group], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, bool>(1)?))
+                })?;
+                let mut failed = Vec::new();
+                for row in rows {
+                    let (outcome, acknowledged) = row?;
+                    match outcome.strip_prefix("failed: ") {
+                        Some(why) if !acknowledged => failed.push(why.to_string()),
+                        _ => break,
+                    }
+                }
+                Ok(failed)
+            };
+            read().map_err(store_error)
+        })
+    }
+
+    /// Acknowledges the group's failed replacements: replacement starts again after it
+    /// paused itself.
+    pub fn acknowledge_failed_replacements(&self, group: &str) -> Result<(), StateError> {
+        self.counted("acknowledge_failed_replacements", {
+            let conn = self.connection()?;
+            conn.execute(
+                "UPDATE replacements SET acknowledged = 1
+                 WHERE grp = ?1 AND ended IS NOT NULL AND acknowledged = 0",
+                params![group],
+            )
+            .map(|_| ())
+            .map_err(store_error)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replacements_outlive_the_store_and_failures_in_a_row_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let now = Utc::now();
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .start_replacement("web", 7, "web-new1", "failed 3 checks", now)
+                .unwrap();
+            store
+                .set_replacement_phase("web", 7, Phase::Retiring)
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let open = store.replacements("web").unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(
+            (open[0].old, open[0].new_name.as_str(), open[0].phase),
+            (7, "web-new1", Phase::Retiring)
+        );
+        assert!(store.replacements("db").unwrap().is_empty());
+        store
+            .end_replacement("web", 7, &Ended::Replaced, now)
+            .unwrap();
+        assert!(store.replacements("web").unwrap().is_empty());
+        for (i, old) in [8u64, 9, 10].into_iter().enumerate() {
+            let at = now + chrono::Duration::seconds(i as i64 + 1);
+            store.start_replacement("web", old, "x", "why", at).unwrap();
+            if old == 9 {
+                let how = Ended::Cancelled("the old droplet left".into());
+                store.end_replacement("web", old, &how, at).unwrap();
+            } else {
+                let how = Ended::Failed(format!("{old} never passed"));
+                store.end_replacement("web", old, &how, at).unwrap();
+            }
+        }
+        assert_eq!(
+            store.failed_replacements_in_a_row("web").unwrap(),
+            ["10 never passed", "8 never passed"],
+            "cancellations neither count nor break the run; a success does"
+        );
+        assert_eq!(
+            store
+                .replacements_since("web", now - chrono::Duration::hours(1))
+                .unwrap(),
+            4
+        );
+        store.acknowledge_failed_replacements("web").unwrap();
+        assert!(
+            store
+                .failed_replacements_in_a_row("web")
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
