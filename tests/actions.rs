@@ -344,6 +344,10 @@ async fn a_failed_health_check_destroys_what_it_made_and_reports() {
     );
     assert_eq!(report.deleted.len(), 2, "both new droplets destroyed");
     assert_eq!(w.sim.droplets().len(), 2, "back where it started");
+    // Made and destroyed in one run: no listing will show them, so they must not count as
+    // booting for the next hour.
+    use do_scaler::state::Journal;
+    assert_eq!(w.journal.unlisted("web").unwrap(), vec![]);
 }
 
 #[tokio::test]

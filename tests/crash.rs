@@ -28,7 +28,36 @@ enum Scenario {
     Reconcile,
     /// Five managed droplets, `max = 2`, `[drain]` without busy: three drain, then go.
     Drain,
+    /// Three managed droplets at `max = 3`, one unhealthy (`[health]`, one failed tick is
+    /// enough): its replacement launches, passes, and the unhealthy one goes.
+    Replace,
+    /// As `Replace`, killed on the run after the launch (when the replacement passes).
+    ReplaceRetire,
+    /// As `Replace`, with a load balancer action after the create whose balancer does not
+    /// exist yet: the launch run fails after making its droplet, and the replacement is
+    /// abandoned (the balancer exists for the restarts).
+    ReplaceBroken,
 }
+
+/// The load balancer of `Scenario::ReplaceBroken`.
+const LB: &str = "4de7ac8b-495b-4884-9a69-1050c6793cd6";
+
+/// Three droplets wanted; one failed health check makes a droplet unhealthy.
+const REPLACE_GROUP: &str = r#"tag = "web"
+min = 1
+max = 3
+warmup = "0s"
+[droplet]
+region = "nyc3"
+size = "s-2vcpu-4gb"
+image = "ubuntu-24-04-x64"
+[health]
+unhealthy_after = 1
+grace = "0s"
+[[rule]]
+name = "wanted"
+desired = '3'
+"#;
 
 /// Every failpoint with the scenario that reaches it.
 const CASES: &[(&str, Scenario)] = &[
@@ -51,6 +80,11 @@ const CASES: &[(&str, Scenario)] = &[
     ("destroy.after_settle", Scenario::ScaleDown),
     ("drain.before_journal", Scenario::Drain),
     ("drain.after_journal", Scenario::Drain),
+    ("replace.before_journal", Scenario::Replace),
+    ("replace.after_journal", Scenario::Replace),
+    ("replace.before_retire", Scenario::ReplaceRetire),
+    ("replace.after_retire", Scenario::ReplaceRetire),
+    ("replace.before_abandon", Scenario::ReplaceBroken),
     ("action.after_run", Scenario::ScaleDown),
     ("memory.before_save", Scenario::ScaleUp),
     ("reconcile.before_settle", Scenario::Reconcile),
@@ -62,6 +96,35 @@ impl Scenario {
             Scenario::ScaleUp | Scenario::ScaleUpInChunks | Scenario::Reconcile => 0,
             Scenario::ScaleDown | Scenario::Drain => 5,
             Scenario::TwoPages => 205,
+            Scenario::Replace | Scenario::ReplaceRetire | Scenario::ReplaceBroken => 3,
+        }
+    }
+
+    fn replaces(self) -> bool {
+        matches!(
+            self,
+            Scenario::Replace | Scenario::ReplaceRetire | Scenario::ReplaceBroken
+        )
+    }
+
+    /// How long a new droplet boots: a replacement must boot to pass; the others never need
+    /// theirs to.
+    fn boot(self) -> Duration {
+        if self.replaces() {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(3600)
+        }
+    }
+
+    /// Unarmed runs after the killed one (each `run --once` is one tick and one step).
+    fn restarts(self) -> usize {
+        match self {
+            Scenario::Drain => 2,
+            // Killed after the journal: one run calls the unmade replacement off, the next
+            // launches again, one retires, one settles.
+            Scenario::Replace | Scenario::ReplaceRetire | Scenario::ReplaceBroken => 4,
+            _ => 1,
         }
     }
 
@@ -77,6 +140,10 @@ impl Scenario {
                 GROUP.replace("max = 5", "max = 2")
             ),
             Scenario::TwoPages => GROUP.replace("max = 5", "max = 203"),
+            Scenario::Replace | Scenario::ReplaceRetire => REPLACE_GROUP.to_string(),
+            Scenario::ReplaceBroken => format!(
+                "{REPLACE_GROUP}[actions]\nup = [\"digitalocean_create_droplet\", \"digitalocean_load_balancer\"]\n[actions.params.digitalocean_load_balancer]\nload_balancer_id = \"{LB}\"\n"
+            ),
         }
     }
 
@@ -87,6 +154,7 @@ impl Scenario {
             Scenario::ScaleUpInChunks => 12,
             Scenario::ScaleDown | Scenario::Drain => 2,
             Scenario::TwoPages => 203,
+            Scenario::Replace | Scenario::ReplaceRetire | Scenario::ReplaceBroken => 3,
         }
     }
 }
@@ -105,12 +173,12 @@ fn run_killed(dir: &Path, sim: &Sim, point: &str) {
 /// Kills a run at `point`, restarts, and checks what a user would: nothing left half done,
 /// nothing created twice, the group at the restart's desired size. Returns the point reached.
 async fn kill_and_restart(point: &'static str, scenario: Scenario) -> &'static str {
-    let sim = sim(
-        scenario.seeded(),
-        Demand::Constant(0.5),
-        Duration::from_secs(3600),
-    )
-    .await;
+    let sim = sim(scenario.seeded(), Demand::Constant(0.5), scenario.boot()).await;
+    let original: BTreeSet<u64> = sim.droplets().iter().map(|d| d.id).collect();
+    let sick = original.iter().next().copied();
+    if scenario.replaces() {
+        assert!(sim.set_healthy(sick.unwrap(), false));
+    }
     let dir = config_dir(&scenario.group());
     let path = dir.path().to_path_buf();
     let sim = std::sync::Arc::new(sim);
@@ -121,10 +189,20 @@ async fn kill_and_restart(point: &'static str, scenario: Scenario) -> &'static s
             let store = Store::open(&path.join("state.db")).unwrap();
             assert_eq!(store.pending().unwrap().len(), 1, "the create is unsettled");
         }
+        if let Scenario::ReplaceRetire = scenario {
+            let launched = run_binary(&path, &for_runs.api_url(), for_runs.token(), None);
+            assert!(launched.status.success(), "{point}: the launch run failed");
+            assert_eq!(
+                for_runs.created_names().len(),
+                1,
+                "{point}: the replacement launched"
+            );
+        }
         run_killed(&path, &for_runs, point);
-        // A drain takes two runs: one drains, the next destroys what has drained.
-        let restarts = if let Scenario::Drain = scenario { 2 } else { 1 };
-        for _ in 0..restarts {
+        if let Scenario::ReplaceBroken = scenario {
+            for_runs.add_load_balancer(do_scaler::sim::api::new_load_balancer(LB, "lb"));
+        }
+        for _ in 0..scenario.restarts() {
             let restarted = run_binary(&path, &for_runs.api_url(), for_runs.token(), None);
             assert!(
                 restarted.status.success(),
@@ -156,6 +234,22 @@ async fn kill_and_restart(point: &'static str, scenario: Scenario) -> &'static s
         desired,
         "{point}: the group is not at the restart's desired size"
     );
+    if scenario.replaces() {
+        let now: BTreeSet<u64> = sim.droplets().iter().map(|d| d.id).collect();
+        let sick = sick.unwrap();
+        assert!(
+            !now.contains(&sick),
+            "{point}: the unhealthy droplet stayed"
+        );
+        assert!(
+            original.iter().all(|id| *id == sick || now.contains(id)),
+            "{point}: a healthy droplet went: {original:?} → {now:?}"
+        );
+        assert!(
+            store.replacements("web").unwrap().is_empty(),
+            "{point}: a replacement is still open"
+        );
+    }
     point
 }
 
@@ -182,7 +276,7 @@ async fn a_kill_at_every_failpoint_then_a_restart_leaves_nothing_half_done() {
         .iter()
         .map(|p| p.to_string())
         .collect();
-    assert_eq!(product.len(), 22, "twenty-two named points");
+    assert_eq!(product.len(), 27, "twenty-seven named points");
     assert_eq!(
         readme_points(),
         product,

@@ -127,16 +127,23 @@ pub(super) fn build_health(
             HealthCheck::Metrics
         }
     };
-    let timeout = duration_or(&file.timeout, Duration::from_secs(2));
-    if timeout.is_zero() || timeout >= tick_timeout {
-        report.error(
-            file.timeout.as_ref().and_then(span_of),
-            format!(
-                "health.timeout must be above 0s and below the tick's time ({}): the checks run inside the tick",
-                super::duration::format_duration(tick_timeout)
-            ),
-        );
-    }
+    // The default fits any tick: 2 s, or half the tick's time when that is shorter.
+    let timeout = match &file.timeout {
+        None => Duration::from_secs(2).min(tick_timeout / 2),
+        Some(timeout) => {
+            let value = timeout.get_ref().0;
+            if value.is_zero() || value >= tick_timeout {
+                report.error(
+                    span_of(timeout),
+                    format!(
+                        "health.timeout must be above 0s and below the tick's time ({}): the checks run inside the tick",
+                        super::duration::format_duration(tick_timeout)
+                    ),
+                );
+            }
+            value
+        }
+    };
     let unhealthy_after = file.unhealthy_after.as_ref().map_or(3, |n| *n.get_ref());
     if unhealthy_after == 0 {
         report.error(

@@ -136,8 +136,6 @@ pub struct GroupTask {
     drains: Vec<crate::state::Draining>,
     /// The group's open replacements, as read at the start of the last tick.
     replacements: Vec<crate::state::Replacement>,
-    /// Why a replacement's launch run failed, by unhealthy droplet, until its step reads it.
-    replace_failures: std::collections::HashMap<u64, String>,
     status: Arc<Mutex<GroupStatus>>,
     act_after: Instant,
     history_saved: Instant,
@@ -165,7 +163,6 @@ impl GroupTask {
             running: None,
             drains: Vec::new(),
             replacements: Vec::new(),
-            replace_failures: std::collections::HashMap::new(),
             status,
             act_after,
             history_saved: Instant::now(),
@@ -600,7 +597,7 @@ impl GroupTask {
             (RunKind::Drain(ids), false) => self.drains_prepared(ids),
             (RunKind::Replace { old }, true) => {
                 let error = finished.report.failure().unwrap_or_default().to_string();
-                self.replace_failures.insert(*old, error);
+                self.replacement_run_failed(*old, finished.report.create_attempts, error);
             }
             _ => {}
         }

@@ -7,7 +7,7 @@
 use crate::config::health::{Health, HealthCheck};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -158,59 +158,51 @@ impl HealthMark {
     }
 }
 
-/// Consecutive failed ticks per droplet. Kept in memory: after a restart a droplet must fail
-/// `unhealthy_after` ticks again, which delays a replacement and never hastens one.
-#[derive(Debug, Default)]
-pub struct HealthCounts {
-    failed: HashMap<u64, u32>,
-}
-
-impl HealthCounts {
-    /// Applies this tick's verdicts. `first_active` says since when each droplet is active:
-    /// failures count only once `warmup + grace` has passed since then. Droplets without a
-    /// verdict (not active any more) are forgotten.
-    pub fn update(
-        &mut self,
-        verdicts: &HashMap<u64, Verdict>,
-        first_active: &HashMap<u64, DateTime<Utc>>,
-        settle: Duration,
-        now: DateTime<Utc>,
-    ) -> HashMap<u64, HealthMark> {
-        let settle = chrono::Duration::from_std(settle).unwrap_or_default();
-        self.failed.retain(|id, _| verdicts.contains_key(id));
-        let mut marks = HashMap::with_capacity(verdicts.len());
-        for (id, verdict) in verdicts {
-            let in_grace = first_active
-                .get(id)
-                .is_none_or(|since| now - *since < settle);
-            let count = self.failed.entry(*id).or_insert(0);
-            let (passed, reason) = match verdict {
-                Verdict::Pass => {
+/// Counts this tick's verdicts into consecutive failed ticks per droplet (`failed`, kept in
+/// the group's memory). `first_active` says since when each droplet is active: failures count
+/// only once `settle` (warmup + grace) has passed since then. Droplets without a verdict (not
+/// active any more) are forgotten; an unjudged tick changes nothing.
+pub fn count_failures(
+    failed: &mut BTreeMap<u64, u32>,
+    verdicts: &HashMap<u64, Verdict>,
+    first_active: &HashMap<u64, DateTime<Utc>>,
+    settle: Duration,
+    now: DateTime<Utc>,
+) -> HashMap<u64, HealthMark> {
+    let settle = chrono::Duration::from_std(settle).unwrap_or_default();
+    failed.retain(|id, _| verdicts.contains_key(id));
+    let mut marks = HashMap::with_capacity(verdicts.len());
+    for (id, verdict) in verdicts {
+        let in_grace = first_active
+            .get(id)
+            .is_none_or(|since| now - *since < settle);
+        let count = failed.entry(*id).or_insert(0);
+        let (passed, reason) = match verdict {
+            Verdict::Pass => {
+                *count = 0;
+                (true, None)
+            }
+            Verdict::Fail(why) => {
+                if in_grace {
                     *count = 0;
-                    (true, None)
+                } else {
+                    *count += 1;
                 }
-                Verdict::Fail(why) => {
-                    if in_grace {
-                        *count = 0;
-                    } else {
-                        *count += 1;
-                    }
-                    (false, Some(why.clone()))
-                }
-                Verdict::Unjudged(why) => (false, Some(format!("not judged: {why}"))),
-            };
-            marks.insert(
-                *id,
-                HealthMark {
-                    passed,
-                    failed_ticks: *count,
-                    reason,
-                    in_grace,
-                },
-            );
-        }
-        marks
+                (false, Some(why.clone()))
+            }
+            Verdict::Unjudged(why) => (false, Some(format!("not judged: {why}"))),
+        };
+        marks.insert(
+            *id,
+            HealthMark {
+                passed,
+                failed_ticks: *count,
+                reason,
+                in_grace,
+            },
+        );
     }
+    marks
 }
 
 #[cfg(test)]
@@ -330,7 +322,7 @@ mod tests {
     #[test]
     fn failures_count_in_a_row_after_grace_and_unjudged_ticks_change_nothing() {
         let now = Utc::now();
-        let mut counts = HealthCounts::default();
+        let mut counts = BTreeMap::new();
         let since: HashMap<u64, DateTime<Utc>> =
             [(1, now - chrono::Duration::minutes(10)), (2, now)]
                 .into_iter()
@@ -341,8 +333,8 @@ mod tests {
                 .map(|id| (*id, Verdict::Fail("down".into())))
                 .collect()
         };
-        counts.update(&fail(&[1, 2]), &since, settle, now);
-        let marks = counts.update(&fail(&[1, 2]), &since, settle, now);
+        count_failures(&mut counts, &fail(&[1, 2]), &since, settle, now);
+        let marks = count_failures(&mut counts, &fail(&[1, 2]), &since, settle, now);
         assert_eq!(marks[&1].failed_ticks, 2);
         assert_eq!(marks[&2].failed_ticks, 0, "inside its grace");
         assert!(marks[&2].in_grace);
@@ -350,12 +342,12 @@ mod tests {
             .into_iter()
             .collect();
         assert_eq!(
-            counts.update(&unjudged, &since, settle, now)[&1].failed_ticks,
+            count_failures(&mut counts, &unjudged, &since, settle, now)[&1].failed_ticks,
             2
         );
         let pass: HashMap<u64, Verdict> = [(1, Verdict::Pass)].into_iter().collect();
         assert_eq!(
-            counts.update(&pass, &since, settle, now)[&1].failed_ticks,
+            count_failures(&mut counts, &pass, &since, settle, now)[&1].failed_ticks,
             0
         );
     }

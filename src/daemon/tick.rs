@@ -265,7 +265,6 @@ pub struct GroupRuntime {
     first_active: HashMap<u64, DateTime<Utc>>,
     idle_since: HashMap<u64, DateTime<Utc>>,
     target_fetched: HashMap<String, DateTime<Utc>>,
-    health_counts: super::health::HealthCounts,
     managed_tag: String,
 }
 
@@ -341,7 +340,6 @@ impl GroupRuntime {
             first_active: HashMap::new(),
             idle_since: HashMap::new(),
             target_fetched: HashMap::new(),
-            health_counts: super::health::HealthCounts::default(),
             managed_tag,
         })
     }
@@ -657,19 +655,26 @@ impl GroupRuntime {
         }
     }
 
-    /// Counts this tick's health verdicts into consecutive failures (see
-    /// [`super::health::HealthCounts`]).
+    /// Counts this tick's health verdicts into consecutive failures, kept in the group's
+    /// memory (see [`super::health::count_failures`]).
     fn judge_health(
-        &mut self,
+        &self,
         verdicts: &HashMap<u64, super::health::Verdict>,
+        memory: &mut GroupMemory,
         now: DateTime<Utc>,
     ) -> HashMap<u64, super::health::HealthMark> {
         let Some(health) = &self.group.health else {
+            memory.failed_checks.clear();
             return HashMap::new();
         };
         let settle = self.group.warmup + health.grace;
-        self.health_counts
-            .update(verdicts, &self.first_active, settle, now)
+        super::health::count_failures(
+            &mut memory.failed_checks,
+            verdicts,
+            &self.first_active,
+            settle,
+            now,
+        )
     }
 
     /// `drain.busy` of each draining droplet, from this tick's scrapes of them alone (a
@@ -888,7 +893,7 @@ impl GroupRuntime {
         crate::failpoint::hit("tick.after_scrape");
         let scraped_at = tokio::time::Instant::now();
         self.work_values(&droplets, &mut members, now, &gathered.remote);
-        let health = self.judge_health(&gathered.health, now);
+        let health = self.judge_health(&gathered.health, memory, now);
         let mut report = self.decide(&droplets, &members, &gathered, memory, now);
         if let Some(config) = &self.group.health {
             for droplet in report.droplets.iter_mut() {

@@ -34,6 +34,10 @@ pub struct GroupMemory {
     pub last_up_failure: Option<DateTime<Utc>>,
     /// When each droplet of the last hour was created (the spend guard).
     pub creates: Vec<DateTime<Utc>>,
+    /// Consecutive failed health checks per droplet (`[health]`), kept so a restart or
+    /// `run --once` from cron goes on counting.
+    #[serde(default)]
+    pub failed_checks: BTreeMap<u64, u32>,
 }
 
 impl GroupMemory {

@@ -443,6 +443,16 @@ fn destroy_droplets(ids: Array) -> HostResult<Array> {
                 if let Err(e) = ctx.journal.mark_deleted(&ctx.group.name, &[*id]) {
                     tracing::error!(group = %ctx.group.name, droplet = id, error = %e, "cannot record a deleted droplet");
                 }
+                // Made and destroyed in this run (a failed health check): no listing will
+                // ever show it, so it must not count as booting until the hour is out.
+                let name = ctx.created.lock().ok().and_then(|created| {
+                    created.iter().find(|d| d.id == *id).map(|d| d.name.clone())
+                });
+                if let Some(name) = name
+                    && let Err(e) = ctx.journal.forget_unlisted(&ctx.group.name, &[name])
+                {
+                    tracing::error!(group = %ctx.group.name, droplet = id, error = %e, "cannot forget a destroyed droplet's create");
+                }
             }
             Err(error) => {
                 failure = Some(format!("droplet {id}: {error}"));

@@ -52,6 +52,8 @@ pub struct Replacement {
     pub started: DateTime<Utc>,
     /// Where it is.
     pub phase: Phase,
+    /// Why it is abandoned, once it is.
+    pub failure: Option<String>,
 }
 
 /// How a replacement ended.
@@ -94,19 +96,20 @@ impl Store {
         })
     }
 
-    /// Moves the open replacement of `old` to `phase`.
+    /// Moves the open replacement of `old` to `phase` (with why, when it is abandoned).
     pub fn set_replacement_phase(
         &self,
         group: &str,
         old: u64,
         phase: Phase,
+        failure: Option<&str>,
     ) -> Result<(), StateError> {
         self.counted("set_replacement_phase", {
             let conn = self.connection()?;
             conn.execute(
-                "UPDATE replacements SET phase = ?3
+                "UPDATE replacements SET phase = ?3, failure = COALESCE(?4, failure)
                  WHERE grp = ?1 AND old = ?2 AND ended IS NULL",
-                params![group, old as i64, phase.as_str()],
+                params![group, old as i64, phase.as_str(), failure],
             )
             .map(|_| ())
             .map_err(store_error)
@@ -151,7 +154,7 @@ impl Store {
             let conn = self.connection()?;
             let read = || -> Result<Vec<Replacement>, rusqlite::Error> {
                 let mut statement = conn.prepare(
-                    "SELECT old, new_name, reason, started, phase FROM replacements
+                    "SELECT old, new_name, reason, started, phase, failure FROM replacements
                      WHERE grp = ?1 AND ended IS NULL ORDER BY started, old",
                 )?;
                 let rows = statement.query_map(params![group], |row| {
@@ -161,6 +164,7 @@ impl Store {
                         reason: row.get(2)?,
                         started: parse_time(&row.get::<_, String>(3)?),
                         phase: Phase::parse(&row.get::<_, String>(4)?),
+                        failure: row.get(5)?,
                     })
                 })?;
                 rows.collect()
@@ -242,7 +246,7 @@ mod tests {
                 .start_replacement("web", 7, "web-new1", "failed 3 checks", now)
                 .unwrap();
             store
-                .set_replacement_phase("web", 7, Phase::Retiring)
+                .set_replacement_phase("web", 7, Phase::Retiring, None)
                 .unwrap();
         }
         let store = Store::open(&path).unwrap();

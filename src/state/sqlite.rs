@@ -67,7 +67,7 @@ const MIGRATIONS: &[&str] = &[
     // Replacements of unhealthy droplets (see `replacements.rs`).
     "CREATE TABLE replacements (grp TEXT NOT NULL, old INTEGER NOT NULL, new_name TEXT NOT NULL,
                                 reason TEXT NOT NULL, started TEXT NOT NULL, phase TEXT NOT NULL,
-                                ended TEXT, outcome TEXT, acknowledged INTEGER NOT NULL DEFAULT 0);
+                                failure TEXT, ended TEXT, outcome TEXT, acknowledged INTEGER NOT NULL DEFAULT 0);
      CREATE INDEX replacements_by_group ON replacements (grp, started);",
 ];
 

@@ -60,7 +60,7 @@ impl GroupTask {
             Phase::Abandoning => match new {
                 None if is_pending(report, r) => None,
                 None => {
-                    let why = self.replace_failures.remove(&r.old).unwrap_or_else(|| {
+                    let why = r.failure.clone().unwrap_or_else(|| {
                         format!(
                             "its replacement {} never passed its health check",
                             r.new_name
@@ -79,17 +79,36 @@ impl GroupTask {
         }
     }
 
-    /// Journals a replacement as abandoned: its new droplet is destroyed, the old one stays.
-    fn abandon(&mut self, r: &Replacement) -> bool {
+    /// Journals the replacement of `old` as abandoned, with why: its new droplet is destroyed
+    /// once listed, the old one stays.
+    fn abandon(&mut self, old: u64, why: &str) -> bool {
         let name = self.name().to_string();
         crate::failpoint::hit("replace.before_abandon");
         let store = self.daemon.store.clone();
-        match blocking(|| store.set_replacement_phase(&name, r.old, Phase::Abandoning)) {
+        match blocking(|| store.set_replacement_phase(&name, old, Phase::Abandoning, Some(why))) {
             Ok(()) => true,
             Err(error) => {
                 tracing::error!(group = %name, %error, "cannot record that the replacement is abandoned");
                 false
             }
+        }
+    }
+
+    /// A replacement's launch run failed: with no create asked for, the replacement failed;
+    /// otherwise its droplet may exist, and is destroyed once listed (never left as a spare).
+    pub(super) fn replacement_run_failed(&mut self, old: u64, create_attempts: u32, error: String) {
+        let why = format!("its run failed: {error}");
+        if create_attempts > 0 {
+            tracing::warn!(group = %self.name(), droplet = old, "the replacement's run failed after its create ({error}): its droplet is destroyed once listed");
+            self.abandon(old, &why);
+            return;
+        }
+        let name = self.name().to_string();
+        let now = self.daemon.clock.now();
+        tracing::warn!(group = %name, droplet = old, "the replacement failed: {why}");
+        let store = self.daemon.store.clone();
+        if let Err(e) = blocking(|| store.end_replacement(&name, old, &Ended::Failed(why), now)) {
+            tracing::error!(group = %name, error = %e, "cannot record the end of a replacement");
         }
     }
 
@@ -107,42 +126,32 @@ impl GroupTask {
             + group.health.as_ref().map(|h| h.grace).unwrap_or_default()
             + BOOT_ALLOWANCE;
         let overdue = now - r.started > chrono::Duration::from_std(allowance).unwrap_or_default();
-        let failure = self.replace_failures.get(&r.old).cloned();
         let Some(new) = new else {
-            let pending = is_pending(report, r);
-            match failure {
-                // Its run failed after the create: the droplet may land; it is destroyed once
-                // listed, never left as a spare.
-                Some(error) if pending => {
-                    tracing::warn!(group = %self.name(), droplet = r.old, "the replacement's run failed after its create ({error}): destroying the replacement once listed");
-                    self.abandon(r);
-                }
-                Some(error) => {
-                    self.end_replacement(r, Ended::Failed(format!("its run failed: {error}")))
-                }
-                None if pending => {}
-                // No run, no error, nothing listed or pending: the daemon stopped before the
-                // create was asked for (or it never showed in an hour of listings).
-                None => self.end_replacement(
+            // Nothing listed or pending: the daemon stopped before the create was asked for
+            // (a failed run ends or abandons its row as it ends), or the droplet never showed
+            // in an hour of listings.
+            if !is_pending(report, r) {
+                self.end_replacement(
                     r,
                     Ended::Cancelled("its create was never made (the daemon stopped first)".into()),
-                ),
+                );
             }
             return None;
         };
         let passed = new.status == DropletStatus::Active
             && report.health.get(&new.id).is_some_and(|h| h.passed)
-            && report
-                .droplets
-                .iter()
-                .any(|d| d.id == new.id && d.state == MemberState::Active);
-        if passed && failure.is_none() {
+            && state_of(report, new.id) == Some(MemberState::Active);
+        if passed {
             return self.start_retiring(report, r);
         }
-        if overdue || failure.is_some() {
-            let why = failure.unwrap_or_else(|| "it did not pass its health check in time".into());
-            tracing::warn!(group = %self.name(), droplet = r.old, replacement = new.id, "the replacement failed ({why}): destroying it, the old droplet stays");
-            if !self.abandon(r) {
+        if overdue {
+            let why = format!(
+                "its replacement {} did not pass its health check within {}",
+                r.new_name,
+                crate::config::duration::format_duration(allowance)
+            );
+            tracing::warn!(group = %self.name(), droplet = r.old, replacement = new.id, "{why}: destroying it, the old droplet stays");
+            if !self.abandon(r.old, &why) {
                 return None;
             }
             return self.destroy_now(
@@ -160,7 +169,8 @@ impl GroupTask {
         let name = self.name().to_string();
         crate::failpoint::hit("replace.before_retire");
         let store = self.daemon.store.clone();
-        if let Err(error) = blocking(|| store.set_replacement_phase(&name, r.old, Phase::Retiring))
+        if let Err(error) =
+            blocking(|| store.set_replacement_phase(&name, r.old, Phase::Retiring, None))
         {
             tracing::error!(group = %name, %error, "cannot record that the replacement passed: the old droplet stays for now");
             return None;
@@ -244,7 +254,6 @@ impl GroupTask {
             tracing::error!(group = %name, %error, "cannot record the end of a replacement");
         }
         self.replacements.retain(|open| open.old != r.old);
-        self.replace_failures.remove(&r.old);
     }
 
     /// Why replacement is paused, after failures in a row (`None` when it is not).
