@@ -41,10 +41,15 @@ desired = '3'
 }
 
 async fn sim(clock: &ManualClock) -> Sim {
+    sim_with_ports(clock, Vec::new()).await
+}
+
+/// The sim with droplets that answer HTTP (their id) on `open_ports`.
+async fn sim_with_ports(clock: &ManualClock, open_ports: Vec<u16>) -> Sim {
     let sim = Sim::start(SimOptions {
         seed_droplets: 3,
         seed_managed_tag: Some("do-scaler:default".into()),
-        open_ports: Vec::new(),
+        open_ports,
         boot_delay: Duration::from_secs(20),
         rate_limit: None,
         clock: Arc::new(clock.clone()),
@@ -295,4 +300,45 @@ async fn the_hourly_limit_holds_and_a_group_that_answers_nowhere_replaces_nothin
         .clone()
         .unwrap_or_default();
     assert!(why.contains("max_replacements_per_hour 1"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_check_replaces_a_droplet_that_stops_serving() {
+    let clock = ManualClock::new(noon());
+    // Each sim has loopback addresses of its own, so port 80 is free on them.
+    let port = 80;
+    let sim = sim_with_ports(&clock, vec![port]).await;
+    let original = ids(&sim);
+    let dir = common::config_dir(&group(&format!(
+        "check = \"http\"\nport = {port}\npath = \"/healthz\"\n"
+    )));
+    let (_daemon, mut task, _) = start(dir.path(), &sim, &clock).await;
+    let report = tick(&mut task, &sim, &clock).await;
+    assert!(
+        report
+            .droplets
+            .iter()
+            .all(|d| d.health.as_deref() == Some("ok")),
+        "every droplet answers its GET: {:#?}",
+        report.droplets
+    );
+    assert!(sim.set_healthy(original[2], false));
+    let report = tick(&mut task, &sim, &clock).await;
+    let shown = report
+        .droplets
+        .iter()
+        .find(|d| d.id == original[2])
+        .unwrap();
+    let health = shown.health.as_deref().unwrap();
+    assert!(
+        health.starts_with("failing 1/2: cannot connect"),
+        "{health}"
+    );
+    for _ in 0..8 {
+        tick(&mut task, &sim, &clock).await;
+    }
+    let now = ids(&sim);
+    assert_eq!(sim.created_names().len(), 1);
+    assert_eq!(now.len(), 3);
+    assert!(!now.contains(&original[2]));
 }

@@ -213,7 +213,9 @@ async fn plan_group(
             runtime.work_values(&droplets, &mut members, now, &gathered.remote);
             // Memory is only read here: a plan must not move cooldown or condition clocks.
             let mut scratch = memory.clone();
-            return Ok(runtime.decide(&droplets, &members, &gathered, &mut scratch, now));
+            let mut report = runtime.decide(&droplets, &members, &gathered, &mut scratch, now);
+            runtime.judge_health(&mut report, &gathered.health, &mut scratch, now);
+            return Ok(report);
         }
         eprintln!(
             "{}: scrape {round}: rules still warming (longest range {}); {} of up to {} waited",
@@ -286,6 +288,10 @@ pub fn render(report: &TickReport, memory: &GroupMemory) -> String {
         };
         if !work.is_empty() {
             flags.push(&work);
+        }
+        let health = droplet.health.as_ref().map(|h| format!("health {h}"));
+        if let Some(health) = &health {
+            flags.push(health);
         }
         let _ = writeln!(
             out,

@@ -656,25 +656,33 @@ impl GroupRuntime {
     }
 
     /// Counts this tick's health verdicts into consecutive failures, kept in the group's
-    /// memory (see [`super::health::count_failures`]).
-    fn judge_health(
+    /// memory (see [`super::health::count_failures`]), and puts them in `report` (`plan` passes
+    /// a scratch memory).
+    pub fn judge_health(
         &self,
+        report: &mut TickReport,
         verdicts: &HashMap<u64, super::health::Verdict>,
         memory: &mut GroupMemory,
         now: DateTime<Utc>,
-    ) -> HashMap<u64, super::health::HealthMark> {
+    ) {
         let Some(health) = &self.group.health else {
             memory.failed_checks.clear();
-            return HashMap::new();
+            return;
         };
         let settle = self.group.warmup + health.grace;
-        super::health::count_failures(
+        let marks = super::health::count_failures(
             &mut memory.failed_checks,
             verdicts,
             &self.first_active,
             settle,
             now,
-        )
+        );
+        for droplet in report.droplets.iter_mut() {
+            droplet.health = marks
+                .get(&droplet.id)
+                .map(|mark| mark.describe(health.unhealthy_after));
+        }
+        report.health = marks;
     }
 
     /// `drain.busy` of each draining droplet, from this tick's scrapes of them alone (a
@@ -893,16 +901,8 @@ impl GroupRuntime {
         crate::failpoint::hit("tick.after_scrape");
         let scraped_at = tokio::time::Instant::now();
         self.work_values(&droplets, &mut members, now, &gathered.remote);
-        let health = self.judge_health(&gathered.health, memory, now);
         let mut report = self.decide(&droplets, &members, &gathered, memory, now);
-        if let Some(config) = &self.group.health {
-            for droplet in report.droplets.iter_mut() {
-                droplet.health = health
-                    .get(&droplet.id)
-                    .map(|mark| mark.describe(config.unhealthy_after));
-            }
-        }
-        report.health = health;
+        self.judge_health(&mut report, &gathered.health, memory, now);
         let ms = |from: tokio::time::Instant, to: tokio::time::Instant| {
             (to - from).as_secs_f64() * 1000.0
         };
