@@ -205,6 +205,7 @@ async fn the_old_example_scales_up_under_load_and_down_when_idle_within_its_boun
                     managed_tag: "do-scaler:default".into(),
                     decision: report.decision.clone(),
                     droplets: report.listing.clone(),
+                    states: Default::default(),
                     actions: report.actions.clone(),
                     deadline: Duration::from_secs(30),
                     creates_last_hour: 0,

@@ -183,6 +183,7 @@ port = 8080
 count = 1
 busy = "x > 0"
 [drain]
+[health]
 "#,
     )
     .unwrap();
@@ -197,8 +198,9 @@ busy = "x > 0"
     let mut checked = Vec::new();
     for (key, value) in defaults {
         // `for` belongs to condition rules, which this minimal group does not have; a
-        // schedule's default name is a pattern (`schedule-N`), not a literal.
-        if key == "rule.for" || key == "schedule.name" {
+        // schedule's default name is a pattern (`schedule-N`), not a literal; `health.path`
+        // belongs to http checks, and the minimal group checks metrics.
+        if key == "rule.for" || key == "schedule.name" || key == "health.path" {
             continue;
         }
         let mut explicit = minimal.clone();

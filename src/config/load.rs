@@ -26,6 +26,7 @@ pub const SHIPPED_ACTIONS: &[&str] = &[
     "digitalocean_create_droplet",
     "digitalocean_destroy_droplet",
     "digitalocean_load_balancer",
+    "haproxy_backend",
     "health_check_tcp",
     "notify_webhook",
 ];

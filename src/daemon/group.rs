@@ -524,6 +524,7 @@ impl GroupTask {
             group: self.runtime.group.clone(),
             managed_tag: daemon.managed_tag.clone(),
             decision: report.decision,
+            states: report.droplets.iter().map(|d| (d.id, d.state)).collect(),
             droplets: report.listing,
             actions,
             deadline: daemon.options.action_deadline,

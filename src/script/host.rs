@@ -15,7 +15,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-type HostResult<T> = Result<T, Box<EvalAltResult>>;
+/// What a host function returns to the script.
+pub(super) type HostResult<T> = Result<T, Box<EvalAltResult>>;
 
 /// Everything a run's host functions need.
 pub struct RunContext {
@@ -93,7 +94,7 @@ pub fn with_context<T>(context: Arc<RunContext>, run: impl FnOnce() -> T) -> T {
     result
 }
 
-fn context() -> HostResult<Arc<RunContext>> {
+pub(super) fn context() -> HostResult<Arc<RunContext>> {
     CURRENT
         .with(|current| current.borrow().clone())
         .ok_or_else(|| "host functions work only inside an action run".into())
@@ -122,7 +123,7 @@ pub fn over_limits() -> Option<String> {
     })
 }
 
-fn fail<T>(message: impl Into<String>) -> HostResult<T> {
+pub(super) fn fail<T>(message: impl Into<String>) -> HostResult<T> {
     Err(message.into().into())
 }
 
@@ -713,6 +714,7 @@ pub fn register(engine: &mut Engine) {
     engine.register_fn("now", || chrono::Utc::now().timestamp());
     engine.register_fn("parse_duration", parse_duration_ms);
     engine.register_fn("parse_duration", |ms: i64| ms);
+    super::haproxy::register(engine);
 }
 
 #[cfg(test)]

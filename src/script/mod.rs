@@ -3,6 +3,7 @@
 //! enforce the invariants, and the runner that executes a decision's actions off the tick.
 
 pub mod convert;
+pub mod haproxy;
 pub mod host;
 pub mod memory;
 pub mod runner;
@@ -27,6 +28,10 @@ pub const SHIPPED: &[(&str, &str)] = &[
     (
         "digitalocean_load_balancer",
         include_str!("../../actions/digitalocean_load_balancer.rhai"),
+    ),
+    (
+        "haproxy_backend",
+        include_str!("../../actions/haproxy_backend.rhai"),
     ),
     (
         "health_check_tcp",

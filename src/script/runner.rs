@@ -48,6 +48,9 @@ pub struct ActionRequest {
     pub decision: Decision,
     /// The group's droplets when it was made.
     pub droplets: Vec<Droplet>,
+    /// Where the decision placed each droplet (active, booting, draining, replacing, …);
+    /// scripts see it as each droplet's `state`.
+    pub states: std::collections::BTreeMap<u64, crate::policy::MemberState>,
     /// Action names, in order.
     pub actions: Vec<String>,
     /// Wall-clock limit of the whole run.
@@ -242,7 +245,14 @@ fn run_all(scripts: &Scripts, context: &RunContext, request: &ActionRequest) -> 
                     .map(|d| {
                         let managed = d.has_tag(&context.managed_tag)
                             || context.group.adopt_tags.iter().any(|t| d.has_tag(t));
-                        convert::droplet(d, managed, d.has_tag(&context.group.protect_tag))
+                        let mut droplet =
+                            convert::droplet(d, managed, d.has_tag(&context.group.protect_tag));
+                        if let Some(state) = request.states.get(&d.id)
+                            && let Some(mut map) = droplet.write_lock::<rhai::Map>()
+                        {
+                            map.insert("state".into(), state.to_string().into());
+                        }
+                        droplet
                     })
                     .collect();
                 scope.push_constant("droplets", droplets);
