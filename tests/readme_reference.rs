@@ -184,6 +184,7 @@ count = 1
 busy = "x > 0"
 [drain]
 [health]
+[refresh]
 "#,
     )
     .unwrap();
@@ -199,8 +200,16 @@ busy = "x > 0"
     for (key, value) in defaults {
         // `for` belongs to condition rules, which this minimal group does not have; a
         // schedule's default name is a pattern (`schedule-N`), not a literal; `health.path`
-        // belongs to http checks, and the minimal group checks metrics.
-        if key == "rule.for" || key == "schedule.name" || key == "health.path" {
+        // belongs to http checks, and the minimal group checks metrics; `refresh.timezone`
+        // belongs to a refresh window, which the minimal group does not have.
+        if [
+            "rule.for",
+            "schedule.name",
+            "health.path",
+            "refresh.timezone",
+        ]
+        .contains(&key.as_str())
+        {
             continue;
         }
         let mut explicit = minimal.clone();

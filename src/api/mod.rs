@@ -118,6 +118,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/api/v1/groups/{name}/sizes", get(sizes))
         .route("/api/v1/groups/{name}/pause", post(pause))
         .route("/api/v1/groups/{name}/resume", post(resume))
+        .route("/api/v1/groups/{name}/refresh/pause", post(pause_refresh))
+        .route("/api/v1/groups/{name}/refresh/resume", post(resume_refresh))
         .route("/api/v1/reload", post(reload))
         .layer(axum::middleware::from_fn(rebinding_guard))
         .with_state(daemon)
@@ -165,6 +167,7 @@ fn group_summary(daemon: &Daemon, name: &str) -> Option<serde_json::Value> {
         "desired": decision.get("desired"),
         "paused": daemon.store.is_paused(name),
         "pause_reason": daemon.store.pause_reason(name),
+        "refresh_paused": group.refresh.is_some().then(|| daemon.store.is_refresh_paused(name)),
         "running_action": status.running_action,
         "last_action": status.last_action,
         "last_error": status.last_error,
@@ -292,6 +295,47 @@ async fn pause(State(daemon): Shared, headers: HeaderMap, Path(name): Path<Strin
 
 async fn resume(State(daemon): Shared, headers: HeaderMap, Path(name): Path<String>) -> Response {
     set_paused(daemon, headers, name, false).await
+}
+
+/// Pauses or resumes a group's `[refresh]` (health replacement goes on either way).
+async fn set_refresh_paused(
+    daemon: Arc<Daemon>,
+    headers: HeaderMap,
+    name: String,
+    paused: bool,
+) -> Response {
+    if !authorized(&daemon, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "POST endpoints need the status API token (Authorization: Bearer …)",
+        );
+    }
+    if !has_group(&daemon, &name) {
+        return error(StatusCode::NOT_FOUND, "no such group");
+    }
+    match daemon.store.set_refresh_paused(&name, paused) {
+        Ok(()) => {
+            tracing::info!(group = %name, paused, "refresh pause flag changed through the status API");
+            axum::Json(json!({ "group": name, "refresh_paused": paused })).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+async fn pause_refresh(
+    State(daemon): Shared,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    set_refresh_paused(daemon, headers, name, true).await
+}
+
+async fn resume_refresh(
+    State(daemon): Shared,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    set_refresh_paused(daemon, headers, name, false).await
 }
 
 async fn reload(State(daemon): Shared, headers: HeaderMap) -> Response {

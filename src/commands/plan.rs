@@ -309,6 +309,12 @@ pub fn render(report: &TickReport, memory: &GroupMemory) -> String {
             }
         );
     }
+    if !report.stale.is_empty() {
+        let _ = writeln!(out, "  refresh would replace:");
+        for stale in &report.stale {
+            let _ = writeln!(out, "    {:<11} {}", stale.id, stale.reason);
+        }
+    }
     let _ = writeln!(out, "  sources:");
     for source in &report.sources {
         let _ = writeln!(

@@ -14,6 +14,7 @@ pub mod health;
 pub mod legacy;
 pub mod load;
 pub mod model;
+pub mod refresh;
 pub mod schema;
 pub mod sources;
 pub mod user_data;

@@ -130,6 +130,8 @@ pub struct Group {
     pub drain: Option<super::drain::Drain>,
     /// Health checks and replacement of the unhealthy, if configured.
     pub health: Option<super::health::Health>,
+    /// Replacement of out-of-date droplets, if configured.
+    pub refresh: Option<super::refresh::Refresh>,
     /// The rules, in file order.
     pub rules: Vec<Rule>,
     /// The schedules, in file order (the last matching one wins).

@@ -116,6 +116,8 @@ pub struct GroupFile {
     pub drain: Option<DrainFile>,
     /// Replace droplets that fail their health check. Default: never replaced.
     pub health: Option<HealthFile>,
+    /// Replace droplets made from an older template or past their lifetime. Default: never.
+    pub refresh: Option<RefreshFile>,
     /// The rules, as `[[rule]]` tables. Scale-up beats no change beats scale-down.
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RuleFile>>,
@@ -241,6 +243,22 @@ pub struct HealthFile {
     pub max_percent: Option<Spanned<u32>>,
     /// Replacements started in any hour at most. Default: the group's `max`.
     pub max_replacements_per_hour: Option<Spanned<u32>>,
+}
+
+/// `[refresh]`: replacing out-of-date droplets.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshFile {
+    /// Droplets older than this are replaced (such as "14d"). Default: no limit.
+    pub max_lifetime: Option<Spanned<ConfigDuration>>,
+    /// Five-field cron opening each window refreshes may start in. Default: any time.
+    pub cron: Option<Spanned<String>>,
+    /// The IANA time zone `cron` is read in. Default "UTC".
+    pub timezone: Option<Spanned<String>>,
+    /// How long each window stays open. Required with `cron`.
+    pub duration: Option<Spanned<ConfigDuration>>,
+    /// Replacements in progress at most: a count, or a percent of desired ("25%"). Default 1.
+    pub max_unavailable: Option<Spanned<toml::Value>>,
 }
 
 /// `[scale_in]`: choosing the droplets to remove.

@@ -311,6 +311,10 @@ fn build_group(ctx: &GroupContext<'_>, file: GroupFile, report: &mut Report<'_>)
         .health
         .as_ref()
         .map(|health| super::health::build_health(health, max, tick_timeout, report));
+    let refresh = file
+        .refresh
+        .as_ref()
+        .and_then(|refresh| super::refresh::build_refresh(refresh, health.is_some(), report));
 
     let mut rules = Vec::new();
     let mut rule_names = HashSet::new();
@@ -394,6 +398,7 @@ fn build_group(ctx: &GroupContext<'_>, file: GroupFile, report: &mut Report<'_>)
         scale_in,
         drain,
         health,
+        refresh,
         rules,
         schedules,
         actions,

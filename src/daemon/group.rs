@@ -136,6 +136,9 @@ pub struct GroupTask {
     drains: Vec<crate::state::Draining>,
     /// The group's open replacements, as read at the start of the last tick.
     replacements: Vec<crate::state::Replacement>,
+    /// The fingerprint tags (`[refresh]`) the last listing showed: one no droplet carries any
+    /// more is deleted.
+    fingerprints: BTreeSet<String>,
     status: Arc<Mutex<GroupStatus>>,
     act_after: Instant,
     history_saved: Instant,
@@ -163,6 +166,7 @@ impl GroupTask {
             running: None,
             drains: Vec::new(),
             replacements: Vec::new(),
+            fingerprints: BTreeSet::new(),
             status,
             act_after,
             history_saved: Instant::now(),
@@ -229,8 +233,36 @@ impl GroupTask {
         };
         self.watch_for_another_daemon(&in_flight, &report, now);
         self.settle_in_flight(&in_flight, &deleted, &report, now);
+        self.delete_unused_fingerprints(&client, &report).await;
         self.record(&report);
         Some(report)
+    }
+
+    /// Deletes the fingerprint tags (`[refresh]`) that the previous listing showed and this
+    /// one does not: no droplet carries them any more. Not in a dry run; a delete that fails is
+    /// tried again next tick.
+    async fn delete_unused_fingerprints(
+        &mut self,
+        client: &crate::digitalocean::Client,
+        report: &TickReport,
+    ) {
+        if self.runtime.group.refresh.is_none() || self.daemon.options.dry_run {
+            return;
+        }
+        let mut shown = crate::daemon::refresh::fingerprints_in(report);
+        let unused: Vec<String> = self.fingerprints.difference(&shown).cloned().collect();
+        for tag in unused {
+            match client.delete_tag(&tag).await {
+                Ok(()) => {
+                    tracing::info!(group = %self.name(), %tag, "no droplet carries this fingerprint tag any more: deleted it")
+                }
+                Err(error) => {
+                    tracing::warn!(group = %self.name(), %tag, %error, "cannot delete an unused fingerprint tag: trying again next tick");
+                    shown.insert(tag);
+                }
+            }
+        }
+        self.fingerprints = shown;
     }
 
     /// Pauses the group when its listing shows another daemon with this instance at work.

@@ -6,6 +6,7 @@ pub mod conflict;
 pub mod generation;
 pub mod group;
 pub mod health;
+pub mod refresh;
 pub mod reload;
 pub mod run;
 pub mod serve;

@@ -161,6 +161,9 @@ pub struct TickReport {
     /// Each active droplet's health this tick (`[health]`); empty without it.
     #[serde(skip)]
     pub health: HashMap<u64, super::health::HealthMark>,
+    /// The droplets `[refresh]` would replace, oldest first (whether or not its window is
+    /// open or it is paused); empty without it.
+    pub stale: Vec<super::refresh::Stale>,
     /// Where the tick's time went.
     pub timings: TickTimings,
 }
@@ -185,6 +188,14 @@ impl TickReport {
 
     /// The JSON form with `droplets` as given.
     fn json_with_droplets(&self, droplets: serde_json::Value) -> serde_json::Value {
+        let mut json = self.json_core(droplets);
+        if !self.stale.is_empty() {
+            json["refresh"] = serde_json::to_value(&self.stale).unwrap_or_default();
+        }
+        json
+    }
+
+    fn json_core(&self, droplets: serde_json::Value) -> serde_json::Value {
         serde_json::json!({
             "name": self.group,
             "current": self.decision.current,
@@ -683,6 +694,7 @@ impl GroupRuntime {
                 .map(|mark| mark.describe(health.unhealthy_after));
         }
         report.health = marks;
+        report.stale = super::refresh::stale(&self.group, report, now);
     }
 
     /// `drain.busy` of each draining droplet, from this tick's scrapes of them alone (a
@@ -979,6 +991,7 @@ impl GroupRuntime {
             listing: droplets.to_vec(),
             drain_busy: gathered.drain_busy.clone(),
             health: HashMap::new(),
+            stale: Vec::new(),
             timings: TickTimings::default(),
         }
     }

@@ -857,6 +857,15 @@ impl Client {
             .map(|_| ())
     }
 
+    /// Deletes a tag (and takes it off whatever still carries it); a tag already gone is fine.
+    pub async fn delete_tag(&self, name: &str) -> Result<(), ApiError> {
+        let path = format!("/v2/tags/{name}");
+        // A 404 is an answer here (already gone), not an error.
+        self.request(Method::DELETE, &path, None, Safety::Idempotent)
+            .await
+            .map(|_| ())
+    }
+
     /// One load balancer.
     pub async fn load_balancer(&self, id: &str) -> Result<Option<LoadBalancer>, ApiError> {
         self.get_one(

@@ -238,6 +238,10 @@ fn create_droplets(count: i64) -> HostResult<Array> {
             tags.push(tag.clone());
         }
     }
+    // With `[refresh]`, the droplet records the template it is made from.
+    if ctx.group.refresh.is_some() {
+        tags.push(crate::config::refresh::fingerprint(template));
+    }
     let request = CreateDroplets {
         name: None,
         names: Some(names.clone()),

@@ -47,7 +47,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         ("/v2/account/keys/{key}", get(ssh_key)),
         ("/v2/vpcs/{id}", get(vpc)),
         ("/v2/tags", post(create_tag)),
-        ("/v2/tags/{name}", get(get_tag)),
+        ("/v2/tags/{name}", get(get_tag).delete(delete_tag)),
         ("/v2/load_balancers/{id}", get(get_load_balancer)),
         (
             "/v2/load_balancers/{id}/droplets",
@@ -573,6 +573,22 @@ async fn get_tag(State(shared): Shared2, Path(name): Path<String>) -> Response {
     }
     let count = state.list(Some(&name)).len();
     axum::Json(json!({ "tag": { "name": name, "resources": { "count": count, "droplets": { "count": count } } } })).into_response()
+}
+
+/// `DELETE /v2/tags/{name}`: the tag is gone, from every droplet too (204); 404 if unknown.
+async fn delete_tag(State(shared): Shared2, Path(name): Path<String>) -> Response {
+    let mut state = shared.lock();
+    let mut known = state.tags.remove(&name);
+    for droplet in state.droplets.values_mut() {
+        let before = droplet.droplet.tags.len();
+        droplet.droplet.tags.retain(|t| *t != name);
+        known |= droplet.droplet.tags.len() != before;
+    }
+    if known {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        not_found()
+    }
 }
 
 async fn get_load_balancer(State(shared): Shared2, Path(id): Path<String>) -> Response {

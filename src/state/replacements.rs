@@ -231,6 +231,41 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Pauses or resumes the group's `[refresh]` (health replacement goes on either way).
+    pub fn set_refresh_paused(&self, group: &str, paused: bool) -> Result<(), StateError> {
+        self.counted("set_refresh_paused", {
+            let conn = self.connection()?;
+            if paused {
+                conn.execute(
+                    "INSERT OR IGNORE INTO refresh_paused (grp, since) VALUES (?1, ?2)",
+                    params![group, Utc::now().to_rfc3339()],
+                )
+            } else {
+                conn.execute("DELETE FROM refresh_paused WHERE grp = ?1", params![group])
+            }
+            .map(|_| ())
+            .map_err(store_error)
+        })
+    }
+
+    /// Whether an operator paused the group's `[refresh]`.
+    pub fn is_refresh_paused(&self, group: &str) -> bool {
+        let read = || -> Result<bool, StateError> {
+            let conn = self.connection()?;
+            conn.query_row(
+                "SELECT COUNT(*) FROM refresh_paused WHERE grp = ?1",
+                params![group],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(store_error)
+        };
+        // Unreadable: paused, the side that replaces nothing.
+        self.counted("is_refresh_paused", read()).unwrap_or(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The schema version this binary writes; older databases are migrated step by step.
-const SCHEMA_VERSION: i64 = 10;
+const SCHEMA_VERSION: i64 = 11;
 
 /// Decisions kept per group.
 const DECISIONS_KEPT: i64 = 1000;
@@ -69,6 +69,8 @@ const MIGRATIONS: &[&str] = &[
                                 reason TEXT NOT NULL, started TEXT NOT NULL, phase TEXT NOT NULL,
                                 failure TEXT, ended TEXT, outcome TEXT, acknowledged INTEGER NOT NULL DEFAULT 0);
      CREATE INDEX replacements_by_group ON replacements (grp, started);",
+    // Groups whose `[refresh]` an operator paused (see `replacements.rs`).
+    "CREATE TABLE refresh_paused (grp TEXT PRIMARY KEY, since TEXT NOT NULL);",
 ];
 
 pub(super) fn store_error(error: impl std::fmt::Display) -> StateError {

@@ -270,28 +270,72 @@ impl GroupTask {
         })
     }
 
-    /// Starts the replacement of one droplet that failed its check `unhealthy_after` ticks
-    /// in a row, within the limits. `None` when none is due or the limits hold it.
-    pub(super) fn start_replacement(&mut self, report: &TickReport) -> Option<bool> {
-        let health = self.runtime.group.health.clone()?;
-        let name = self.name().to_string();
-        let mut due: Vec<(u64, u32, String)> = report
+    /// The droplets due for replacement, most urgent first, each with why: those that failed
+    /// their check `unhealthy_after` ticks in a row (the longest failing first), else, with
+    /// `[refresh]` not paused, inside its window and under its `max_unavailable`, the stale
+    /// ones (the oldest first).
+    fn due_for_replacement(&self, report: &TickReport) -> Vec<(u64, String)> {
+        let group = &self.runtime.group;
+        let Some(health) = &group.health else {
+            return Vec::new();
+        };
+        let mut unhealthy: Vec<(u64, u32, String)> = report
             .droplets
             .iter()
             .filter(|d| d.state == MemberState::Active && !d.protected)
-            .filter(|d| d.managed || self.runtime.group.allow_unmanaged)
+            .filter(|d| d.managed || group.allow_unmanaged)
             .filter_map(|d| {
                 let mark = report.health.get(&d.id)?;
                 (mark.failed_ticks >= health.unhealthy_after).then(|| {
                     (
                         d.id,
                         mark.failed_ticks,
-                        mark.reason.clone().unwrap_or_default(),
+                        format!(
+                            "failed its health check {} ticks in a row: {}",
+                            mark.failed_ticks,
+                            mark.reason.clone().unwrap_or_default()
+                        ),
                     )
                 })
             })
             .collect();
+        if !unhealthy.is_empty() {
+            unhealthy.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            return unhealthy
+                .into_iter()
+                .map(|(id, _, why)| (id, why))
+                .collect();
+        }
+        let Some(refresh) = &group.refresh else {
+            return Vec::new();
+        };
+        let now = self.daemon.clock.now();
+        let open = self.replacements.len() as u32;
+        if open >= refresh.max_unavailable.of(report.decision.desired)
+            || !crate::daemon::refresh::window_open(group, now)
+        {
+            return Vec::new();
+        }
+        let name = self.name().to_string();
+        let store = self.daemon.store.clone();
+        if blocking(|| store.is_refresh_paused(&name)) {
+            return Vec::new();
+        }
+        crate::daemon::refresh::stale(group, report, now)
+            .into_iter()
+            .map(|s| (s.id, s.reason))
+            .collect()
+    }
+
+    /// Starts the replacement of the droplet most due for one (see
+    /// [`GroupTask::due_for_replacement`]), within the limits. `None` when none is due or the
+    /// limits hold it.
+    pub(super) fn start_replacement(&mut self, report: &TickReport) -> Option<bool> {
+        let health = self.runtime.group.health.clone()?;
+        let name = self.name().to_string();
+        let due = self.due_for_replacement(report);
         if due.is_empty() {
+            self.note_replacement(None);
             return None;
         }
         if let Some(why) = self.replacement_paused() {
@@ -305,7 +349,7 @@ impl GroupTask {
                 .unwrap_or(u32::MAX);
         if started_last_hour >= health.max_replacements_per_hour {
             self.note_replacement(Some(format!(
-                "{} unhealthy droplet(s) wait: {started_last_hour} replacements started in the last hour, of max_replacements_per_hour {}",
+                "{} droplet(s) due for replacement wait: {started_last_hour} replacements started in the last hour, of max_replacements_per_hour {}",
                 due.len(),
                 health.max_replacements_per_hour
             )));
@@ -323,7 +367,7 @@ impl GroupTask {
             .min(decision.bounds.max.saturating_add(1));
         if billed >= cap {
             self.note_replacement(Some(format!(
-                "{} unhealthy droplet(s) wait: {billed} droplets are billed, and a replacement may take them to {cap} at most (max_percent {} of desired {}, at most one past max {})",
+                "{} droplet(s) due for replacement wait: {billed} droplets are billed, and a replacement may take them to {cap} at most (max_percent {} of desired {}, at most one past max {})",
                 due.len(),
                 health.max_percent,
                 decision.desired,
@@ -332,12 +376,9 @@ impl GroupTask {
             return None;
         }
         self.note_replacement(None);
-        // The one failing longest goes first.
-        due.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let (old, failed_ticks, why) = due.swap_remove(0);
+        let (old, reason) = due.into_iter().next()?;
         let new_name =
             crate::script::host::unique_name(&self.runtime.group.template.name_prefix, 0);
-        let reason = format!("failed its health check {failed_ticks} ticks in a row: {why}");
         crate::failpoint::hit("replace.before_journal");
         if let Err(error) =
             blocking(|| store.start_replacement(&name, old, &new_name, &reason, now))
@@ -346,13 +387,13 @@ impl GroupTask {
             return None;
         }
         crate::failpoint::hit("replace.after_journal");
-        tracing::warn!(group = %name, droplet = old, replacement = %new_name, "unhealthy: {reason}; launching its replacement first");
+        tracing::warn!(group = %name, droplet = old, replacement = %new_name, "{reason}; launching its replacement first");
         let mut decision = decision.clone();
         decision.desired = decision.current + 1;
         decision.direction = Some(Direction::Up);
         decision.victims = Vec::new();
         decision.steps.push(format!(
-            "health: droplet {old} {reason}: launching {new_name} to replace it (not a scale event)"
+            "replace: droplet {old} {reason}: launching {new_name} to replace it (not a scale event)"
         ));
         let actions = self.runtime.group.actions.lists.up.clone();
         let report = TickReport {
