@@ -342,3 +342,38 @@ async fn an_http_check_replaces_a_droplet_that_stops_serving() {
     assert_eq!(now.len(), 3);
     assert!(!now.contains(&original[2]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_drain_the_replaced_droplet_drains_before_it_goes_and_is_never_kept() {
+    let clock = ManualClock::new(noon());
+    let sim = sim(&clock).await;
+    let original = ids(&sim);
+    // Under "keep" a timed-out drain returns its droplet to service; never an unhealthy one.
+    let dir = common::config_dir(&format!(
+        "{}[drain]\nbusy = 'node_load1 >= 0'\ntimeout = \"30s\"\non_timeout = \"keep\"\n",
+        group("")
+    ));
+    let (_daemon, mut task, _) = start(dir.path(), &sim, &clock).await;
+    tick(&mut task, &sim, &clock).await;
+    let sick = original[0];
+    assert!(sim.set_healthy(sick, false));
+    let mut drained = false;
+    for _ in 0..20 {
+        let report = tick(&mut task, &sim, &clock).await;
+        drained |= report
+            .droplets
+            .iter()
+            .any(|d| d.id == sick && d.state == MemberState::Draining);
+        if !sim.droplets().iter().any(|d| d.id == sick) {
+            break;
+        }
+    }
+    assert!(drained, "the replaced droplet drained first");
+    let now = ids(&sim);
+    assert!(
+        !now.contains(&sick),
+        "destroyed at the drain's timeout, not kept"
+    );
+    assert_eq!(now.len(), 3);
+    assert_eq!(sim.created_names().len(), 1);
+}
