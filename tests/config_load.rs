@@ -146,3 +146,39 @@ fn the_default_spend_guard_follows_the_largest_max_a_schedule_allows() {
     .unwrap();
     assert_eq!(group.max_creates_per_hour, 60);
 }
+
+#[test]
+fn a_state_url_is_refused_never_taken_for_a_file_and_its_password_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("do-scaler.toml"),
+        "interval = \"10s\"\nstate = \"postgres://scaler:hunter2@db.example.com/scaler\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+    let error = load(&dir.path().join("do-scaler.toml"), &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("do-scaler.toml:2:9"),
+        "names the place: {error}"
+    );
+    assert!(error.contains("state `postgres://…` is a URL"), "{error}");
+    assert!(
+        !error.contains("hunter2"),
+        "never shows the password: {error}"
+    );
+    let overrides = Overrides {
+        state: Some(PathBuf::from("sqlite:///var/lib/x.db")),
+        ..Overrides::default()
+    };
+    let error = load(&example(), &overrides).unwrap_err().to_string();
+    assert!(error.contains("--state / DO_SCALER_STATE"), "{error}");
+    // A path with a colon in it is still a path.
+    std::fs::write(
+        dir.path().join("do-scaler.toml"),
+        "state = \"data/state:1.db\"\n",
+    )
+    .unwrap();
+    assert!(load(&dir.path().join("do-scaler.toml"), &Overrides::default()).is_ok());
+}

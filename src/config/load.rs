@@ -31,6 +31,30 @@ pub const SHIPPED_ACTIONS: &[&str] = &[
     "notify_webhook",
 ];
 
+/// Refuses a `state` that is a URL rather than a file path: this build keeps its state in a
+/// SQLite file, and `postgres://host/db` read as a path would silently make a local file.
+pub fn check_state_path(text: &str) -> Result<(), String> {
+    match text.split_once("://") {
+        Some((scheme, _))
+            if !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) =>
+        {
+            let postgres = matches!(scheme, "postgres" | "postgresql");
+            Err(format!(
+                "state `{scheme}://…` is a URL, and this do-scaler keeps its state in a SQLite file{}: give a path such as \"/var/lib/do-scaler/state.db\"",
+                if postgres {
+                    " (PostgreSQL state is not built yet)"
+                } else {
+                    ""
+                }
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Values from the command line or environment that replace the base file's.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -353,6 +377,18 @@ fn build_base(
             }
         }
     };
+    // A URL is not a file: `postgres://…` must never become a SQLite file of that name.
+    let state_text = overrides
+        .state
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| string_or(&file.state, DEFAULT_STATE_PATH).to_string());
+    if let Err(reason) = check_state_path(&state_text) {
+        match overrides.state {
+            Some(_) => error(None, format!("--state / DO_SCALER_STATE: {reason}")),
+            None => error(file.state.as_ref().map(Spanned::span), reason),
+        }
+    }
     let base = Base {
         path: config_path.to_path_buf(),
         source: source.to_string(),
