@@ -163,7 +163,9 @@ fn launch_do_agent(metadata_url: &str) -> (String, String, f64) {
     let output = Command::new("sh")
         .arg(script)
         .env("DO_SCALER_METADATA_URL", metadata_url)
-        .env("DO_SCALER_METADATA_WAIT", "3")
+        // Four seconds: room for a third try when a loaded machine makes the second one fail
+        // (the wait is counted in whole seconds), and a hung service still ends well inside 15 s.
+        .env("DO_SCALER_METADATA_WAIT", "4")
         .env("DO_AGENT", &agent)
         .output()
         .unwrap();
@@ -201,7 +203,7 @@ fn the_do_agent_launcher_fails_closed() {
                     ("200 OK", "<html>maintenance</html>")
                 } else if request.starts_with("GET /flaky/") {
                     // One failure, then an answer: the retry comes 2 s later, well inside the
-                    // 3 s wait even when the first attempt starts late in a clock second.
+                    // 4 s wait even when the first attempt starts late in a clock second.
                     if flaky.fetch_add(1, Ordering::SeqCst) < 1 {
                         ("503 Service Unavailable", "busy")
                     } else {
