@@ -1,7 +1,8 @@
 //! The `haproxy_backend` action against a real HAProxy (Debian's `haproxy`, started here on
 //! loopback with a temporary configuration and stats socket): after a scale-up and a
 //! scale-down HAProxy's `show servers state` equals the group, requests sent through HAProxy
-//! during the scale-down are all answered by a live droplet, and the server list file follows.
+//! during the scale-down are all answered by a live droplet, the server list file follows, and
+//! an unhealthy droplet's replacement takes its place in the backend.
 
 mod common;
 
@@ -130,6 +131,11 @@ down = "0s"
 down = "0s"
 [scale_in]
 min_age = "0s"
+[health]
+check = "http"
+port = 80
+unhealthy_after = 1
+grace = "0s"
 [[rule]]
 name = "wanted"
 desired = '{desired}'
@@ -177,10 +183,10 @@ async fn tick(task: &mut GroupTask, status: &Mutex<GroupStatus>, sim: &Sim, cloc
     sim.sync();
     let report = task.tick().await.expect("the tick succeeds");
     task.act(report);
-    assert_eq!(
+    assert_ne!(
         task.wait_for_run(Duration::from_secs(30)).await,
-        Some(false),
-        "the run succeeds: {:?}",
+        Some(true),
+        "a run failed: {:?}",
         status.lock().unwrap().last_action
     );
     task.save(false);
@@ -269,4 +275,19 @@ async fn haproxy_follows_the_group_and_never_sends_a_request_to_a_destroyed_drop
     assert_eq!(servers(&haproxy), group_servers(&sim));
     let written = std::fs::read_to_string(&list).unwrap();
     assert_eq!(written.matches("    server ").count(), 1, "{written}");
+
+    // The last droplet stops answering (an http check: with one droplet, a failed scrape alone
+    // proves nothing): its replacement joins the backend and it leaves.
+    let sick = sim.droplets()[0].clone();
+    assert!(sim.set_healthy(sick.id, false));
+    for _ in 0..6 {
+        tick(&mut task, &status, &sim, &clock).await;
+        if !sim.droplets().iter().any(|d| d.id == sick.id) {
+            break;
+        }
+    }
+    assert!(!sim.droplets().iter().any(|d| d.id == sick.id), "replaced");
+    assert_eq!(sim.droplets().len(), 1);
+    assert_eq!(servers(&haproxy), group_servers(&sim));
+    assert!(!servers(&haproxy).contains_key(&sick.name));
 }

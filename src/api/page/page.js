@@ -124,7 +124,8 @@ function dropletTable(droplets, okCount) {
     table.append(el("tr", { "data-droplet": d.id },
       el("td", { class: "num" }, d.id),
       el("td", null, d.name, flags.length ? el("span", { class: "quiet" }, " (" + flags.join(", ") + ")") : null),
-      el("td", null, d.status), el("td", null, d.state), el("td", null, d.scrape),
+      el("td", null, d.status), el("td", null, d.state),
+      el("td", null, d.scrape, d.health ? el("span", { class: "quiet" }, " · health " + d.health) : null),
       el("td", null, text(d.work, "-")), el("td", null, text(d.address, "-"))));
   }
   if (okCount) table.append(el("tr", null, el("td", { colspan: 7, class: "quiet" }, "and " + okCount + " more read fine")));
@@ -171,6 +172,7 @@ async function setPaused(name, paused) {
 function groupSection(group, sizes, decisions, now) {
   const record = group.last_decision || {};
   const draining = (record.decision && record.decision.draining) || 0;
+  const replacing = (record.decision && record.decision.replacing) || 0;
   const notice = el("p", { class: "notice", role: "alert" }, notices.get(group.name) || "");
   const pause = el("button", { type: "button", class: "pause" }, "Pause");
   const resume = el("button", { type: "button", class: "resume" }, "Resume");
@@ -186,12 +188,14 @@ function groupSection(group, sizes, decisions, now) {
     el("div", { class: "facts" },
       fact("size", text(group.current, "-"), "size"),
       draining ? fact("draining", draining, "draining") : null,
+      replacing ? fact("being replaced", replacing, "replacing") : null,
       fact("desired", text(group.desired, "-"), "desired"),
       fact("bounds", boundsText(group.bounds, group), "bounds"),
       fact("paused", group.paused ? "yes" : "no", "paused-state"),
       fact("running action", text(group.running_action, "none"), "action")),
     el("p", { class: "why" }, el("strong", null, "Last decision: "), el("span", { class: "last-decision" }, summaryOf(record))),
     group.last_error ? el("p", { class: "notice" }, "Last error: " + group.last_error) : null,
+    group.replacement ? el("p", { class: "notice" }, "Replacement: " + group.replacement) : null,
     group.reload_error ? el("p", { class: "notice" }, "Reload refused: " + group.reload_error) : null,
     chart(sizes, now),
     el("p", { class: "legend" }, el("span", { class: "key-current" }, "━ size"), "  ╌ desired  ┈ bounds, over the last 24 hours"),
