@@ -167,6 +167,11 @@ async fn an_unhealthy_droplet_is_replaced_launch_first_and_a_restart_resumes_it(
         "{:#?}",
         report.decision.steps
     );
+    let (_, metrics) = daemon.metrics.render_for(None);
+    assert!(
+        metrics.contains("do_scaler_replacing_droplets{group=\"web\"} 1"),
+        "the gauge operators watch:\n{metrics}"
+    );
 
     let mut most = 0;
     for _ in 0..10 {
@@ -194,6 +199,11 @@ async fn an_unhealthy_droplet_is_replaced_launch_first_and_a_restart_resumes_it(
             .unwrap()
             .is_empty(),
         "it succeeded"
+    );
+    let (_, metrics) = daemon.metrics.render_for(None);
+    assert!(
+        metrics.contains("do_scaler_replacements_total{group=\"web\",result=\"replaced\"} 1"),
+        "{metrics}"
     );
 }
 
@@ -225,6 +235,11 @@ async fn replacements_of_a_broken_image_are_destroyed_and_pause_after_three_in_a
         "says how to go on: {why}"
     );
     assert_eq!(sim.created_names().len(), 3, "three tries, then none");
+    let (_, metrics) = daemon.metrics.render_for(None);
+    assert!(
+        metrics.contains("do_scaler_replacements_total{group=\"web\",result=\"failed\"} 3"),
+        "{metrics}"
+    );
     assert!(most <= 4, "never more than one past max: {most}");
     // Every broken replacement was destroyed; the group is what it was.
     for _ in 0..3 {

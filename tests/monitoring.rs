@@ -57,6 +57,10 @@ async fn metrics_validate_start_at_zero_and_cover_the_dashboard_and_alerts() {
         ),
         ("do_scaler_ticks_skipped_total", &["group=\"web\""][..]),
         (
+            "do_scaler_replacements_total",
+            &["group=\"web\"", "result=\"failed\""][..],
+        ),
+        (
             "do_scaler_scrape_failures_total",
             &["group=\"web\"", "reason=\"timeout\""][..],
         ),

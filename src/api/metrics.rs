@@ -41,6 +41,10 @@ pub struct Metrics {
     pub actual: Family<Labels, Gauge>,
     /// Droplets draining before their destroy, by group (billed, not counted in the size).
     pub draining: Family<Labels, Gauge>,
+    /// Unhealthy or stale droplets being replaced, by group (billed, not counted in the size).
+    pub replacing: Family<Labels, Gauge>,
+    /// Replacements ended, by group and result (replaced, failed, cancelled).
+    pub replacements: Family<Labels, Counter>,
     /// 1 when a group is at max and its rules want more.
     pub at_max_wanting_more: Family<Labels, Gauge>,
     /// Consecutive failed scale-ups by group.
@@ -93,6 +97,8 @@ impl Metrics {
             desired: Family::default(),
             actual: Family::default(),
             draining: Family::default(),
+            replacing: Family::default(),
+            replacements: Family::default(),
             at_max_wanting_more: Family::default(),
             action_failures: Family::default(),
             last_success: Family::default(),
@@ -142,6 +148,16 @@ impl Metrics {
             "draining_droplets",
             "Droplets draining before their destroy: billed, not counted in the size",
             metrics.draining.clone(),
+        );
+        registry.register(
+            "replacing_droplets",
+            "Droplets being replaced ([health], [refresh]): billed, not counted in the size",
+            metrics.replacing.clone(),
+        );
+        registry.register(
+            "replacements",
+            "Replacements ended, by result: replaced, failed or cancelled",
+            metrics.replacements.clone(),
         );
         registry.register(
             "at_max_wanting_more",
@@ -271,6 +287,12 @@ impl Metrics {
         let _ = self.action_failures.get_or_create(&Self::group(name));
         let _ = self.at_max_wanting_more.get_or_create(&Self::group(name));
         let _ = self.draining.get_or_create(&Self::group(name));
+        let _ = self.replacing.get_or_create(&Self::group(name));
+        for result in ["replaced", "failed", "cancelled"] {
+            let _ = self
+                .replacements
+                .get_or_create(&Self::group_and(name, "result", result));
+        }
     }
 
     /// Labels for a group.

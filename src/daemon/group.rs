@@ -389,6 +389,10 @@ impl GroupTask {
             .get_or_create(&labels)
             .set(i64::from(decision.draining));
         metrics
+            .replacing
+            .get_or_create(&labels)
+            .set(i64::from(decision.replacing));
+        metrics
             .last_success
             .get_or_create(&labels)
             .set(Utc::now().timestamp_millis() as f64 / 1000.0);

@@ -107,9 +107,29 @@ impl GroupTask {
         let now = self.daemon.clock.now();
         tracing::warn!(group = %name, droplet = old, "the replacement failed: {why}");
         let store = self.daemon.store.clone();
-        if let Err(e) = blocking(|| store.end_replacement(&name, old, &Ended::Failed(why), now)) {
+        let how = Ended::Failed(why);
+        if let Err(e) = blocking(|| store.end_replacement(&name, old, &how, now)) {
             tracing::error!(group = %name, error = %e, "cannot record the end of a replacement");
         }
+        self.count_replacement(&how);
+    }
+
+    /// Counts an ended replacement in `do_scaler_replacements_total`.
+    fn count_replacement(&self, how: &Ended) {
+        let result = match how {
+            Ended::Replaced => "replaced",
+            Ended::Failed(_) => "failed",
+            Ended::Cancelled(_) => "cancelled",
+        };
+        self.daemon
+            .metrics
+            .replacements
+            .get_or_create(&crate::api::metrics::Metrics::group_and(
+                self.name(),
+                "result",
+                result,
+            ))
+            .inc();
     }
 
     /// A replacement still launching: retires the old droplet once the new one passes its
@@ -253,6 +273,7 @@ impl GroupTask {
         if let Err(error) = blocking(|| store.end_replacement(&name, r.old, &how, now)) {
             tracing::error!(group = %name, %error, "cannot record the end of a replacement");
         }
+        self.count_replacement(&how);
         self.replacements.retain(|open| open.old != r.old);
     }
 
