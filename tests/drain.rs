@@ -5,20 +5,20 @@
 //! a draining droplet out and puts a returned one back.
 
 mod common;
+#[path = "common/manual.rs"]
+mod manual;
 
 use chrono::{DateTime, TimeZone, Utc};
 use do_scaler::clock::ManualClock;
-use do_scaler::config::Overrides;
-use do_scaler::daemon::group::{GroupStatus, GroupTask};
-use do_scaler::daemon::run::prepare;
-use do_scaler::daemon::{Daemon, RunOptions, TickReport};
+use do_scaler::daemon::group::GroupTask;
+use do_scaler::daemon::{Daemon, TickReport};
 use do_scaler::policy::MemberState;
 use do_scaler::sim::api::new_load_balancer;
 use do_scaler::sim::queue::{QueueCounts, QueueSettings};
 use do_scaler::sim::{Demand, Sim, SimOptions};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 const LB: &str = "4de7ac8b-495b-4884-9a69-1050c6793cd6";
 
@@ -88,39 +88,15 @@ async fn sim(clock: &ManualClock) -> Sim {
 
 /// The daemon on `dir` (as after a start or a restart) and its group's task.
 async fn start(dir: &Path, sim: &Sim, clock: &ManualClock) -> (Arc<Daemon>, GroupTask) {
-    let token = sim.token().to_string();
-    let daemon = prepare(
-        dir.join("do-scaler.toml"),
-        Overrides {
-            api_url: Some(sim.api_url()),
-            ..Overrides::default()
-        },
-        Arc::new(move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| token.clone())),
-        Arc::new(clock.clone()),
-        RunOptions::new(Duration::from_secs(20)),
-    )
-    .await
-    .unwrap();
-    let group = daemon.generation().config.groups[0].clone();
-    let task = GroupTask::new(
-        daemon.clone(),
-        group,
-        Arc::new(Mutex::new(GroupStatus::default())),
-        Instant::now(),
-    )
-    .unwrap();
+    let (daemon, task, _) = manual::start(dir, sim, clock, Duration::from_secs(20)).await;
     (daemon, task)
 }
 
 /// One interval passes; the group ticks and acts as the daemon does, and its run ends.
 async fn tick(task: &mut GroupTask, sim: &Sim, clock: &ManualClock) -> TickReport {
-    clock.advance(Duration::from_secs(10));
-    sim.sync();
-    let report = task.tick().await.expect("the tick succeeds");
-    task.act(report.clone());
-    task.wait_for_run(Duration::from_secs(20)).await;
-    task.save(false);
-    report
+    manual::tick(task, sim, clock, Duration::from_secs(20))
+        .await
+        .0
 }
 
 fn state_of(report: &TickReport, id: u64) -> Option<MemberState> {

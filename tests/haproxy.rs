@@ -5,13 +5,13 @@
 //! an unhealthy droplet's replacement takes its place in the backend.
 
 mod common;
+#[path = "common/manual.rs"]
+mod manual;
 
 use chrono::{TimeZone, Utc};
 use do_scaler::clock::ManualClock;
-use do_scaler::config::Overrides;
+use do_scaler::daemon::Daemon;
 use do_scaler::daemon::group::{GroupStatus, GroupTask};
-use do_scaler::daemon::run::prepare;
-use do_scaler::daemon::{Daemon, RunOptions};
 use do_scaler::sim::{Sim, SimOptions};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -154,42 +154,24 @@ drain_timeout = "5s"
     )
 }
 
+/// The daemon on `dir` (as after a start or a restart), its group's task and its status.
 async fn start(
     dir: &Path,
     sim: &Sim,
     clock: &ManualClock,
 ) -> (Arc<Daemon>, GroupTask, Arc<Mutex<GroupStatus>>) {
-    let token = sim.token().to_string();
-    let daemon = prepare(
-        dir.join("do-scaler.toml"),
-        Overrides {
-            api_url: Some(sim.api_url()),
-            ..Overrides::default()
-        },
-        Arc::new(move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| token.clone())),
-        Arc::new(clock.clone()),
-        RunOptions::new(Duration::from_secs(30)),
-    )
-    .await
-    .unwrap();
-    let group = daemon.generation().config.groups[0].clone();
-    let status = Arc::new(Mutex::new(GroupStatus::default()));
-    let task = GroupTask::new(daemon.clone(), group, status.clone(), Instant::now()).unwrap();
-    (daemon, task, status)
+    manual::start(dir, sim, clock, Duration::from_secs(30)).await
 }
 
+/// One interval passes; the group ticks and acts, and no run fails.
 async fn tick(task: &mut GroupTask, status: &Mutex<GroupStatus>, sim: &Sim, clock: &ManualClock) {
-    clock.advance(Duration::from_secs(10));
-    sim.sync();
-    let report = task.tick().await.expect("the tick succeeds");
-    task.act(report);
+    let (_, failed) = manual::tick(task, sim, clock, Duration::from_secs(30)).await;
     assert_ne!(
-        task.wait_for_run(Duration::from_secs(30)).await,
+        failed,
         Some(true),
         "a run failed: {:?}",
         status.lock().unwrap().last_action
     );
-    task.save(false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

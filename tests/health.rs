@@ -4,18 +4,18 @@
 //! broken image fail, are destroyed, and pause themselves after three in a row.
 
 mod common;
+#[path = "common/manual.rs"]
+mod manual;
 
 use chrono::{DateTime, TimeZone, Utc};
 use do_scaler::clock::ManualClock;
-use do_scaler::config::Overrides;
 use do_scaler::daemon::group::{GroupStatus, GroupTask};
-use do_scaler::daemon::run::prepare;
-use do_scaler::daemon::{Daemon, RunOptions, TickReport};
+use do_scaler::daemon::{Daemon, TickReport};
 use do_scaler::policy::MemberState;
 use do_scaler::sim::{Sim, SimOptions};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Three droplets wanted, at max; failures count at once (no warmup, no grace).
 fn group(health: &str) -> String {
@@ -68,34 +68,14 @@ async fn start(
     sim: &Sim,
     clock: &ManualClock,
 ) -> (Arc<Daemon>, GroupTask, Arc<Mutex<GroupStatus>>) {
-    let token = sim.token().to_string();
-    let daemon = prepare(
-        dir.join("do-scaler.toml"),
-        Overrides {
-            api_url: Some(sim.api_url()),
-            ..Overrides::default()
-        },
-        Arc::new(move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| token.clone())),
-        Arc::new(clock.clone()),
-        RunOptions::new(Duration::from_secs(20)),
-    )
-    .await
-    .unwrap();
-    let group = daemon.generation().config.groups[0].clone();
-    let status = Arc::new(Mutex::new(GroupStatus::default()));
-    let task = GroupTask::new(daemon.clone(), group, status.clone(), Instant::now()).unwrap();
-    (daemon, task, status)
+    manual::start(dir, sim, clock, Duration::from_secs(20)).await
 }
 
 /// One interval passes; the group ticks and acts as the daemon does, and its run ends.
 async fn tick(task: &mut GroupTask, sim: &Sim, clock: &ManualClock) -> TickReport {
-    clock.advance(Duration::from_secs(10));
-    sim.sync();
-    let report = task.tick().await.expect("the tick succeeds");
-    task.act(report.clone());
-    task.wait_for_run(Duration::from_secs(20)).await;
-    task.save(false);
-    report
+    manual::tick(task, sim, clock, Duration::from_secs(20))
+        .await
+        .0
 }
 
 fn ids(sim: &Sim) -> Vec<u64> {

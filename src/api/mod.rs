@@ -254,20 +254,29 @@ async fn sizes(State(daemon): Shared, headers: HeaderMap, Path(name): Path<Strin
     }
 }
 
+/// The refusal of a POST about group `name`, if it is refused: it needs the token, and the
+/// group must exist.
+fn refuse_post_to_group(daemon: &Daemon, headers: &HeaderMap, name: &str) -> Option<Response> {
+    if !authorized(daemon, headers) {
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            "POST endpoints need the status API token (Authorization: Bearer …)",
+        ));
+    }
+    if !has_group(daemon, name) {
+        return Some(error(StatusCode::NOT_FOUND, "no such group"));
+    }
+    None
+}
+
 async fn set_paused(
     daemon: Arc<Daemon>,
     headers: HeaderMap,
     name: String,
     paused: bool,
 ) -> Response {
-    if !authorized(&daemon, &headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "POST endpoints need the status API token (Authorization: Bearer …)",
-        );
-    }
-    if !has_group(&daemon, &name) {
-        return error(StatusCode::NOT_FOUND, "no such group");
+    if let Some(refused) = refuse_post_to_group(&daemon, &headers, &name) {
+        return refused;
     }
     match daemon.store.set_paused(&name, paused) {
         Ok(()) => {
@@ -304,14 +313,8 @@ async fn set_refresh_paused(
     name: String,
     paused: bool,
 ) -> Response {
-    if !authorized(&daemon, &headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "POST endpoints need the status API token (Authorization: Bearer …)",
-        );
-    }
-    if !has_group(&daemon, &name) {
-        return error(StatusCode::NOT_FOUND, "no such group");
+    if let Some(refused) = refuse_post_to_group(&daemon, &headers, &name) {
+        return refused;
     }
     match daemon.store.set_refresh_paused(&name, paused) {
         Ok(()) => {
