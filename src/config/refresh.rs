@@ -40,10 +40,12 @@ pub struct Refresh {
 /// The prefix of the tag that records which template a droplet was made from.
 pub const FINGERPRINT_PREFIX: &str = "do-scaler-fp:";
 
-/// The tag naming `template`'s fingerprint: a stable hash (FNV-1a, 64 bits, the same in every
-/// build) of what makes a droplet what it is — image, size, region, user data, VPC and tags.
+/// The tag naming the fingerprint of the group `group_tag`'s `template`: a stable hash (FNV-1a,
+/// 64 bits, the same in every build) of what makes a droplet what it is — image, size, region,
+/// user data, VPC and tags — and of the group's tag, so two groups with the same template never
+/// share a fingerprint tag (deleting one group's unused tag would strip the other's droplets).
 /// Names, SSH keys and monitoring are left out: changing them does not make a droplet stale.
-pub fn fingerprint(template: &super::model::DropletTemplate) -> String {
+pub fn fingerprint(group_tag: &str, template: &super::model::DropletTemplate) -> String {
     let mut tags = template.tags.clone();
     tags.sort();
     let image = match &template.image {
@@ -51,6 +53,7 @@ pub fn fingerprint(template: &super::model::DropletTemplate) -> String {
         super::model::Image::Id(id) => format!("id:{id}"),
     };
     let canonical = [
+        group_tag.to_string(),
         image,
         template.size.clone(),
         template.region.clone(),
@@ -196,15 +199,24 @@ image = "ubuntu-24-04-x64"
         assert_eq!(refresh.max_unavailable.of(5), 2);
         assert_eq!(Unavailable::Percent(10).of(3), 1, "at least one");
         assert_eq!(refresh.window.unwrap().timezone, chrono_tz::Europe::Berlin);
-        let tag = fingerprint(&group.template);
+        let tag = fingerprint(&group.tag, &group.template);
         assert_eq!(tag.len(), FINGERPRINT_PREFIX.len() + 16);
         let mut changed = group.template.clone();
         changed.image = crate::config::Image::Slug("ubuntu-22-04-x64".into());
-        assert_ne!(fingerprint(&changed), tag, "a new image is a new template");
+        assert_ne!(
+            fingerprint(&group.tag, &changed),
+            tag,
+            "a new image is a new template"
+        );
+        assert_ne!(
+            fingerprint("api", &group.template),
+            tag,
+            "another group's droplets never share the tag"
+        );
         let mut renamed = group.template.clone();
         renamed.name_prefix = "other".into();
         assert_eq!(
-            fingerprint(&renamed),
+            fingerprint(&group.tag, &renamed),
             tag,
             "a name does not make a droplet stale"
         );

@@ -34,7 +34,7 @@ pub fn stale(group: &Group, report: &TickReport, now: DateTime<Utc>) -> Vec<Stal
     let Some(refresh) = &group.refresh else {
         return Vec::new();
     };
-    let current = fingerprint(&group.template);
+    let current = fingerprint(&group.tag, &group.template);
     let mut found: Vec<(DateTime<Utc>, Stale)> = Vec::new();
     for droplet in &report.listing {
         let Some(shown) = report.droplets.iter().find(|d| d.id == droplet.id) else {

@@ -40,6 +40,12 @@ fn settings() -> HostResult<Settings> {
             "haproxy: [actions.params.{ACTION}] needs socket (HAProxy's stats socket, level admin) and backend (its name)"
         ));
     };
+    if !is_name(&backend) {
+        return fail(format!(
+            "haproxy: [actions.params.{ACTION}] backend `{}` is not a backend name (letters, digits, `.`, `_`, `-`)",
+            backend.escape_default()
+        ));
+    }
     Ok(Settings {
         socket: PathBuf::from(socket),
         backend,
@@ -66,10 +72,15 @@ fn is_address(text: &str) -> bool {
     text.parse::<std::net::SocketAddr>().is_ok()
 }
 
-/// Whether `command` is one the action may send about `backend`; `Err` says why not.
-pub fn check_command(command: &str, backend: &str) -> Result<(), String> {
+/// The command as it is sent, when it is one the action may send about `backend`: its words
+/// joined by single spaces, so HAProxy reads exactly the words judged here. `Err` says why not.
+pub fn check_command(command: &str, backend: &str) -> Result<String, String> {
     if command.chars().any(|c| c == ';' || c.is_control()) {
         return Err("one command at a time: `;` and control characters are refused".into());
+    }
+    // HAProxy splits on ASCII spaces and tabs only; other whitespace would be read differently.
+    if !command.is_ascii() {
+        return Err("commands are ASCII: other characters are refused".into());
     }
     let words: Vec<&str> = command.split_whitespace().collect();
     let ours = |i: usize| words.get(i).is_some_and(|w| is_our_server(w, backend));
@@ -84,7 +95,7 @@ pub fn check_command(command: &str, backend: &str) -> Result<(), String> {
         _ => false,
     };
     if allowed {
-        Ok(())
+        Ok(words.join(" "))
     } else {
         Err(format!(
             "`{command}` is not a command haproxy_backend may send: show servers state, show stat, and add/del/enable/disable server, enable/disable health, set server … state ready|drain|maint, on servers of backend `{backend}`"
@@ -96,9 +107,10 @@ pub fn check_command(command: &str, backend: &str) -> Result<(), String> {
 fn haproxy(command: &str) -> HostResult<String> {
     let ctx = context()?;
     let settings = settings()?;
-    if let Err(why) = check_command(command.trim(), &settings.backend) {
-        return fail(format!("haproxy: {why}"));
-    }
+    let command = match check_command(command, &settings.backend) {
+        Ok(canonical) => canonical,
+        Err(why) => return fail(format!("haproxy: {why}")),
+    };
     let timeout = COMMAND_TIMEOUT.min(
         ctx.deadline
             .saturating_duration_since(std::time::Instant::now()),
@@ -111,7 +123,7 @@ fn haproxy(command: &str) -> HostResult<String> {
         let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
-        stream.write_all(format!("{}\n", command.trim()).as_bytes())?;
+        stream.write_all(format!("{command}\n").as_bytes())?;
         // Not in interactive mode, HAProxy answers one command and closes.
         let mut answer = String::new();
         stream.take(ANSWER_LIMIT).read_to_string(&mut answer)?;
@@ -120,7 +132,7 @@ fn haproxy(command: &str) -> HostResult<String> {
     exchange().or_else(|e| {
         fail(format!(
             "haproxy: {} ({}): {e}; is HAProxy running with `stats socket {} level admin`, and may do-scaler use it (SupplementaryGroups=haproxy)?",
-            command.trim(),
+            command,
             socket.display(),
             socket.display()
         ))
@@ -179,7 +191,7 @@ mod tests {
             "del server web/web-1",
             "enable health web/web-1",
         ] {
-            assert_eq!(check_command(ok, "web"), Ok(()), "{ok}");
+            assert_eq!(check_command(ok, "web"), Ok(ok.to_string()), "{ok}");
         }
         for refused in [
             "show servers state other",
@@ -193,9 +205,17 @@ mod tests {
             "add server web/web-1 not-an-address",
             "shutdown frontend fe",
             "set ssl cert x",
+            "del\u{a0}server web/web-1",
+            "del server\tweb/web-1",
+            "del server web/web\u{2028}-1",
             "",
         ] {
             assert!(check_command(refused, "web").is_err(), "{refused}");
         }
+        // What is sent is what was judged: single spaces, nothing around it.
+        assert_eq!(
+            check_command("  show   servers state  web ", "web").as_deref(),
+            Ok("show servers state web")
+        );
     }
 }

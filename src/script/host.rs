@@ -240,7 +240,10 @@ fn create_droplets(count: i64) -> HostResult<Array> {
     }
     // With `[refresh]`, the droplet records the template it is made from.
     if ctx.group.refresh.is_some() {
-        tags.push(crate::config::refresh::fingerprint(template));
+        tags.push(crate::config::refresh::fingerprint(
+            &ctx.group.tag,
+            template,
+        ));
     }
     let request = CreateDroplets {
         name: None,
