@@ -39,8 +39,9 @@ struct ConfigArgs {
     /// Replaces the base file's api_url (for example a `do-scaler sim`).
     #[arg(long, env = "DIGITALOCEAN_API_URL")]
     api_url: Option<String>,
-    /// Replaces the base file's state database path.
-    #[arg(long, env = "DO_SCALER_STATE")]
+    /// Replaces the base file's `state` (a SQLite file or a PostgreSQL URL). A flag only, never
+    /// an environment variable: a stray variable would silently split a shared state.
+    #[arg(long)]
     state: Option<PathBuf>,
     /// Replaces the status API's listen address.
     #[arg(long)]

@@ -86,7 +86,10 @@ fn command_line_overrides_replace_the_base_file() {
     };
     let config = load(&example(), &overrides).unwrap().config;
     assert_eq!(config.base.api_url, "http://127.0.0.1:4321");
-    assert_eq!(config.base.state_path, PathBuf::from("/tmp/state.db"));
+    assert_eq!(
+        config.base.state,
+        do_scaler::state::Location::File(PathBuf::from("/tmp/state.db"))
+    );
     assert_eq!(config.base.status_api.listen.port(), 0);
 }
 
@@ -125,8 +128,8 @@ fn defaults_fill_a_minimal_group() {
     assert_eq!(group.scale_in.choose, ScaleInChoice::Newest);
     assert!(group.template.monitoring);
     assert_eq!(
-        loaded.config.base.state_path,
-        PathBuf::from("/var/lib/do-scaler/state.db")
+        loaded.config.base.state,
+        do_scaler::state::Location::File(PathBuf::from("/var/lib/do-scaler/state.db"))
     );
     assert!(
         loaded
@@ -148,7 +151,7 @@ fn the_default_spend_guard_follows_the_largest_max_a_schedule_allows() {
 }
 
 #[test]
-fn a_state_url_is_refused_never_taken_for_a_file_and_its_password_never_shown() {
+fn a_state_url_with_a_password_or_another_scheme_is_refused_and_the_password_never_shown() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("do-scaler.toml"),
@@ -163,17 +166,36 @@ fn a_state_url_is_refused_never_taken_for_a_file_and_its_password_never_shown() 
         error.contains("do-scaler.toml:2:9"),
         "names the place: {error}"
     );
-    assert!(error.contains("state `postgres://…` is a URL"), "{error}");
+    assert!(error.contains("state `postgres://…` holds a password"), "{error}");
+    assert!(error.contains("postgres-password"), "says where it goes: {error}");
     assert!(
         !error.contains("hunter2"),
         "never shows the password: {error}"
     );
+    // Without a password it is the shared state; the lease must fit the intervals.
+    std::fs::write(
+        dir.path().join("do-scaler.toml"),
+        "interval = \"10s\"\nstate = \"postgresql://scaler@db.example.com:25060/scaler?sslmode=require\"\n",
+    )
+    .unwrap();
+    let loaded = load(&dir.path().join("do-scaler.toml"), &Overrides::default()).unwrap();
+    assert!(matches!(
+        loaded.config.base.state,
+        do_scaler::state::Location::Postgres(_)
+    ));
+    let timings =
+        do_scaler::config::load::lease_timings(&loaded.config.base, &loaded.config.groups);
+    assert_eq!(timings.lease, Duration::from_secs(80), "2 × (10s + 30s)");
+    let error = load(&with_lease(&dir, "20s"), &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("lease: a lease of 20s is too short"), "{error}");
     let overrides = Overrides {
         state: Some(PathBuf::from("sqlite:///var/lib/x.db")),
         ..Overrides::default()
     };
     let error = load(&example(), &overrides).unwrap_err().to_string();
-    assert!(error.contains("--state / DO_SCALER_STATE"), "{error}");
+    assert!(error.contains("--state: state `sqlite://…`"), "{error}");
     // A path with a colon in it is still a path.
     std::fs::write(
         dir.path().join("do-scaler.toml"),
@@ -181,4 +203,22 @@ fn a_state_url_is_refused_never_taken_for_a_file_and_its_password_never_shown() 
     )
     .unwrap();
     assert!(load(&dir.path().join("do-scaler.toml"), &Overrides::default()).is_ok());
+}
+
+/// A shared-state base file with `lease` and one group ticking every 10 s.
+fn with_lease(dir: &tempfile::TempDir, lease: &str) -> PathBuf {
+    let base = dir.path().join("do-scaler.toml");
+    std::fs::write(
+        &base,
+        format!(
+            "interval = \"10s\"\nlease = \"{lease}\"\nstate = \"postgres://scaler@db.example.com/scaler\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("conf.d/web.toml"),
+        "tag = \"web\"\nmin = 1\nmax = 2\n[droplet]\nregion = \"nyc3\"\nsize = \"s-1vcpu-1gb\"\nimage = \"ubuntu-24-04-x64\"\n",
+    )
+    .unwrap();
+    base
 }

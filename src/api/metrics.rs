@@ -45,6 +45,12 @@ pub struct Metrics {
     pub replacing: Family<Labels, Gauge>,
     /// Replacements ended, by group and result (replaced, failed, cancelled).
     pub replacements: Family<Labels, Counter>,
+    /// 1 on the daemon that leads the group (always, on a SQLite state), 0 on the others.
+    pub leader: Family<Labels, Gauge>,
+    /// Lease renewals (and takings) by group: a leader renews once per tick.
+    pub lease_renewals: Family<Labels, Counter>,
+    /// Leases lost to another daemon, by group.
+    pub lease_losses: Family<Labels, Counter>,
     /// 1 when a group is at max and its rules want more.
     pub at_max_wanting_more: Family<Labels, Gauge>,
     /// Consecutive failed scale-ups by group.
@@ -99,6 +105,9 @@ impl Metrics {
             draining: Family::default(),
             replacing: Family::default(),
             replacements: Family::default(),
+            leader: Family::default(),
+            lease_renewals: Family::default(),
+            lease_losses: Family::default(),
             at_max_wanting_more: Family::default(),
             action_failures: Family::default(),
             last_success: Family::default(),
@@ -153,6 +162,21 @@ impl Metrics {
             "replacing_droplets",
             "Droplets being replaced ([health], [refresh]): billed, not counted in the size",
             metrics.replacing.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 on the daemon that leads the group (always with a SQLite state), 0 on the others",
+            metrics.leader.clone(),
+        );
+        registry.register(
+            "lease_renewals",
+            "Lease renewals by the group's leader (one per tick; PostgreSQL state)",
+            metrics.lease_renewals.clone(),
+        );
+        registry.register(
+            "lease_losses",
+            "Leases this daemon lost to another (PostgreSQL state)",
+            metrics.lease_losses.clone(),
         );
         registry.register(
             "replacements",
@@ -288,6 +312,11 @@ impl Metrics {
         let _ = self.at_max_wanting_more.get_or_create(&Self::group(name));
         let _ = self.draining.get_or_create(&Self::group(name));
         let _ = self.replacing.get_or_create(&Self::group(name));
+        let _ = self.leader.get_or_create(&Self::group(name));
+        self.lease_renewals
+            .get_or_create(&Self::group(name))
+            .inc_by(0);
+        self.lease_losses.get_or_create(&Self::group(name)).inc_by(0);
         for result in ["replaced", "failed", "cancelled"] {
             let _ = self
                 .replacements

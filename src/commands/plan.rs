@@ -92,7 +92,7 @@ pub async fn run(
         // The daemon's state: remembered clocks and the sample history it appends each tick.
         // Beside a running daemon it is read without its lock; otherwise `plan` appends its own
         // scrapes too, so the next `plan` sees rates at once.
-        let kept = open_state(&config.base.state_path);
+        let kept = open_state(&config.base.state);
         let mut memory = match kept.as_ref().map(State::store) {
             Some(store) => store.load(&group.name),
             None => memories.load(&group.name),
@@ -103,7 +103,7 @@ pub async fn run(
             eprintln!(
                 "{}: using the sample history kept in {}",
                 group.name,
-                config.base.state_path.display()
+                config.base.state.describe()
             );
         }
         // What the daemon has in flight: deletes the listing still shows, creates it does not
@@ -168,8 +168,22 @@ impl State {
 }
 
 /// Opens the state database for `plan`: as a writer when no daemon holds it (creating it if
-/// it can), else read-only; `None` when it cannot be used at all.
-fn open_state(path: &std::path::Path) -> Option<State> {
+/// it can), else read-only; `None` when it cannot be used at all. A shared PostgreSQL state is
+/// always read-only here: `plan` never writes what the groups' leaders keep.
+fn open_state(location: &crate::state::Location) -> Option<State> {
+    let path = match location {
+        crate::state::Location::File(path) => path,
+        crate::state::Location::Postgres(_) => {
+            let dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
+            return match crate::state::Store::open_location(location, dir.as_deref()) {
+                Ok(store) => Some(State::ReadOnly(store)),
+                Err(error) => {
+                    eprintln!("cannot read the shared state: {error}");
+                    None
+                }
+            };
+        }
+    };
     match crate::state::Store::open(path) {
         Ok(store) => Some(State::Writable(store)),
         Err(crate::state::StateError::Locked(_)) => crate::state::Store::open_read_only(path)

@@ -31,9 +31,9 @@ pub const SHIPPED_ACTIONS: &[&str] = &[
     "notify_webhook",
 ];
 
-/// Refuses a `state` that is a URL rather than a file path: this build keeps its state in a
-/// SQLite file, and `postgres://host/db` read as a path would silently make a local file.
-pub fn check_state_path(text: &str) -> Result<(), String> {
+/// Reads `state`: a file path, or a PostgreSQL URL (`postgres://…`, `postgresql://…`) without
+/// a password. Any other URL is refused: read as a path it would silently make a local file.
+pub fn parse_state(text: &str) -> Result<Option<String>, String> {
     match text.split_once("://") {
         Some((scheme, _))
             if !scheme.is_empty()
@@ -41,17 +41,24 @@ pub fn check_state_path(text: &str) -> Result<(), String> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) =>
         {
-            let postgres = matches!(scheme, "postgres" | "postgresql");
-            Err(format!(
-                "state `{scheme}://…` is a URL, and this do-scaler keeps its state in a SQLite file{}: give a path such as \"/var/lib/do-scaler/state.db\"",
-                if postgres {
-                    " (PostgreSQL state is not built yet)"
-                } else {
-                    ""
-                }
-            ))
+            if !matches!(scheme, "postgres" | "postgresql") {
+                return Err(format!(
+                    "state `{scheme}://…` is a URL do-scaler cannot use: give a file path such as \"/var/lib/do-scaler/state.db\" or a PostgreSQL URL (postgres://user@host:25060/db?sslmode=verify-full&sslrootcert=/etc/do-scaler/ca.crt)"
+                ));
+            }
+            let parsed = url::Url::parse(text)
+                .map_err(|e| format!("state `{scheme}://…` is not a valid URL: {e}"))?;
+            let has_password = parsed.password().is_some()
+                || parsed.query_pairs().any(|(key, _)| key == "password");
+            if has_password {
+                return Err(format!(
+                    "state `{scheme}://…` holds a password, and this file may be read by others: remove it and give the password as the systemd credential `{}` (LoadCredential=) or in a passfile (mode 0600)",
+                    crate::state::postgres::PASSWORD_CREDENTIAL
+                ));
+            }
+            Ok(Some(text.to_string()))
         }
-        _ => Ok(()),
+        _ => Ok(None),
     }
 }
 
@@ -233,6 +240,9 @@ pub fn load(config_path: &Path, overrides: &Overrides) -> Result<Loaded, LoadErr
         }
     }
     check_across_groups(&identities, &mut diagnostics);
+    if let Err(message) = check_lease(&base, &groups) {
+        diagnostics.push(Diagnostic::for_file(Severity::Error, config_path, message));
+    }
     if diagnostics.iter().any(Diagnostic::is_error) {
         return Err(LoadError {
             diagnostics,
@@ -256,6 +266,36 @@ pub fn load(config_path: &Path, overrides: &Overrides) -> Result<Loaded, LoadErr
         warnings: diagnostics,
         ignored,
     })
+}
+
+/// The lease timings of a configuration (PostgreSQL state): the base file's `lease`, or twice
+/// the longest group interval plus the request timeout.
+pub fn lease_timings(base: &Base, groups: &[Group]) -> crate::state::lease::Timings {
+    let longest = groups
+        .iter()
+        .map(|g| g.interval)
+        .max()
+        .unwrap_or(base.interval);
+    crate::state::lease::Timings {
+        lease: base.lease.unwrap_or_else(|| {
+            crate::state::lease::Timings::default_lease(longest, base.request_timeout)
+        }),
+        longest_request: base.request_timeout,
+    }
+}
+
+/// Refuses a `lease` too short for a group's interval: its leader could never write.
+fn check_lease(base: &Base, groups: &[Group]) -> Result<(), String> {
+    if !matches!(base.state, crate::state::Location::Postgres(_)) {
+        return Ok(());
+    }
+    let timings = lease_timings(base, groups);
+    for group in groups {
+        timings
+            .check(group.interval)
+            .map_err(|why| format!("lease: {why} (group `{}`)", group.name))?;
+    }
+    Ok(())
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
@@ -383,12 +423,31 @@ fn build_base(
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| string_or(&file.state, DEFAULT_STATE_PATH).to_string());
-    if let Err(reason) = check_state_path(&state_text) {
-        match overrides.state {
-            Some(_) => error(None, format!("--state / DO_SCALER_STATE: {reason}")),
-            None => error(file.state.as_ref().map(Spanned::span), reason),
+    let state = match parse_state(&state_text) {
+        Ok(Some(url)) => crate::state::Location::Postgres(url),
+        Ok(None) => crate::state::Location::File(overrides.state.clone().unwrap_or_else(|| {
+            resolve(&base_dir, string_or(&file.state, DEFAULT_STATE_PATH))
+        })),
+        Err(reason) => {
+            match overrides.state {
+                Some(_) => error(None, format!("--state: {reason}")),
+                None => error(file.state.as_ref().map(Spanned::span), reason),
+            }
+            crate::state::Location::File(PathBuf::from(DEFAULT_STATE_PATH))
         }
+    };
+    let request_timeout = file
+        .request_timeout
+        .as_ref()
+        .map(|d| d.get_ref().0)
+        .unwrap_or(Duration::from_secs(30));
+    if request_timeout.is_zero() {
+        error(
+            file.request_timeout.as_ref().map(Spanned::span),
+            "request_timeout must be more than 0s: try \"30s\"".into(),
+        );
     }
+    let lease = file.lease.as_ref().map(|d| d.get_ref().0);
     let base = Base {
         path: config_path.to_path_buf(),
         source: source.to_string(),
@@ -399,10 +458,9 @@ fn build_base(
             .token_file
             .as_ref()
             .map(|f| resolve(&base_dir, f.get_ref())),
-        state_path: overrides
-            .state
-            .clone()
-            .unwrap_or_else(|| resolve(&base_dir, string_or(&file.state, DEFAULT_STATE_PATH))),
+        state,
+        lease,
+        request_timeout,
         conf_dir: resolve(&base_dir, string_or(&file.conf_dir, "conf.d")),
         actions_dir: resolve(&base_dir, string_or(&file.actions_dir, "actions")),
         listing_lag: file

@@ -34,8 +34,13 @@ pub struct Base {
     pub api_url: String,
     /// Token file named in the base file, resolved against its folder.
     pub token_file: Option<PathBuf>,
-    /// SQLite state database path.
-    pub state_path: PathBuf,
+    /// Where the state lives: a SQLite file, or a PostgreSQL database shared by several daemons.
+    pub state: crate::state::Location,
+    /// With PostgreSQL state, the lease a group's leader holds after each renewal (`None`: the
+    /// default, twice the longest interval plus the request timeout).
+    pub lease: Option<Duration>,
+    /// How long one DigitalOcean API request may take.
+    pub request_timeout: Duration,
     /// Folder of group files.
     pub conf_dir: PathBuf,
     /// Folder of action scripts (may not exist).

@@ -27,9 +27,19 @@ pub struct BaseFile {
     /// A file holding the DigitalOcean API token, used when neither `DIGITALOCEAN_TOKEN` nor the
     /// systemd credential `digitalocean-token` is set. Keeps the token out of the config itself.
     pub token_file: Option<Spanned<String>>,
-    /// The SQLite state database (decisions, cooldown clocks, intent journal).
-    /// Default "/var/lib/do-scaler/state.db". Overridden by `--state` / `DO_SCALER_STATE`.
+    /// Where the state lives (decisions, cooldown clocks, intent journal): a SQLite file for
+    /// one daemon, or `postgres://user@host:port/db?sslmode=…` shared by two or three daemons
+    /// that elect one leader per group. Default "/var/lib/do-scaler/state.db". Overridden by
+    /// `--state`.
     pub state: Option<Spanned<String>>,
+    /// With PostgreSQL state: how long a group's leader holds its lease after each renewal (one
+    /// per tick). A follower takes over when it runs out. Default: twice the longest group
+    /// interval plus `request_timeout`.
+    pub lease: Option<Spanned<ConfigDuration>>,
+    /// How long one DigitalOcean API request may take before it is abandoned. A leader sends a
+    /// write only with this much lease left, and a new leader waits this long past the old
+    /// lease before it acts. Default "30s".
+    pub request_timeout: Option<Spanned<ConfigDuration>>,
     /// The folder of group files, one group per `*.toml`. Default "conf.d".
     pub conf_dir: Option<Spanned<String>>,
     /// The folder of action scripts; a script here overrides a shipped one of the same name.

@@ -96,12 +96,15 @@ pub fn needs_restart(running: &Base, next: &Base) -> Option<String> {
             running.instance, next.instance
         ));
     }
-    if running.state_path != next.state_path {
+    if running.state != next.state {
         changed.push(format!(
             "state (from {} to {}: the journal and cooldowns live there)",
-            running.state_path.display(),
-            next.state_path.display()
+            running.state.describe(),
+            next.state.describe()
         ));
+    }
+    if running.lease != next.lease || running.request_timeout != next.request_timeout {
+        changed.push("lease or request_timeout (every leader's timing depends on them)".into());
     }
     if running.status_api.listen != next.status_api.listen {
         changed.push(format!(

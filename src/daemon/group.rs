@@ -37,6 +37,10 @@ pub struct GroupStatus {
     pub last_success: Option<DateTime<Utc>>,
     /// Why unhealthy droplets wait for their replacement (`[health]`), if they do.
     pub replacement: Option<String>,
+    /// Who leads the group (PostgreSQL state): this daemon's or another's lease holder name.
+    pub leader: Option<String>,
+    /// Whether this daemon leads the group (always, on a SQLite state).
+    pub leads: bool,
     /// Ticks so far.
     pub ticks: u64,
     /// When the last tick ended, successful or failed (the watchdog's evidence).
@@ -143,6 +147,10 @@ pub struct GroupTask {
     act_after: Instant,
     history_saved: Instant,
     conflicts: super::conflict::ConflictWatch,
+    /// Whether this daemon leads the group this tick (always, on a SQLite state).
+    leads: bool,
+    /// Whether the group's journal was reconciled since this daemon last became its leader.
+    reconciled: bool,
 }
 
 impl GroupTask {
@@ -158,6 +166,7 @@ impl GroupTask {
         let memory = blocking(|| daemon.store.load(&name));
         blocking(|| runtime.restore_history(&daemon.store, daemon.clock.now()));
         let scraper = daemon.scraper.for_group(SCRAPES_PER_GROUP);
+        let daemon_shares_state = daemon.store.is_shared();
         Ok(GroupTask {
             daemon,
             runtime,
@@ -171,6 +180,8 @@ impl GroupTask {
             act_after,
             history_saved: Instant::now(),
             conflicts: super::conflict::ConflictWatch::default(),
+            leads: false,
+            reconciled: !daemon_shares_state,
         })
     }
 
@@ -182,6 +193,7 @@ impl GroupTask {
     /// and records the decision, metrics and status. `None` when the tick failed.
     pub async fn tick(&mut self) -> Option<TickReport> {
         self.collect_run().await;
+        self.leads = self.lead().await;
         let daemon = self.daemon.clone();
         let name = self.name().to_string();
         let started = Instant::now();
@@ -231,11 +243,70 @@ impl GroupTask {
                 return None;
             }
         };
-        self.watch_for_another_daemon(&in_flight, &report, now);
-        self.settle_in_flight(&in_flight, &deleted, &report, now);
-        self.delete_unused_fingerprints(&client, &report).await;
+        // A follower lists and scrapes, read-only: what the listing settles is the leader's.
+        if self.leads {
+            self.watch_for_another_daemon(&in_flight, &report, now);
+            self.settle_in_flight(&in_flight, &deleted, &report, now);
+            self.delete_unused_fingerprints(&client, &report).await;
+        }
         self.record(&report);
         Some(report)
+    }
+
+    /// Renews the group's lease (a shared state) and says whether this daemon leads it this
+    /// tick. On becoming its leader, once any takeover wait is over, it reconciles the group's
+    /// journal and reloads the group's memory before it decides anything.
+    async fn lead(&mut self) -> bool {
+        let daemon = self.daemon.clone();
+        let name = self.name().to_string();
+        // A dry run never takes a lease: it would keep the real leader from acting.
+        let role = if daemon.options.dry_run && daemon.store.is_shared() {
+            crate::state::lease::Role::Follower {
+                holder: "(a dry run takes no lease)".into(),
+            }
+        } else {
+            blocking(|| daemon.leadership.renew(&name))
+        };
+        let labels = Metrics::group(&name);
+        let leads = role == crate::state::lease::Role::Leader;
+        daemon.metrics.leader.get_or_create(&labels).set(i64::from(leads));
+        if daemon.store.is_shared() {
+            if role.holds() {
+                daemon.metrics.lease_renewals.get_or_create(&labels).inc();
+            } else if self.leads {
+                daemon.metrics.lease_losses.get_or_create(&labels).inc();
+            }
+        }
+        match &role {
+            crate::state::lease::Role::Follower { holder } if self.reconciled || self.leads => {
+                tracing::info!(group = %name, leader = %holder, "another daemon leads the group: following (list and scrape only)");
+            }
+            crate::state::lease::Role::TakingOver { from } => {
+                tracing::info!(group = %name, old_leader = %from, "holding the group's lease; waiting out the old leader's last request before acting");
+            }
+            crate::state::lease::Role::Unknown { error } => {
+                tracing::warn!(group = %name, %error, "cannot renew the group's lease: not acting this tick");
+            }
+            _ => {}
+        }
+        if let Ok(mut status) = self.status.lock() {
+            status.leader = daemon
+                .store
+                .is_shared()
+                .then(|| daemon.leadership.leader(&name))
+                .flatten();
+            status.leads = leads;
+        }
+        if !leads {
+            self.reconciled = false;
+            return false;
+        }
+        if !self.reconciled {
+            super::run::reconcile(&daemon, Some(&name)).await;
+            self.memory = blocking(|| daemon.store.load(&name));
+            self.reconciled = true;
+        }
+        true
     }
 
     /// Deletes the fingerprint tags (`[refresh]`) that the previous listing showed and this
@@ -349,13 +420,18 @@ impl GroupTask {
         let decision = &report.decision;
         let json = report.to_json();
         crate::failpoint::hit("decision.before_record");
-        let recorded = blocking(|| {
+        let leads = self.leads;
+        let recorded = if !leads {
+            Ok(())
+        } else {
+            blocking(|| {
             daemon.store.record_decision(
                 &name,
                 &decision.at.to_rfc3339(),
                 &report.to_record_json().to_string(),
             )
-        });
+        })
+        };
         if let Err(error) = recorded {
             tracing::error!(group = %name, %error, "cannot record the decision");
         }
@@ -366,7 +442,7 @@ impl GroupTask {
             min: decision.bounds.min,
             max: decision.bounds.max,
         };
-        if let Err(error) = blocking(|| daemon.store.record_size(&name, point)) {
+        if leads && let Err(error) = blocking(|| daemon.store.record_size(&name, point)) {
             tracing::error!(group = %name, %error, "cannot record the size history");
         }
         crate::failpoint::hit("decision.after_record");
@@ -484,6 +560,10 @@ impl GroupTask {
         let name = self.name().to_string();
         if daemon.options.dry_run {
             tracing::info!(group = %name, actions = ?report.actions, "dry run: not acting");
+            return false;
+        }
+        if !self.leads {
+            tracing::info!(group = %name, "not this group's leader: not acting");
             return false;
         }
         if Instant::now() < self.act_after {
@@ -660,6 +740,13 @@ impl GroupTask {
         let daemon = self.daemon.clone();
         let name = self.name().to_string();
         crate::failpoint::hit("memory.before_save");
+        if !self.leads {
+            // What the leader keeps is the leader's: a follower's points are dropped.
+            self.runtime.drop_new_points();
+            daemon.metrics.sync_api(&daemon.client());
+            daemon.metrics.sync_state(&daemon.store);
+            return;
+        }
         blocking(|| daemon.store.save(&name, &self.memory));
         // This tick's new points go to the state database (appended, so restarts, `--once`
         // from cron and `plan` see rates at once); old ones are pruned now and then.
@@ -740,6 +827,7 @@ pub fn spawn(daemon: Arc<Daemon>, group: Group, identity: u64, act_after: Instan
         // Stopping: let a running action end (bounded), and record its outcome.
         task.wait_for_run(daemon.options.action_deadline).await;
         task.save(true);
+        blocking(|| daemon.leadership.release(&name));
     });
     GroupHandle {
         identity,
@@ -820,8 +908,14 @@ pub async fn run_once(daemon: &Arc<Daemon>, group: &Group) -> OnceResult {
         result.line.push_str(&format!("; {actions}: {outcome}"));
     } else if blocking(|| daemon.store.is_paused(&name)) {
         result.line.push_str(" (paused: not acting)");
+    } else if !task.leads {
+        let leader = daemon.leadership.leader(&name).unwrap_or_else(|| "another daemon".into());
+        result
+            .line
+            .push_str(&format!(" (not acting: {leader} leads this group)"));
     }
     task.save(true);
+    blocking(|| daemon.leadership.release(&name));
     result
 }
 

@@ -69,6 +69,8 @@ impl RunOptions {
 pub struct Daemon {
     /// The state database.
     pub store: Arc<Store>,
+    /// The groups' leases: on a shared (PostgreSQL) state, only the leader of a group acts.
+    pub leadership: Arc<crate::state::lease::Leadership>,
     /// The scraper (one connection pool for all groups).
     pub scraper: Scraper,
     /// The daemon's metrics.
@@ -120,11 +122,13 @@ impl Daemon {
     /// A runner with the current scripts.
     pub fn runner(&self) -> Runner {
         let store: Arc<dyn Journal> = self.store.clone();
-        Runner::new(self.generation().scripts.clone(), self.client(), store).with_credentials_dir(
-            self.scraper
-                .credentials_dir()
-                .map(std::path::Path::to_path_buf),
-        )
+        Runner::new(self.generation().scripts.clone(), self.client(), store)
+            .with_credentials_dir(
+                self.scraper
+                    .credentials_dir()
+                    .map(std::path::Path::to_path_buf),
+            )
+            .with_leadership(self.leadership.clone())
     }
 
     /// The status of a group, if it runs.
@@ -171,7 +175,9 @@ fn build_client(config: &Config, env: EnvLookup<'_>) -> Result<Client, String> {
         tracing::warn!("{warning}");
     }
     tracing::info!(%source, "DigitalOcean token found");
-    Client::new(ClientOptions::new(config.base.api_url.clone(), token)).map_err(|e| e.to_string())
+    let mut options = ClientOptions::new(config.base.api_url.clone(), token);
+    options.request_timeout = config.base.request_timeout;
+    Client::new(options).map_err(|e| e.to_string())
 }
 
 /// The status API's POST token, if one is configured (warning about a file others can read).
@@ -208,7 +214,11 @@ pub async fn prepare(
             }
         }
     }
-    let store = Arc::new(Store::open(&generation.config.base.state_path)?);
+    let credentials_dir = env("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let state = generation.config.base.state.clone();
+    let store = Arc::new(group::blocking(|| {
+        Store::open_location(&state, credentials_dir.as_deref())
+    })?);
     let lookup = |name: &str| env(name);
     let client = build_client(&generation.config, &lookup).map_err(DaemonError::Client)?;
     let api_token = status_token(&generation.config, &lookup);
@@ -222,7 +232,25 @@ pub async fn prepare(
         .reload_time
         .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
     let (reload_requests, reload_inbox) = mpsc::channel(16);
+    let timings = crate::config::load::lease_timings(
+        &generation.config.base,
+        &generation.config.groups,
+    );
+    let leadership = Arc::new(crate::state::lease::Leadership::new(
+        store.clone(),
+        crate::state::lease::holder_name(),
+        timings,
+    ));
+    if store.is_shared() {
+        tracing::info!(
+            state = %store.describe(),
+            holder = %leadership.holder(),
+            lease_s = timings.lease.as_secs_f64(),
+            "shared state: each group is led by the daemon holding its lease"
+        );
+    }
     let daemon = Arc::new(Daemon {
+        leadership,
         started_at: clock.now(),
         started_with: generation.config.base.clone(),
         reload_requests,
@@ -242,7 +270,10 @@ pub async fn prepare(
         reload_error: Mutex::new(None),
         api_token: RwLock::new(api_token),
     });
-    reconcile(&daemon).await;
+    // On a shared state each group's journal is reconciled by whoever leads it, once it does.
+    if !daemon.store.is_shared() {
+        reconcile(&daemon, None).await;
+    }
     // `--once` from cron costs one listing per 200 droplets when nothing changes: no preflight.
     if !daemon.options.once {
         preflight_warnings(&daemon).await;
@@ -250,12 +281,16 @@ pub async fn prepare(
     Ok(daemon)
 }
 
-/// Settles every journal entry a crash left open, against the tag listing: creates that
-/// landed are adopted, those that did not are settled as not made; nothing is created again
-/// here (the next decision asks afresh, with new names).
-pub async fn reconcile(daemon: &Daemon) {
+/// Settles every journal entry a crash (or a deposed leader) left open, of every group or of
+/// `only` one, against the tag listing: creates that landed are adopted, those that did not
+/// are settled as not made; nothing is created again here (the next decision asks afresh,
+/// with new names).
+pub async fn reconcile(daemon: &Daemon, only: Option<&str>) {
     let pending = match daemon.store.pending() {
-        Ok(pending) => pending,
+        Ok(pending) => pending
+            .into_iter()
+            .filter(|entry| only.is_none_or(|name| entry.group == name))
+            .collect::<Vec<_>>(),
         Err(error) => {
             tracing::error!(%error, "cannot read the journal");
             return;

@@ -342,6 +342,11 @@ impl GroupRuntime {
         restored
     }
 
+    /// Forgets this tick's new points without keeping them (a follower keeps nothing).
+    pub fn drop_new_points(&mut self) {
+        self.history.take_new_points();
+    }
+
     /// Appends this tick's new points to `store` and, when `prune`, deletes what the retention
     /// no longer needs (logged, not fatal, on error).
     pub fn save_history(&mut self, store: &crate::state::Store, now: DateTime<Utc>, prune: bool) {

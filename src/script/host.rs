@@ -50,6 +50,8 @@ pub struct RunContext {
     pub script: Mutex<String>,
     /// Where the systemd credentials that user data names are.
     pub credentials_dir: Option<std::path::PathBuf>,
+    /// The daemon's leases (PostgreSQL state), checked before every DigitalOcean write.
+    pub leadership: Option<Arc<crate::state::lease::Leadership>>,
     /// The name journaled for a replacement's one create (`[health]`), when the run
     /// launches one.
     pub replacement: Option<String>,
@@ -76,6 +78,17 @@ impl RunContext {
 
     fn script_name(&self) -> String {
         self.script.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Refuses a DigitalOcean write unless this daemon leads the group with enough lease left
+    /// for the request (always allowed on a SQLite state).
+    fn may_write(&self, what: &str) -> HostResult<()> {
+        match &self.leadership {
+            Some(leadership) => leadership
+                .may_write(&self.group.name)
+                .or_else(|why| fail(format!("{what}: {why}"))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -268,6 +281,7 @@ fn create_droplets(count: i64) -> HostResult<Array> {
         user_data,
         vpc_uuid: template.vpc_uuid.clone(),
     };
+    ctx.may_write("create_droplets")?;
     crate::failpoint::hit("create.before_journal");
     let entry = ctx
         .journal
@@ -283,6 +297,13 @@ fn create_droplets(count: i64) -> HostResult<Array> {
             ))
         })?;
     crate::failpoint::hit("create.after_journal");
+    // Immediately before the request: the lease must still have room for it.
+    if let Err(why) = ctx.may_write("create_droplets") {
+        if let Err(e) = ctx.journal.settle(entry, "not sent: the lease had no room for it") {
+            tracing::error!(group = %ctx.group.name, error = %e, "cannot settle a journal entry");
+        }
+        return Err(why);
+    }
     let report = match block_on(
         &ctx,
         "create_droplets",
@@ -416,6 +437,7 @@ fn destroy_droplets(ids: Array) -> HostResult<Array> {
             ctx.decision.bounds.min
         ));
     }
+    ctx.may_write("destroy_droplets")?;
     crate::failpoint::hit("destroy.before_journal");
     let entry = ctx
         .journal
@@ -437,9 +459,12 @@ fn destroy_droplets(ids: Array) -> HostResult<Array> {
         if index > 0 {
             crate::failpoint::hit("destroy.between_deletes");
         }
-        let answer = match block_on(&ctx, "destroy_droplets", ctx.client.delete_droplet(*id)) {
-            Ok(answer) => answer.map_err(|e| e.to_string()),
-            Err(deadline) => Err(deadline.to_string()),
+        let answer = match ctx.may_write("destroy_droplets") {
+            Err(why) => Err(why.to_string()),
+            Ok(()) => match block_on(&ctx, "destroy_droplets", ctx.client.delete_droplet(*id)) {
+                Ok(answer) => answer.map_err(|e| e.to_string()),
+                Err(deadline) => Err(deadline.to_string()),
+            },
         };
         match answer {
             Ok(_) => {
@@ -641,6 +666,9 @@ fn digitalocean(method: &str, path: &str, body: Dynamic) -> HostResult<Map> {
     }
     let parsed_method = reqwest::Method::from_bytes(method.as_bytes())
         .or_else(|_| fail(format!("digitalocean: bad method {method}")))?;
+    if parsed_method != reqwest::Method::GET {
+        ctx.may_write("digitalocean")?;
+    }
     let json = if body.is_unit() {
         None
     } else {

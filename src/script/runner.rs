@@ -116,6 +116,7 @@ pub struct Runner {
     journal: Arc<dyn Journal>,
     http: Result<reqwest::Client, super::webhook::WebhookError>,
     credentials_dir: Option<std::path::PathBuf>,
+    leadership: Option<Arc<crate::state::lease::Leadership>>,
 }
 
 fn describe(name: &str, error: &EvalAltResult, deadline: Duration) -> String {
@@ -145,7 +146,15 @@ impl Runner {
             journal,
             http: super::webhook::client(super::webhook::GuardedResolver::system()),
             credentials_dir: None,
+            leadership: None,
         }
+    }
+
+    /// The daemon's leases (PostgreSQL state): every DigitalOcean write first checks that the
+    /// group's lease has room for it.
+    pub fn with_leadership(mut self, leadership: Arc<crate::state::lease::Leadership>) -> Runner {
+        self.leadership = Some(leadership);
+        self
     }
 
     /// Where the systemd credentials that user data names are (`$CREDENTIALS_DIRECTORY`).
@@ -173,6 +182,7 @@ impl Runner {
             http: self.http.clone(),
             script: Mutex::new(String::new()),
             credentials_dir: self.credentials_dir.clone(),
+            leadership: self.leadership.clone(),
             replacement: match &request.purpose {
                 Purpose::Replace { name, .. } => Some(name.clone()),
                 _ => None,

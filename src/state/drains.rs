@@ -4,9 +4,9 @@
 //! service.
 
 use super::StateError;
-use super::sqlite::{Store, store_error};
+use super::Store;
+use super::db::Value;
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 
 /// One draining droplet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,27 +38,29 @@ impl Store {
         deadline: DateTime<Utc>,
         prepared: bool,
     ) -> Result<(), StateError> {
-        self.counted("start_drain", {
-            let conn = self.connection()?;
-            let mut result = Ok(());
-            for id in ids {
-                if let Err(e) = conn.execute(
-                    "INSERT OR IGNORE INTO draining (grp, droplet, since, deadline, prepared)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
-                        group,
-                        *id as i64,
-                        since.to_rfc3339(),
-                        deadline.to_rfc3339(),
-                        prepared
-                    ],
-                ) {
-                    result = Err(store_error(e));
-                    break;
-                }
+        let rows: Vec<[Value; 5]> = ids
+            .iter()
+            .map(|id| {
+                [
+                    group.into(),
+                    (*id).into(),
+                    since.to_rfc3339().into(),
+                    deadline.to_rfc3339().into(),
+                    prepared.into(),
+                ]
+            })
+            .collect();
+        let result = self.leader_write(group, move |conn| {
+            for params in rows {
+                conn.execute(
+                    "INSERT INTO draining (grp, droplet, since, deadline, prepared)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                    &params,
+                )?;
             }
-            result
-        })
+            Ok(())
+        });
+        self.counted("start_drain", result)
     }
 
     /// Marks the drain actions of `ids` as done.
@@ -72,52 +74,40 @@ impl Store {
     }
 
     fn update_drains(&self, group: &str, ids: &[u64], prepared: bool) -> Result<(), StateError> {
-        let conn = self.connection()?;
         let statement = if prepared {
             "UPDATE draining SET prepared = 1 WHERE grp = ?1 AND droplet = ?2"
         } else {
             "DELETE FROM draining WHERE grp = ?1 AND droplet = ?2"
         };
-        for id in ids {
-            conn.execute(statement, params![group, *id as i64])
-                .map_err(store_error)?;
-        }
-        Ok(())
+        let rows: Vec<[Value; 2]> = ids.iter().map(|id| [group.into(), (*id).into()]).collect();
+        self.leader_write(group, move |conn| {
+            for params in rows {
+                conn.execute(statement, &params)?;
+            }
+            Ok(())
+        })
     }
 
     /// The group's draining droplets, oldest drain first.
     pub fn draining(&self, group: &str) -> Result<Vec<Draining>, StateError> {
-        self.counted("draining", {
-            let conn = self.connection()?;
-            let read = || -> Result<Vec<Draining>, rusqlite::Error> {
-                let mut statement = conn.prepare(
-                    "SELECT droplet, since, deadline, prepared FROM draining
-                     WHERE grp = ?1 ORDER BY since, droplet",
-                )?;
-                let rows = statement.query_map(params![group], |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, bool>(3)?,
-                    ))
-                })?;
-                let mut drains = Vec::new();
-                for row in rows {
-                    let (id, since, deadline, prepared) = row?;
-                    // A row whose times cannot be read drains at once rather than never.
-                    let since = parse_time(&since).unwrap_or_default();
-                    drains.push(Draining {
-                        id: id as u64,
-                        since,
-                        deadline: parse_time(&deadline).unwrap_or(since),
-                        prepared,
-                    });
-                }
-                Ok(drains)
-            };
-            read().map_err(store_error)
-        })
+        let rows = self.db.query(
+            "SELECT droplet, since, deadline, prepared FROM draining
+             WHERE grp = ?1 ORDER BY since, droplet",
+            vec![group.into()],
+        );
+        let rows = self.counted("draining", rows)?;
+        let mut drains = Vec::new();
+        for row in rows {
+            // A row whose times cannot be read drains at once rather than never.
+            let since = parse_time(&row.text(1)?).unwrap_or_default();
+            drains.push(Draining {
+                id: row.int(0)? as u64,
+                since,
+                deadline: parse_time(&row.text(2)?).unwrap_or(since),
+                prepared: row.int(3)? != 0,
+            });
+        }
+        Ok(drains)
     }
 }
 

@@ -1,18 +1,24 @@
 //! State that outlives a tick: the intent journal of creates and destroys, group memories,
-//! decisions and pause flags, in SQLite (`sqlite`) or in memory. Every create and
-//! destroy is written here before the API call and settled after it, so a crash in between
-//! is reconciled against the tag listing on the next start.
+//! decisions and pause flags, in SQLite (`sqlite`, one daemon), in PostgreSQL (`postgres`,
+//! several daemons, one leader per group by `lease`) or in memory. Every create and destroy is
+//! written here before the API call and settled after it, so a crash in between is reconciled
+//! against the tag listing on the next start (or by the next leader).
 
+pub mod db;
 pub mod drains;
+pub mod lease;
+pub mod postgres;
+mod postgres_tls;
 pub mod replacements;
 pub mod sizes;
 pub mod sqlite;
+pub mod store;
 
 pub use drains::Draining;
 pub use replacements::{Ended, Phase, Replacement};
 pub use sizes::SizePoint;
 
-pub use sqlite::Store;
+pub use store::Store;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -67,6 +73,36 @@ pub enum StateError {
         .0.display()
     )]
     Locked(PathBuf),
+    /// Another daemon leads the group now: a write only its leader may make was refused.
+    #[error(
+        "group `{group}`: {holder} leads this group now; this daemon lost its lease, and its write was refused"
+    )]
+    Fenced {
+        /// The group.
+        group: String,
+        /// Who holds the lease, as far as the refusal knows.
+        holder: String,
+    },
+}
+
+/// Where the state lives: the base file's `state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite file (one daemon).
+    File(PathBuf),
+    /// A PostgreSQL database (`postgres://…` or `postgresql://…`), shared by several daemons.
+    /// The URL carries no password: that comes from a systemd credential or a passfile.
+    Postgres(String),
+}
+
+impl Location {
+    /// What the location is, for messages: the path, or the URL (which holds no password).
+    pub fn describe(&self) -> String {
+        match self {
+            Location::File(path) => path.display().to_string(),
+            Location::Postgres(url) => url.clone(),
+        }
+    }
 }
 
 /// Where intents are written before they are carried out.

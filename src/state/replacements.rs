@@ -5,9 +5,9 @@
 //! are the hourly limit's count and the evidence for pausing after failures in a row.
 
 use super::StateError;
-use super::sqlite::{Store, store_error};
+use super::Store;
+use super::db::Value;
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 
 /// Where a replacement is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,16 +84,21 @@ impl Store {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StateError> {
-        self.counted("start_replacement", {
-            let conn = self.connection()?;
+        let params: Vec<Value> = vec![
+            group.into(),
+            old.into(),
+            new_name.into(),
+            reason.into(),
+            now.to_rfc3339().into(),
+        ];
+        let result = self.leader_write(group, move |conn| {
             conn.execute(
                 "INSERT INTO replacements (grp, old, new_name, reason, started, phase)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'launching')",
-                params![group, old as i64, new_name, reason, now.to_rfc3339()],
+                &params,
             )
-            .map(|_| ())
-            .map_err(store_error)
-        })
+        });
+        self.counted("start_replacement", result.map(|_| ()))
     }
 
     /// Moves the open replacement of `old` to `phase` (with why, when it is abandoned).
@@ -104,16 +109,20 @@ impl Store {
         phase: Phase,
         failure: Option<&str>,
     ) -> Result<(), StateError> {
-        self.counted("set_replacement_phase", {
-            let conn = self.connection()?;
+        let params: Vec<Value> = vec![
+            group.into(),
+            old.into(),
+            phase.as_str().into(),
+            failure.into(),
+        ];
+        let result = self.leader_write(group, move |conn| {
             conn.execute(
                 "UPDATE replacements SET phase = ?3, failure = COALESCE(?4, failure)
                  WHERE grp = ?1 AND old = ?2 AND ended IS NULL",
-                params![group, old as i64, phase.as_str(), failure],
+                &params,
             )
-            .map(|_| ())
-            .map_err(store_error)
-        })
+        });
+        self.counted("set_replacement_phase", result.map(|_| ()))
     }
 
     /// Ends the open replacement of `old`.
@@ -129,140 +138,125 @@ impl Store {
             Ended::Failed(why) => format!("failed: {why}"),
             Ended::Cancelled(why) => format!("cancelled: {why}"),
         };
-        self.counted("end_replacement", {
-            let conn = self.connection()?;
+        let params: Vec<Value> = vec![
+            group.into(),
+            old.into(),
+            now.to_rfc3339().into(),
+            outcome.into(),
+        ];
+        let old_rows: Vec<Value> = vec![
+            group.into(),
+            (now - chrono::Duration::days(1)).to_rfc3339().into(),
+        ];
+        let result = self.leader_write(group, move |conn| {
             conn.execute(
                 "UPDATE replacements SET ended = ?3, outcome = ?4
                  WHERE grp = ?1 AND old = ?2 AND ended IS NULL",
-                params![group, old as i64, now.to_rfc3339(), outcome],
-            )
-            .and_then(|_| {
-                // A day of ended rows is all the limits read.
-                conn.execute(
-                    "DELETE FROM replacements WHERE grp = ?1 AND ended IS NOT NULL AND ended < ?2",
-                    params![group, (now - chrono::Duration::days(1)).to_rfc3339()],
-                )
-            })
-            .map(|_| ())
-            .map_err(store_error)
-        })
+                &params,
+            )?;
+            // A day of ended rows is all the limits read.
+            conn.execute(
+                "DELETE FROM replacements WHERE grp = ?1 AND ended IS NOT NULL AND ended < ?2",
+                &old_rows,
+            )?;
+            Ok(())
+        });
+        self.counted("end_replacement", result)
     }
 
     /// The group's open replacements, oldest first.
     pub fn replacements(&self, group: &str) -> Result<Vec<Replacement>, StateError> {
-        self.counted("replacements", {
-            let conn = self.connection()?;
-            let read = || -> Result<Vec<Replacement>, rusqlite::Error> {
-                let mut statement = conn.prepare(
-                    "SELECT old, new_name, reason, started, phase, failure FROM replacements
-                     WHERE grp = ?1 AND ended IS NULL ORDER BY started, old",
-                )?;
-                let rows = statement.query_map(params![group], |row| {
-                    Ok(Replacement {
-                        old: row.get::<_, i64>(0)? as u64,
-                        new_name: row.get(1)?,
-                        reason: row.get(2)?,
-                        started: parse_time(&row.get::<_, String>(3)?),
-                        phase: Phase::parse(&row.get::<_, String>(4)?),
-                        failure: row.get(5)?,
-                    })
-                })?;
-                rows.collect()
-            };
-            read().map_err(store_error)
-        })
+        let rows = self.db.query(
+            "SELECT old, new_name, reason, started, phase, failure FROM replacements
+             WHERE grp = ?1 AND ended IS NULL ORDER BY started, old",
+            vec![group.into()],
+        );
+        let rows = self.counted("replacements", rows)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Replacement {
+                    old: row.int(0)? as u64,
+                    new_name: row.text(1)?,
+                    reason: row.text(2)?,
+                    started: parse_time(&row.text(3)?),
+                    phase: Phase::parse(&row.text(4)?),
+                    failure: row.opt_text(5)?,
+                })
+            })
+            .collect()
     }
 
     /// Replacements started since `since`, open or ended.
     pub fn replacements_since(&self, group: &str, since: DateTime<Utc>) -> Result<u32, StateError> {
-        self.counted("replacements_since", {
-            let conn = self.connection()?;
-            conn.query_row(
-                "SELECT COUNT(*) FROM replacements WHERE grp = ?1 AND started >= ?2",
-                params![group, since.to_rfc3339()],
-                |row| row.get::<_, i64>(0),
-            )
-            .map(|n| n as u32)
-            .map_err(store_error)
-        })
+        let row = self.db.query_row(
+            "SELECT COUNT(*) FROM replacements WHERE grp = ?1 AND started >= ?2",
+            vec![group.into(), since.to_rfc3339().into()],
+        );
+        let count = row.and_then(|row| row.map_or(Ok(0), |row| row.int(0)));
+        self.counted("replacements_since", count.map(|n| n as u32))
     }
 
     /// The failures among the last ended replacements, newest first, up to the first that
     /// did not fail or that an operator acknowledged (by resuming the group).
     pub fn failed_replacements_in_a_row(&self, group: &str) -> Result<Vec<String>, StateError> {
-        self.counted("failed_replacements_in_a_row", {
-            let conn = self.connection()?;
-            let read = || -> Result<Vec<String>, rusqlite::Error> {
-                let mut statement = conn.prepare(
-                    "SELECT outcome, acknowledged FROM replacements
-                     WHERE grp = ?1 AND ended IS NOT NULL AND outcome NOT LIKE 'cancelled%'
-                     ORDER BY ended DESC, rowid DESC LIMIT 10",
-                )?;
-                let rows = statement.query_map(params![group], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, bool>(1)?))
-                })?;
-                let mut failed = Vec::new();
-                for row in rows {
-                    let (outcome, acknowledged) = row?;
-                    match outcome.strip_prefix("failed: ") {
-                        Some(why) if !acknowledged => failed.push(why.to_string()),
-                        _ => break,
-                    }
-                }
-                Ok(failed)
-            };
-            read().map_err(store_error)
-        })
+        // `rowid` orders rows ended in the same instant: SQLite's own, PostgreSQL's a column.
+        let rows = self.db.query(
+            "SELECT outcome, acknowledged FROM replacements
+             WHERE grp = ?1 AND ended IS NOT NULL AND outcome NOT LIKE 'cancelled%'
+             ORDER BY ended DESC, rowid DESC LIMIT 10",
+            vec![group.into()],
+        );
+        let rows = self.counted("failed_replacements_in_a_row", rows)?;
+        let mut failed = Vec::new();
+        for row in rows {
+            let outcome = row.text(0)?;
+            match outcome.strip_prefix("failed: ") {
+                Some(why) if row.int(1)? == 0 => failed.push(why.to_string()),
+                _ => break,
+            }
+        }
+        Ok(failed)
     }
 
     /// Acknowledges the group's failed replacements: replacement starts again after it
-    /// paused itself.
+    /// paused itself. An operator's act, through any daemon: not fenced.
     pub fn acknowledge_failed_replacements(&self, group: &str) -> Result<(), StateError> {
-        self.counted("acknowledge_failed_replacements", {
-            let conn = self.connection()?;
-            conn.execute(
-                "UPDATE replacements SET acknowledged = 1
-                 WHERE grp = ?1 AND ended IS NOT NULL AND acknowledged = 0",
-                params![group],
-            )
-            .map(|_| ())
-            .map_err(store_error)
-        })
+        let result = self.db.execute(
+            "UPDATE replacements SET acknowledged = 1
+             WHERE grp = ?1 AND ended IS NOT NULL AND acknowledged = 0",
+            vec![group.into()],
+        );
+        self.counted("acknowledge_failed_replacements", result.map(|_| ()))
     }
 }
 
 impl Store {
     /// Pauses or resumes the group's `[refresh]` (health replacement goes on either way).
     pub fn set_refresh_paused(&self, group: &str, paused: bool) -> Result<(), StateError> {
-        self.counted("set_refresh_paused", {
-            let conn = self.connection()?;
-            if paused {
-                conn.execute(
-                    "INSERT OR IGNORE INTO refresh_paused (grp, since) VALUES (?1, ?2)",
-                    params![group, Utc::now().to_rfc3339()],
-                )
-            } else {
-                conn.execute("DELETE FROM refresh_paused WHERE grp = ?1", params![group])
-            }
-            .map(|_| ())
-            .map_err(store_error)
-        })
+        let result = if paused {
+            self.db.execute(
+                "INSERT INTO refresh_paused (grp, since) VALUES (?1, ?2) ON CONFLICT (grp) DO NOTHING",
+                vec![group.into(), Utc::now().to_rfc3339().into()],
+            )
+        } else {
+            self.db.execute(
+                "DELETE FROM refresh_paused WHERE grp = ?1",
+                vec![group.into()],
+            )
+        };
+        self.counted("set_refresh_paused", result.map(|_| ()))
     }
 
     /// Whether an operator paused the group's `[refresh]`.
     pub fn is_refresh_paused(&self, group: &str) -> bool {
-        let read = || -> Result<bool, StateError> {
-            let conn = self.connection()?;
-            conn.query_row(
-                "SELECT COUNT(*) FROM refresh_paused WHERE grp = ?1",
-                params![group],
-                |row| row.get::<_, i64>(0),
-            )
-            .map(|n| n > 0)
-            .map_err(store_error)
-        };
+        let row = self.db.query_row(
+            "SELECT COUNT(*) FROM refresh_paused WHERE grp = ?1",
+            vec![group.into()],
+        );
+        let paused = row.and_then(|row| row.map_or(Ok(0), |row| row.int(0)));
         // Unreadable: paused, the side that replaces nothing.
-        self.counted("is_refresh_paused", read()).unwrap_or(true)
+        self.counted("is_refresh_paused", paused.map(|n| n > 0))
+            .unwrap_or(true)
     }
 }
 

@@ -3,9 +3,9 @@
 //! a day. The kept decisions are per tick and cover too little time for a day's chart.
 
 use super::StateError;
-use super::sqlite::{Store, store_error};
+use super::Store;
+use super::db::Value;
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 use serde::Serialize;
 
 /// How long points are kept.
@@ -39,53 +39,45 @@ impl Store {
 
     fn write_size(&self, group: &str, point: SizePoint) -> Result<(), StateError> {
         let minute = minute_of(point.at);
-        let conn = self.connection()?;
-        conn.execute(
-            "INSERT INTO sizes (grp, minute, current, desired, min, max) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (grp, minute) DO UPDATE SET current = ?3, desired = ?4, min = ?5, max = ?6",
-            params![group, minute, point.current, point.desired, point.min, point.max],
-        )
-        .map_err(store_error)?;
-        conn.execute(
-            "DELETE FROM sizes WHERE grp = ?1 AND minute < ?2",
-            params![group, minute - SIZES_KEPT.num_minutes()],
-        )
-        .map_err(store_error)?;
-        Ok(())
+        let params: Vec<Value> = vec![
+            group.into(),
+            minute.into(),
+            point.current.into(),
+            point.desired.into(),
+            point.min.into(),
+            point.max.into(),
+        ];
+        let older: Vec<Value> = vec![group.into(), (minute - SIZES_KEPT.num_minutes()).into()];
+        self.leader_write(group, move |conn| {
+            conn.execute(
+                "INSERT INTO sizes (grp, minute, current, desired, min, max) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (grp, minute) DO UPDATE SET current = ?3, desired = ?4, min = ?5, max = ?6",
+                &params,
+            )?;
+            conn.execute("DELETE FROM sizes WHERE grp = ?1 AND minute < ?2", &older)?;
+            Ok(())
+        })
     }
 
     /// A group's points since `since`, oldest first.
     pub fn sizes(&self, group: &str, since: DateTime<Utc>) -> Result<Vec<SizePoint>, StateError> {
-        let conn = self.connection()?;
-        let mut statement = conn
-            .prepare(
-                "SELECT minute, current, desired, min, max FROM sizes
-                 WHERE grp = ?1 AND minute >= ?2 ORDER BY minute",
-            )
-            .map_err(store_error)?;
-        let rows = statement
-            .query_map(params![group, minute_of(since)], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, u32>(1)?,
-                    row.get::<_, u32>(2)?,
-                    row.get::<_, u32>(3)?,
-                    row.get::<_, u32>(4)?,
-                ))
-            })
-            .map_err(store_error)?;
+        let rows = self.db.query(
+            "SELECT minute, current, desired, min, max FROM sizes
+             WHERE grp = ?1 AND minute >= ?2 ORDER BY minute",
+            vec![group.into(), minute_of(since).into()],
+        )?;
         let mut points = Vec::new();
         for row in rows {
-            let (minute, current, desired, min, max) = row.map_err(store_error)?;
-            let Some(at) = DateTime::from_timestamp(minute * 60, 0) else {
+            let Some(at) = DateTime::from_timestamp(row.int(0)? * 60, 0) else {
                 continue;
             };
+            let size = |index| row.int(index).map(|n| n.clamp(0, i64::from(u32::MAX)) as u32);
             points.push(SizePoint {
                 at,
-                current,
-                desired,
-                min,
-                max,
+                current: size(1)?,
+                desired: size(2)?,
+                min: size(3)?,
+                max: size(4)?,
             });
         }
         Ok(points)
