@@ -166,8 +166,14 @@ fn a_state_url_with_a_password_or_another_scheme_is_refused_and_the_password_nev
         error.contains("do-scaler.toml:2:9"),
         "names the place: {error}"
     );
-    assert!(error.contains("state `postgres://…` holds a password"), "{error}");
-    assert!(error.contains("postgres-password"), "says where it goes: {error}");
+    assert!(
+        error.contains("state `postgres://…` holds a password"),
+        "{error}"
+    );
+    assert!(
+        error.contains("postgres-password"),
+        "says where it goes: {error}"
+    );
     assert!(
         !error.contains("hunter2"),
         "never shows the password: {error}"
@@ -189,7 +195,10 @@ fn a_state_url_with_a_password_or_another_scheme_is_refused_and_the_password_nev
     let error = load(&with_lease(&dir, "20s"), &Overrides::default())
         .unwrap_err()
         .to_string();
-    assert!(error.contains("lease: a lease of 20s is too short"), "{error}");
+    assert!(
+        error.contains("lease: a lease of 20s is too short"),
+        "{error}"
+    );
     let overrides = Overrides {
         state: Some(PathBuf::from("sqlite:///var/lib/x.db")),
         ..Overrides::default()

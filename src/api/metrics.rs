@@ -316,7 +316,9 @@ impl Metrics {
         self.lease_renewals
             .get_or_create(&Self::group(name))
             .inc_by(0);
-        self.lease_losses.get_or_create(&Self::group(name)).inc_by(0);
+        self.lease_losses
+            .get_or_create(&Self::group(name))
+            .inc_by(0);
         for result in ["replaced", "failed", "cancelled"] {
             let _ = self
                 .replacements

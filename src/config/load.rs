@@ -425,9 +425,12 @@ fn build_base(
         .unwrap_or_else(|| string_or(&file.state, DEFAULT_STATE_PATH).to_string());
     let state = match parse_state(&state_text) {
         Ok(Some(url)) => crate::state::Location::Postgres(url),
-        Ok(None) => crate::state::Location::File(overrides.state.clone().unwrap_or_else(|| {
-            resolve(&base_dir, string_or(&file.state, DEFAULT_STATE_PATH))
-        })),
+        Ok(None) => crate::state::Location::File(
+            overrides
+                .state
+                .clone()
+                .unwrap_or_else(|| resolve(&base_dir, string_or(&file.state, DEFAULT_STATE_PATH))),
+        ),
         Err(reason) => {
             match overrides.state {
                 Some(_) => error(None, format!("--state: {reason}")),

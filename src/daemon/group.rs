@@ -269,7 +269,11 @@ impl GroupTask {
         };
         let labels = Metrics::group(&name);
         let leads = role == crate::state::lease::Role::Leader;
-        daemon.metrics.leader.get_or_create(&labels).set(i64::from(leads));
+        daemon
+            .metrics
+            .leader
+            .get_or_create(&labels)
+            .set(i64::from(leads));
         if daemon.store.is_shared() {
             if role.holds() {
                 daemon.metrics.lease_renewals.get_or_create(&labels).inc();
@@ -425,12 +429,12 @@ impl GroupTask {
             Ok(())
         } else {
             blocking(|| {
-            daemon.store.record_decision(
-                &name,
-                &decision.at.to_rfc3339(),
-                &report.to_record_json().to_string(),
-            )
-        })
+                daemon.store.record_decision(
+                    &name,
+                    &decision.at.to_rfc3339(),
+                    &report.to_record_json().to_string(),
+                )
+            })
         };
         if let Err(error) = recorded {
             tracing::error!(group = %name, %error, "cannot record the decision");
@@ -909,7 +913,10 @@ pub async fn run_once(daemon: &Arc<Daemon>, group: &Group) -> OnceResult {
     } else if blocking(|| daemon.store.is_paused(&name)) {
         result.line.push_str(" (paused: not acting)");
     } else if !task.leads {
-        let leader = daemon.leadership.leader(&name).unwrap_or_else(|| "another daemon".into());
+        let leader = daemon
+            .leadership
+            .leader(&name)
+            .unwrap_or_else(|| "another daemon".into());
         result
             .line
             .push_str(&format!(" (not acting: {leader} leads this group)"));

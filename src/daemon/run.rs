@@ -232,10 +232,8 @@ pub async fn prepare(
         .reload_time
         .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
     let (reload_requests, reload_inbox) = mpsc::channel(16);
-    let timings = crate::config::load::lease_timings(
-        &generation.config.base,
-        &generation.config.groups,
-    );
+    let timings =
+        crate::config::load::lease_timings(&generation.config.base, &generation.config.groups);
     let leadership = Arc::new(crate::state::lease::Leadership::new(
         store.clone(),
         crate::state::lease::holder_name(),

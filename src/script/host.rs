@@ -299,7 +299,10 @@ fn create_droplets(count: i64) -> HostResult<Array> {
     crate::failpoint::hit("create.after_journal");
     // Immediately before the request: the lease must still have room for it.
     if let Err(why) = ctx.may_write("create_droplets") {
-        if let Err(e) = ctx.journal.settle(entry, "not sent: the lease had no room for it") {
+        if let Err(e) = ctx
+            .journal
+            .settle(entry, "not sent: the lease had no room for it")
+        {
             tracing::error!(group = %ctx.group.name, error = %e, "cannot settle a journal entry");
         }
         return Err(why);

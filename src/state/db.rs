@@ -258,14 +258,16 @@ fn sqlite_query(
     while let Some(row) = rows.next().map_err(super::store::store_error)? {
         let mut values = Vec::with_capacity(columns);
         for index in 0..columns {
-            values.push(match row.get_ref(index).map_err(super::store::store_error)? {
-                ValueRef::Null => Value::Null,
-                ValueRef::Integer(n) => Value::Int(n),
-                ValueRef::Real(x) => Value::Real(x),
-                ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
-                    Value::Text(String::from_utf8_lossy(bytes).into_owned())
-                }
-            });
+            values.push(
+                match row.get_ref(index).map_err(super::store::store_error)? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(n) => Value::Int(n),
+                    ValueRef::Real(x) => Value::Real(x),
+                    ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+                        Value::Text(String::from_utf8_lossy(bytes).into_owned())
+                    }
+                },
+            );
         }
         out.push(Row(values));
     }
@@ -285,9 +287,7 @@ impl Conn for SqliteConn<'_> {
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), StateError> {
-        self.0
-            .execute_batch(sql)
-            .map_err(super::store::store_error)
+        self.0.execute_batch(sql).map_err(super::store::store_error)
     }
 
     fn engine(&self) -> Engine {
@@ -308,9 +308,7 @@ impl Conn for SqliteTx<'_> {
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), StateError> {
-        self.0
-            .execute_batch(sql)
-            .map_err(super::store::store_error)
+        self.0.execute_batch(sql).map_err(super::store::store_error)
     }
 
     fn engine(&self) -> Engine {

@@ -130,11 +130,7 @@ pub fn holder_name() -> String {
     } else {
         "unknown-host".into()
     };
-    format!(
-        "{host}/{}/{:04x}",
-        std::process::id(),
-        fastrand::u16(..)
-    )
+    format!("{host}/{}/{:04x}", std::process::id(), fastrand::u16(..))
 }
 
 impl Leadership {
@@ -180,7 +176,11 @@ impl Leadership {
                      FROM leases WHERE grp = ?1 FOR UPDATE",
                     &[group.as_str().into()],
                 )?;
-                let params: [Value; 3] = [group.as_str().into(), holder.as_str().into(), lease_ms.into()];
+                let params: [Value; 3] = [
+                    group.as_str().into(),
+                    holder.as_str().into(),
+                    lease_ms.into(),
+                ];
                 let Some(row) = row else {
                     let made = conn.query_row(
                         "INSERT INTO leases (grp, holder, token, expires_at)
@@ -189,8 +189,14 @@ impl Leadership {
                         &params,
                     )?;
                     return Ok(match made {
-                        Some(row) => Renewal::Took { token: row.int(0)?, from: None, expired_ms_ago: 0 },
-                        None => Renewal::Other { holder: "another daemon".into() },
+                        Some(row) => Renewal::Took {
+                            token: row.int(0)?,
+                            from: None,
+                            expired_ms_ago: 0,
+                        },
+                        None => Renewal::Other {
+                            holder: "another daemon".into(),
+                        },
                     });
                 };
                 let (current, token, remaining_ms) = (row.text(0)?, row.int(1)?, row.int(2)?);
@@ -211,7 +217,11 @@ impl Leadership {
                      WHERE grp = ?1",
                     &params,
                 )?;
-                Ok(Renewal::Took { token: token + 1, from: Some(current), expired_ms_ago: -remaining_ms })
+                Ok(Renewal::Took {
+                    token: token + 1,
+                    from: Some(current),
+                    expired_ms_ago: -remaining_ms,
+                })
             }
         });
         self.settle_renewal(group, sent, result)
@@ -226,26 +236,45 @@ impl Leadership {
         let valid_until = sent + self.timings.lease - self.timings.margin();
         let mut held = match self.held.lock() {
             Ok(held) => held,
-            Err(e) => return Role::Unknown { error: e.to_string() },
+            Err(e) => {
+                return Role::Unknown {
+                    error: e.to_string(),
+                };
+            }
         };
         let had = held.get(group).copied();
         let role = match result {
             Err(error) => {
                 // The lease may still be ours until `valid_until` of the last renewal; writes
                 // check that on their own. No new decision acts meanwhile.
-                return Role::Unknown { error: error.to_string() };
+                return Role::Unknown {
+                    error: error.to_string(),
+                };
             }
             Ok(Renewal::Kept { token }) => {
                 let act_after = had.map_or(sent, |h| h.act_after);
-                held.insert(group.to_string(), Held { token, valid_until, act_after });
+                held.insert(
+                    group.to_string(),
+                    Held {
+                        token,
+                        valid_until,
+                        act_after,
+                    },
+                );
                 self.store.set_token(group, Some(token));
                 if Instant::now() < act_after {
-                    Role::TakingOver { from: self.leader(group).unwrap_or_default() }
+                    Role::TakingOver {
+                        from: self.leader(group).unwrap_or_default(),
+                    }
                 } else {
                     Role::Leader
                 }
             }
-            Ok(Renewal::Took { token, from, expired_ms_ago }) => {
+            Ok(Renewal::Took {
+                token,
+                from,
+                expired_ms_ago,
+            }) => {
                 // Whatever the old holder sent before its lease ran out has been answered or
                 // abandoned once its longest request has passed since the expiry.
                 let wait = match &from {
@@ -257,10 +286,20 @@ impl Leadership {
                 };
                 held.insert(
                     group.to_string(),
-                    Held { token, valid_until, act_after: sent + wait },
+                    Held {
+                        token,
+                        valid_until,
+                        act_after: sent + wait,
+                    },
                 );
                 self.store.set_token(group, Some(token));
-                tracing::info!(group, token, from = from.as_deref().unwrap_or("nobody"), wait_s = wait.as_secs_f64(), "took the group's lease");
+                tracing::info!(
+                    group,
+                    token,
+                    from = from.as_deref().unwrap_or("nobody"),
+                    wait_s = wait.as_secs_f64(),
+                    "took the group's lease"
+                );
                 match from {
                     Some(from) if !wait.is_zero() => Role::TakingOver { from },
                     _ => Role::Leader,
@@ -347,7 +386,11 @@ impl Leadership {
         if !self.is_shared() {
             return;
         }
-        let had = self.held.lock().ok().and_then(|mut held| held.remove(group));
+        let had = self
+            .held
+            .lock()
+            .ok()
+            .and_then(|mut held| held.remove(group));
         if had.is_none() {
             return;
         }
@@ -358,7 +401,9 @@ impl Leadership {
         );
         match result {
             Ok(_) => tracing::info!(group, "released the group's lease"),
-            Err(error) => tracing::warn!(group, %error, "cannot release the group's lease; it lapses on its own"),
+            Err(error) => {
+                tracing::warn!(group, %error, "cannot release the group's lease; it lapses on its own")
+            }
         }
     }
 }

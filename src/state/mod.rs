@@ -18,10 +18,10 @@ pub use drains::Draining;
 pub use replacements::{Ended, Phase, Replacement};
 pub use sizes::SizePoint;
 
-pub use store::Store;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
+pub use store::Store;
 
 /// What an action was about to do.
 #[derive(Debug, Clone, PartialEq, Eq)]

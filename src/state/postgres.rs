@@ -49,7 +49,10 @@ CREATE TABLE leases (grp TEXT PRIMARY KEY, holder TEXT NOT NULL, token BIGINT NO
 
 /// The tables `state migrate` copies, in order, with their columns.
 pub const TABLES: &[(&str, &str)] = &[
-    ("journal", "id, grp, intent, created_at, settled_at, outcome"),
+    (
+        "journal",
+        "id, grp, intent, created_at, settled_at, outcome",
+    ),
     ("memory", "grp, body"),
     ("decisions", "id, grp, at, body"),
     ("paused", "grp, since, reason"),
@@ -286,7 +289,9 @@ fn find_password(
     if let Some(dir) = credentials_dir {
         let path = dir.join(PASSWORD_CREDENTIAL);
         if let Ok(text) = std::fs::read_to_string(&path) {
-            return Ok(Some(text.trim_end_matches(['\r', '\n']).as_bytes().to_vec()));
+            return Ok(Some(
+                text.trim_end_matches(['\r', '\n']).as_bytes().to_vec(),
+            ));
         }
     }
     let explicit = passfile.is_some() || std::env::var_os("PGPASSFILE").is_some();
@@ -318,7 +323,12 @@ fn find_password(
         Some(postgres::config::Host::Tcp(host)) => host.clone(),
         _ => "localhost".to_string(),
     };
-    let port = config.get_ports().first().copied().unwrap_or(5432).to_string();
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
     let user = config.get_user().unwrap_or_default().to_string();
     let database = config.get_dbname().unwrap_or(&user).to_string();
     Ok(passfile_password(&text, [&host, &port, &database, &user]).map(String::into_bytes))
@@ -512,9 +522,9 @@ fn row_values(row: &postgres::Row) -> Result<Row, StateError> {
             row.try_get::<_, Option<String>>(index)
                 .map(|v| v.map_or(Value::Null, Value::Text))
         };
-        values.push(value.map_err(|e| {
-            StateError::Store(format!("column `{}`: {e}", column.name()))
-        })?);
+        values.push(
+            value.map_err(|e| StateError::Store(format!("column `{}`: {e}", column.name())))?,
+        );
     }
     Ok(Row(values))
 }
@@ -602,9 +612,11 @@ mod tests {
         assert!(error.contains("sslrootcert"), "{error}");
         let settings = Settings::parse("postgres://u@h/db", None).unwrap();
         assert_eq!(settings.ssl_mode, SslMode::Prefer, "libpq's default");
-        let settings =
-            Settings::parse("postgresql://u@h/db?sslmode=verify-ca&sslrootcert=/ca.crt", None)
-                .unwrap();
+        let settings = Settings::parse(
+            "postgresql://u@h/db?sslmode=verify-ca&sslrootcert=/ca.crt",
+            None,
+        )
+        .unwrap();
         assert_eq!(settings.ssl_mode, SslMode::VerifyCa);
         assert_eq!(settings.root_cert.as_deref(), Some(Path::new("/ca.crt")));
         assert_eq!(settings.described, "postgresql://u@h/db");

@@ -41,10 +41,9 @@ pub fn connector(
                 path.display()
             ));
         }
-        let webpki =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| e.to_string())?;
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| e.to_string())?;
         Arc::new(Verify {
             webpki,
             check_name: mode == SslMode::VerifyFull,

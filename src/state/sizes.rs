@@ -71,7 +71,10 @@ impl Store {
             let Some(at) = DateTime::from_timestamp(row.int(0)? * 60, 0) else {
                 continue;
             };
-            let size = |index| row.int(index).map(|n| n.clamp(0, i64::from(u32::MAX)) as u32);
+            let size = |index| {
+                row.int(index)
+                    .map(|n| n.clamp(0, i64::from(u32::MAX)) as u32)
+            };
             points.push(SizePoint {
                 at,
                 current: size(1)?,

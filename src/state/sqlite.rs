@@ -69,7 +69,6 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "CREATE TABLE refresh_paused (grp TEXT PRIMARY KEY, since TEXT NOT NULL);",
 ];
 
-
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path`, taking its writer lock.
     pub fn open(path: &Path) -> Result<Store, StateError> {
@@ -244,7 +243,10 @@ mod tests {
     fn failed_writes_are_counted_not_discarded() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.db")).unwrap();
-        store.db.execute("DROP TABLE decisions", Vec::new()).unwrap();
+        store
+            .db
+            .execute("DROP TABLE decisions", Vec::new())
+            .unwrap();
         store.db.execute("DROP TABLE journal", Vec::new()).unwrap();
         assert!(store.record_decision("web", "now", "{}").is_err());
         assert!(store.settle(1, "done").is_err());

@@ -602,10 +602,7 @@ fn each(group: &str, ids: &[u64], since: String) -> Vec<[Value; 3]> {
 impl MemoryStore for Store {
     fn load(&self, group: &str) -> GroupMemory {
         self.db
-            .query_row(
-                "SELECT body FROM memory WHERE grp = ?1",
-                vec![group.into()],
-            )
+            .query_row("SELECT body FROM memory WHERE grp = ?1", vec![group.into()])
             .ok()
             .flatten()
             .and_then(|row| row.text(0).ok())

@@ -2,6 +2,8 @@
 //! running the binary. Each test crate uses a part of it.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use do_scaler::clock::SystemClock;
 use do_scaler::config::Overrides;
 use do_scaler::daemon::run::{Daemon, prepare};
