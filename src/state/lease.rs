@@ -1,9 +1,9 @@
 //! Leadership per group when several daemons share a PostgreSQL state: a lease row per group
 //! with a fencing token, its expiry taken from the database's clock and renewed each tick.
 //!
-//! - The holder counts its lease as lost at (local monotonic time when it sent the renewal)
-//!   + lease − margin, whatever the database later says, so a daemon that was stopped or cut
-//!   off stops writing on its own.
+//! - The holder counts its lease as lost at the local monotonic time it sent the renewal, plus
+//!   the lease, minus a margin, whatever the database later says, so a daemon that was stopped
+//!   or cut off stops writing on its own.
 //! - Before every DigitalOcean write, [`Leadership::may_write`] asks for at least the longest
 //!   request plus the margin still left on the lease.
 //! - A daemon that takes a lease over from another holder waits for the old lease's expiry

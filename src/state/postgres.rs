@@ -380,23 +380,35 @@ struct Worker {
 }
 
 impl Connection {
-    /// Connects once (so a wrong URL fails at start) and starts the connection's thread.
+    /// Starts the connection's thread and connects once on it (so a wrong URL fails at start;
+    /// the synchronous client never runs on an async runtime's thread).
     fn start(settings: Settings) -> Result<Connection, StateError> {
-        let client = settings.connect()?;
         let described = settings.described.clone();
         let (jobs, inbox) = mpsc::channel::<Work>();
-        let mut worker = Worker {
-            settings,
-            client: Some(client),
-        };
+        let (ready, connected) = mpsc::channel();
         std::thread::Builder::new()
             .name("do-scaler-postgres".into())
             .spawn(move || {
+                let client = match settings.connect() {
+                    Ok(client) => client,
+                    Err(error) => {
+                        let _ = ready.send(Err(error));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(()));
+                let mut worker = Worker {
+                    settings,
+                    client: Some(client),
+                };
                 while let Ok(work) = inbox.recv() {
                     work(&mut worker);
                 }
             })
             .map_err(|e| StateError::Store(format!("cannot start the PostgreSQL thread: {e}")))?;
+        connected
+            .recv()
+            .map_err(|_| StateError::Store("the PostgreSQL connection's thread ended".into()))??;
         Ok(Connection { jobs, described })
     }
 

@@ -112,19 +112,20 @@ impl Postgres {
         );
     }
 
-    /// A new, empty database; returns its `state` URL.
+    /// A new, empty database; returns its `state` URL. (On a thread of its own: the
+    /// synchronous client must not run on a test's async runtime.)
     pub fn database(&self, name: &str) -> String {
-        let mut client = postgres::Client::connect(
-            &format!(
-                "host=127.0.0.1 port={} user=postgres dbname=postgres",
-                self.port
-            ),
-            postgres::NoTls,
-        )
-        .unwrap();
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+        let (port, statement) = (self.port, format!("CREATE DATABASE {name}"));
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(
+                &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+                postgres::NoTls,
+            )
             .unwrap();
+            client.batch_execute(&statement).unwrap();
+        })
+        .join()
+        .unwrap();
         self.url(self.port, name)
     }
 
