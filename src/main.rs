@@ -173,6 +173,11 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Work on the state itself (`state migrate`: SQLite into PostgreSQL).
+    State {
+        #[command(subcommand)]
+        action: StateCommand,
+    },
     /// Run the daemon: tick every group, act on decisions, serve the status API.
     Run {
         #[command(flatten)]
@@ -234,6 +239,22 @@ enum Command {
         /// Timeout of one scrape.
         #[arg(long, default_value = "3s", value_parser = parse_duration)]
         timeout: Duration,
+    },
+}
+
+/// What `do-scaler state` does.
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Copy a SQLite state file into an empty PostgreSQL database (once, with the daemon
+    /// stopped), before every node's `state` points at PostgreSQL.
+    Migrate {
+        /// The SQLite state file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The PostgreSQL URL (no password: it comes from the `postgres-password` credential
+        /// or a passfile).
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -527,6 +548,35 @@ async fn run() -> Result<ExitCode> {
             Ok(remote.run(commands::remote::Request::Resume(group)).await)
         }
         Command::Reload { remote } => Ok(remote.run(commands::remote::Request::Reload).await),
+        Command::State {
+            action: StateCommand::Migrate { from, to },
+        } => {
+            let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+            let copied = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+                let url = do_scaler::config::load::parse_state(&to)
+                    .map_err(anyhow::Error::msg)?
+                    .ok_or_else(|| anyhow::anyhow!("--to must be a postgres:// URL"))?;
+                let source = do_scaler::state::Store::open(&from)?;
+                let target = do_scaler::state::Store::open_location(
+                    &do_scaler::state::Location::Postgres(url),
+                    credentials_dir.as_deref(),
+                )?;
+                let copied = do_scaler::state::copy::sqlite_to_postgres(&source, &target)?;
+                let mut out = format!(
+                    "copied {} into {}:\n",
+                    from.display(),
+                    target.describe()
+                );
+                for (table, rows) in copied {
+                    out.push_str(&format!("  {table}: {rows} rows\n"));
+                }
+                out.push_str("now point every node's `state` at it (after upgrading every node)\n");
+                Ok(out)
+            })
+            .await??;
+            print!("{copied}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Migrate { cfg, out } => {
             let output = commands::migrate::migrate(&cfg, &out);
             Ok(emit(output))

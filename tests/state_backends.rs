@@ -304,3 +304,55 @@ fn a_postgresql_url_with_a_bad_sslmode_or_a_password_is_refused_before_connectin
         "{error}"
     );
 }
+
+#[test]
+fn state_migrate_copies_a_sqlite_state_into_an_empty_postgresql_once() {
+    let Some(cluster) = pg::Postgres::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state.db");
+    {
+        let store = Arc::new(Store::open(&file).unwrap());
+        exercise(&store);
+    }
+    let url = cluster.database("migrated");
+    let migrate = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_do-scaler"))
+            .args(["state", "migrate", "--from"])
+            .arg(&file)
+            .args(["--to", &url])
+            .output()
+            .unwrap()
+    };
+    let out = migrate();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("decisions: 3 rows"), "{stdout}");
+    let copied = Arc::new(Store::open_location(&Location::Postgres(url.clone()), None).unwrap());
+    assert_eq!(copied.pending().unwrap()[0].intent, Intent::Destroy { ids: vec![7, 8] });
+    assert_eq!(copied.load("web").up_failures, 1);
+    assert_eq!(copied.decisions("web", 10).unwrap().len(), 3);
+    assert_eq!(copied.draining("web").unwrap().len(), 1);
+    assert!(copied.is_refresh_paused("web"));
+    let mut points = 0;
+    copied
+        .load_samples("web", 0, |_, _, series| points += series.len())
+        .unwrap();
+    assert_eq!(points, 2);
+    // New rows go on after the copied ids.
+    let leadership = Leadership::new(copied.clone(), "after".into(), timings());
+    assert_eq!(leadership.renew("web"), Role::Leader);
+    let next = copied
+        .intend("web", &Intent::Destroy { ids: vec![3] })
+        .unwrap();
+    assert!(next > 2, "{next}");
+    // A second copy into a database that holds state is refused.
+    let again = migrate();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already holds do-scaler state"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}

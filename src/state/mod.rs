@@ -4,6 +4,7 @@
 //! written here before the API call and settled after it, so a crash in between is reconciled
 //! against the tag listing on the next start (or by the next leader).
 
+pub mod copy;
 pub mod db;
 pub mod drains;
 pub mod lease;
