@@ -562,11 +562,7 @@ async fn run() -> Result<ExitCode> {
                     credentials_dir.as_deref(),
                 )?;
                 let copied = do_scaler::state::copy::sqlite_to_postgres(&source, &target)?;
-                let mut out = format!(
-                    "copied {} into {}:\n",
-                    from.display(),
-                    target.describe()
-                );
+                let mut out = format!("copied {} into {}:\n", from.display(), target.describe());
                 for (table, rows) in copied {
                     out.push_str(&format!("  {table}: {rows} rows\n"));
                 }

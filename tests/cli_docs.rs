@@ -26,6 +26,7 @@ const SUBCOMMANDS: &[&str] = &[
     "resume",
     "reload",
     "migrate",
+    "state",
     "run",
     "plan",
     "completions",

@@ -204,6 +204,31 @@ async fn a_leader_killed_hard_is_succeeded_within_the_bound_by_one_of_two_follow
     .await;
     // Followers list and scrape, and never act: the group stays as the leader made it.
     assert_eq!(sim.created_names().len(), 3);
+    // Every daemon's status API, and `plan`, say who leads.
+    let led = get(&format!(
+        "http://127.0.0.1:{}/api/v1/groups/web",
+        first.port
+    ))
+    .await;
+    let followed = get(&format!(
+        "http://127.0.0.1:{}/api/v1/groups/web",
+        second.port
+    ))
+    .await;
+    assert_eq!(led["leads"], true, "{led}");
+    assert_eq!(followed["leads"], false, "{followed}");
+    let leader = led["leader"].as_str().unwrap().to_string();
+    assert_eq!(followed["leader"], leader.as_str(), "{followed}");
+    let plan = Command::new(env!("CARGO_BIN_EXE_do-scaler"))
+        .args(["plan", "web", "--wait", "0s", "--config"])
+        .arg(dir.path().join("do-scaler.toml"))
+        .env("DIGITALOCEAN_API_URL", sim.api_url())
+        .env("DIGITALOCEAN_TOKEN", sim.token())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&plan.stderr);
+    assert!(said.contains(&format!("web: led by {leader}")), "{said}");
+    assert_eq!(sim.created_names().len(), 3, "plan never acts");
     settled_listing(&url, &[&first]).await;
     // The leader dies at once; a droplet goes with it, so the group needs one more.
     first.kill();

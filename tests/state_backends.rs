@@ -327,10 +327,17 @@ fn state_migrate_copies_a_sqlite_state_into_an_empty_postgresql_once() {
     };
     let out = migrate();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("decisions: 3 rows"), "{stdout}");
     let copied = Arc::new(Store::open_location(&Location::Postgres(url.clone()), None).unwrap());
-    assert_eq!(copied.pending().unwrap()[0].intent, Intent::Destroy { ids: vec![7, 8] });
+    assert_eq!(
+        copied.pending().unwrap()[0].intent,
+        Intent::Destroy { ids: vec![7, 8] }
+    );
     assert_eq!(copied.load("web").up_failures, 1);
     assert_eq!(copied.decisions("web", 10).unwrap().len(), 3);
     assert_eq!(copied.draining("web").unwrap().len(), 1);

@@ -172,6 +172,8 @@ fn group_summary(daemon: &Daemon, name: &str) -> Option<serde_json::Value> {
         "last_action": status.last_action,
         "last_error": status.last_error,
         "replacement": status.replacement,
+        "leader": status.leader,
+        "leads": status.leads,
         "last_success": status.last_success,
         "ticks": status.ticks,
         "generation": generation.number,

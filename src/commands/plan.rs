@@ -97,6 +97,18 @@ pub async fn run(
             Some(store) => store.load(&group.name),
             None => memories.load(&group.name),
         };
+        // A shared state says who leads the group; `plan` itself never takes a lease.
+        if let Some(store) = kept.as_ref().map(State::store).filter(|s| s.is_shared()) {
+            let leaders = crate::state::lease::current_leaders(store).unwrap_or_default();
+            match leaders.get(&group.name) {
+                Some((holder, true)) => eprintln!("{}: led by {holder}", group.name),
+                Some((holder, false)) => eprintln!(
+                    "{}: no daemon leads it now (the lease of {holder} has run out)",
+                    group.name
+                ),
+                None => eprintln!("{}: no daemon has led it yet", group.name),
+            }
+        }
         if let Some(store) = kept.as_ref().map(State::store)
             && runtime.restore_history(store, Utc::now()) > 0
         {

@@ -456,6 +456,14 @@ fn group_detail(group: &Value) -> String {
     if let Some(why) = group["replacement"].as_str() {
         let _ = writeln!(out, "replacement:    {why}");
     }
+    if let Some(leader) = group["leader"].as_str() {
+        let this = if group["leads"].as_bool() == Some(true) {
+            " (this daemon)"
+        } else {
+            " (this daemon follows)"
+        };
+        let _ = writeln!(out, "leader:         {leader}{this}");
+    }
     if let Some(problem) = group["digitalocean_last_problem"].as_str() {
         let _ = writeln!(out, "API problem:    {problem}");
     }

@@ -287,7 +287,8 @@ fn find_password(
     described: &str,
 ) -> Result<Option<Vec<u8>>, StateError> {
     if let Some(dir) = credentials_dir {
-        let path = dir.join(PASSWORD_CREDENTIAL);
+        // As named, or as the unit's directory load names it (`do-scaler_postgres-password`).
+        let path = crate::config::credentials::credential_path(dir, PASSWORD_CREDENTIAL);
         if let Ok(text) = std::fs::read_to_string(&path) {
             return Ok(Some(
                 text.trim_end_matches(['\r', '\n']).as_bytes().to_vec(),
@@ -643,6 +644,14 @@ mod tests {
             settings.config.get_password(),
             Some(&b"from-credential"[..])
         );
+    }
+
+    #[test]
+    fn the_credential_is_found_under_the_units_directory_name_too() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("do-scaler_postgres-password"), "loaded").unwrap();
+        let settings = Settings::parse("postgres://u@h/db", Some(dir.path())).unwrap();
+        assert_eq!(settings.config.get_password(), Some(&b"loaded"[..]));
     }
 
     #[test]

@@ -196,6 +196,7 @@ function groupSection(group, sizes, decisions, now) {
     el("p", { class: "why" }, el("strong", null, "Last decision: "), el("span", { class: "last-decision" }, summaryOf(record))),
     group.last_error ? el("p", { class: "notice" }, "Last error: " + group.last_error) : null,
     group.replacement ? el("p", { class: "notice" }, "Replacement: " + group.replacement) : null,
+    group.leader ? el("p", {}, "Leader: " + group.leader + (group.leads ? " (this daemon)" : " (this daemon follows)")) : null,
     group.reload_error ? el("p", { class: "notice" }, "Reload refused: " + group.reload_error) : null,
     chart(sizes, now),
     el("p", { class: "legend" }, el("span", { class: "key-current" }, "━ size"), "  ╌ desired  ┈ bounds, over the last 24 hours"),
