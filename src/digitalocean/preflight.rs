@@ -74,10 +74,23 @@ impl Findings {
     }
 }
 
+/// Daemons counted in the API budget when the state is shared: followers list every tick too,
+/// and the high-availability guide runs at most three.
+pub const SHARED_STATE_DAEMONS: u64 = 3;
+
+/// How many daemons list the groups with one token: one, or [`SHARED_STATE_DAEMONS`] when the
+/// state is PostgreSQL (every follower lists and scrapes, read-only).
+pub fn listing_daemons(config: &Config) -> u64 {
+    match config.base.state {
+        crate::state::Location::Postgres(_) => SHARED_STATE_DAEMONS,
+        crate::state::Location::File(_) => 1,
+    }
+}
+
 /// Calls per hour the configuration needs in steady state: one list call per 200 droplets
-/// of each group's `max`, every tick.
+/// of each group's `max`, every tick, by every daemon that lists.
 pub fn projected_calls_per_hour(config: &Config) -> u64 {
-    config
+    let one: u64 = config
         .groups
         .iter()
         .map(|group| {
@@ -85,7 +98,8 @@ pub fn projected_calls_per_hour(config: &Config) -> u64 {
             let pages = (u64::from(group.max).max(1)).div_ceil(u64::from(PER_PAGE));
             (ticks * pages as f64).ceil() as u64
         })
-        .sum()
+        .sum();
+    one * listing_daemons(config)
 }
 
 /// Runs every preflight check. API failures become findings; nothing here changes the
@@ -217,7 +231,11 @@ pub async fn preflight(client: &Client, config: &Config, may_write: bool) -> Vec
             &base_file,
             "interval",
             format!(
-                "the configured intervals need about {calls} API calls an hour for listing alone; DigitalOcean allows {HOURLY_LIMIT} per token: lengthen the intervals"
+                "the configured intervals need about {calls} API calls an hour for listing alone{}; DigitalOcean allows {HOURLY_LIMIT} per token: lengthen the intervals",
+                match listing_daemons(config) {
+                    1 => String::new(),
+                    n => format!(" (by {n} daemons sharing the state: followers list too)"),
+                }
             ),
         );
     }
