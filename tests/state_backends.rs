@@ -122,6 +122,21 @@ fn exercise(store: &Arc<Store>) {
         .load_samples("web", 0, |_, _, series| left += series.len())
         .unwrap();
     assert_eq!(left, 2);
+    // A large tick goes in batches; every point comes back, in order.
+    let many: Vec<_> = (0..1_201)
+        .map(|i| (3u64, labels.clone(), 10_000 + i as i64, i as f64))
+        .collect();
+    store.append_samples("web", &many).unwrap();
+    let mut back = Vec::new();
+    store
+        .load_samples("web", 10_000, |_, _, series| back.extend(series))
+        .unwrap();
+    assert_eq!(back.len(), 1_201);
+    assert!(
+        back.iter()
+            .enumerate()
+            .all(|(i, (t, v))| *t == 10_000 + i as i64 && *v == i as f64)
+    );
     // Sizes, drains, replacements, refresh pauses.
     let at = Utc::now();
     store
@@ -346,7 +361,7 @@ fn state_migrate_copies_a_sqlite_state_into_an_empty_postgresql_once() {
     copied
         .load_samples("web", 0, |_, _, series| points += series.len())
         .unwrap();
-    assert_eq!(points, 2);
+    assert_eq!(points, 2 + 1_201);
     // New rows go on after the copied ids.
     let leadership = Leadership::new(copied.clone(), "after".into(), timings());
     assert_eq!(leadership.renew("web"), Role::Leader);

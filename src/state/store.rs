@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex};
 /// Decisions kept per group.
 const DECISIONS_KEPT: i64 = 1000;
 
+/// Sample rows per `INSERT` (three parameters each; both engines take thousands).
+const SAMPLES_PER_INSERT: usize = 500;
+
 pub(super) fn store_error(error: impl std::fmt::Display) -> StateError {
     StateError::Store(error.to_string())
 }
@@ -309,33 +312,43 @@ impl Store {
         }
         let group_value: Value = group.into();
         self.leader_write(group, move |conn| {
-            let mut ids: std::collections::HashMap<(u64, String), i64> =
-                std::collections::HashMap::new();
+            // The group's series in one query, new ones added; then the points in batches:
+            // a handful of round trips per tick, not one per point (PostgreSQL is remote).
+            let mut ids: std::collections::HashMap<(u64, String), i64> = conn
+                .query(
+                    "SELECT id, droplet, labels FROM series WHERE grp = ?1",
+                    std::slice::from_ref(&group_value),
+                )?
+                .iter()
+                .map(|row| Ok(((row.int(1)? as u64, row.text(2)?), row.int(0)?)))
+                .collect::<Result<_, StateError>>()?;
+            let mut rows = Vec::with_capacity(owned.len());
             for (droplet, text, t, bits) in owned {
                 let key = (droplet, text);
                 let id = match ids.get(&key) {
                     Some(id) => *id,
                     None => {
                         let params = [group_value.clone(), droplet.into(), key.1.clone().into()];
-                        let found = conn.query_row(
-                            "SELECT id FROM series WHERE grp = ?1 AND droplet = ?2 AND labels = ?3",
+                        let id = returned_id(conn.query_row(
+                            "INSERT INTO series (grp, droplet, labels) VALUES (?1, ?2, ?3) RETURNING id",
                             &params,
-                        )?;
-                        let id = match found {
-                            Some(row) => row.int(0)?,
-                            None => returned_id(conn.query_row(
-                                "INSERT INTO series (grp, droplet, labels) VALUES (?1, ?2, ?3) RETURNING id",
-                                &params,
-                            )?)?,
-                        };
+                        )?)?;
                         ids.insert(key, id);
                         id
                     }
                 };
-                conn.execute(
-                    "INSERT INTO samples (series, t, v) VALUES (?1, ?2, ?3)",
-                    &[id.into(), t.into(), bits.into()],
-                )?;
+                rows.push([Value::Int(id), Value::Int(t), Value::Int(bits)]);
+            }
+            for chunk in rows.chunks(SAMPLES_PER_INSERT) {
+                let marks: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("(?{}, ?{}, ?{})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO samples (series, t, v) VALUES {}",
+                    marks.join(", ")
+                );
+                let params: Vec<Value> = chunk.iter().flatten().cloned().collect();
+                conn.execute(&sql, &params)?;
             }
             Ok(())
         })
