@@ -18,5 +18,8 @@ echo
 echo "== reaction time (irate and the example's rate[2m] rule, 5 s interval) and a 25-droplet scale-up's API calls"
 cargo bench --bench reaction 2>/dev/null
 echo
+echo "== a leader's tick of state writes on SQLite and on PostgreSQL (throwaway cluster on loopback)"
+cargo bench --bench state 2>/dev/null
+echo
 echo "== peak memory of do-scaler run: 1,000 droplets, 5 s interval, [10m] ranges (12 minutes)"
 bash bench/memory.sh

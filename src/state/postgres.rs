@@ -378,7 +378,14 @@ type Work = Box<dyn FnOnce(&mut Worker) + Send>;
 struct Worker {
     settings: Settings,
     client: Option<postgres::Client>,
+    /// Statements prepared on this session, by their text: each is parsed once, so a
+    /// statement costs one round trip instead of two.
+    statements: std::collections::HashMap<String, postgres::Statement>,
 }
+
+/// Prepared statements kept per session before the cache starts afresh (the sample inserts'
+/// last batch varies in size).
+const STATEMENTS_KEPT: usize = 128;
 
 impl Connection {
     /// Starts the connection's thread and connects once on it (so a wrong URL fails at start;
@@ -401,6 +408,7 @@ impl Connection {
                 let mut worker = Worker {
                     settings,
                     client: Some(client),
+                    statements: std::collections::HashMap::new(),
                 };
                 while let Ok(work) = inbox.recv() {
                     work(&mut worker);
@@ -437,21 +445,25 @@ impl Connection {
 }
 
 impl Worker {
-    fn client(&mut self) -> Result<&mut postgres::Client, StateError> {
+    fn run<T>(&mut self, job: Job<T>, transaction: bool) -> Result<T, StateError> {
         let client = match self.client.take() {
             Some(client) if !client.is_closed() => client,
-            _ => self.settings.connect()?,
+            _ => {
+                // A new session: statements prepared on the old one are gone with it.
+                self.statements.clear();
+                self.settings.connect()?
+            }
         };
-        Ok(self.client.insert(client))
-    }
-
-    fn run<T>(&mut self, job: Job<T>, transaction: bool) -> Result<T, StateError> {
-        let client = self.client()?;
+        let client = self.client.insert(client);
+        if self.statements.len() > STATEMENTS_KEPT {
+            self.statements.clear();
+        }
+        let statements = &mut self.statements;
         if !transaction {
-            return job(&mut PgConn(client));
+            return job(&mut PgConn(client, statements));
         }
         let mut tx = client.transaction().map_err(pg_error)?;
-        let value = job(&mut PgConn(&mut tx))?;
+        let value = job(&mut PgConn(&mut tx, statements))?;
         tx.commit().map_err(pg_error)?;
         Ok(value)
     }
@@ -481,24 +493,39 @@ pub fn placeholders(sql: &str) -> String {
     out
 }
 
-struct PgConn<'a, C: postgres::GenericClient>(&'a mut C);
+struct PgConn<'a, C: postgres::GenericClient>(
+    &'a mut C,
+    &'a mut std::collections::HashMap<String, postgres::Statement>,
+);
+
+impl<C: postgres::GenericClient> PgConn<'_, C> {
+    /// The statement for `sql`, prepared once per session.
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, StateError> {
+        if let Some(statement) = self.1.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self
+            .0
+            .prepare(placeholders(sql).as_str())
+            .map_err(pg_error)?;
+        self.1.insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+}
 
 impl<C: postgres::GenericClient> Conn for PgConn<'_, C> {
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StateError> {
+        let statement = self.statement(sql)?;
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
             params.iter().map(|p| p as _).collect();
-        self.0
-            .execute(placeholders(sql).as_str(), &refs)
-            .map_err(pg_error)
+        self.0.execute(&statement, &refs).map_err(pg_error)
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StateError> {
+        let statement = self.statement(sql)?;
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
             params.iter().map(|p| p as _).collect();
-        let rows = self
-            .0
-            .query(placeholders(sql).as_str(), &refs)
-            .map_err(pg_error)?;
+        let rows = self.0.query(&statement, &refs).map_err(pg_error)?;
         rows.iter().map(row_values).collect()
     }
 
