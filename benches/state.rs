@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[path = "../tests/common/postgres.rs"]
+#[allow(dead_code)]
 mod postgres;
 
 /// The PostgreSQL harness's "absent" report: a benchmark just says so.
