@@ -378,3 +378,62 @@ fn state_migrate_copies_a_sqlite_state_into_an_empty_postgresql_once() {
         String::from_utf8_lossy(&again.stderr)
     );
 }
+
+#[test]
+fn sslmode_verifies_the_server_as_libpq_does() {
+    let Some(cluster) = pg::Postgres::start_with_tls() else {
+        return;
+    };
+    cluster.database("tls");
+    let ca = cluster.path().join("ca.crt").display().to_string();
+    // Another CA, which signed nothing the server has.
+    let stranger = tempfile::tempdir().unwrap();
+    let other_ca = stranger.path().join("other.crt");
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout"])
+        .arg(stranger.path().join("other.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .args(["-days", "2", "-subj", "/CN=stranger"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let other_ca = other_ca.display().to_string();
+    let port = cluster.port;
+    let open = |host: &str, query: &str| {
+        Store::open_location(
+            &Location::Postgres(format!("postgres://postgres@{host}:{port}/tls?{query}")),
+            None,
+        )
+    };
+    // Encrypted without checking who answers: the default (prefer), require.
+    for query in ["", "sslmode=require"] {
+        assert!(open("127.0.0.1", query).is_ok(), "{query}");
+    }
+    // verify-full: the chain and the name; verify-ca: the chain only.
+    assert!(
+        open(
+            "localhost",
+            &format!("sslmode=verify-full&sslrootcert={ca}")
+        )
+        .is_ok()
+    );
+    let wrong_name = open(
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(wrong_name.contains("cannot connect"), "{wrong_name}");
+    assert!(open("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={ca}")).is_ok());
+    for mode in ["verify-ca", "verify-full", "require"] {
+        let refused = open(
+            "localhost",
+            &format!("sslmode={mode}&sslrootcert={other_ca}"),
+        );
+        assert!(
+            refused.is_err(),
+            "{mode} with a CA that signed nothing passed"
+        );
+    }
+}

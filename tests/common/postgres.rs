@@ -41,6 +41,16 @@ pub fn free_port() -> u16 {
 impl Postgres {
     /// Starts a cluster, or says it is skipped (failing under CI) where PostgreSQL is absent.
     pub fn start() -> Option<Postgres> {
+        Postgres::start_with(false)
+    }
+
+    /// As [`Postgres::start`], serving TLS with a certificate for `localhost` signed by a CA
+    /// of its own (`ca.crt` in [`Postgres::path`]), made with `openssl`.
+    pub fn start_with_tls() -> Option<Postgres> {
+        Postgres::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Option<Postgres> {
         let Some(bin) = bin_dir() else {
             super::skip_unless_ci("PostgreSQL (initdb, pg_ctl)", "apt-get install postgresql");
             return None;
@@ -77,16 +87,100 @@ impl Postgres {
                 "--no-sync",
             ],
         );
-        let options = format!(
+        let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=40",
             cluster.dir.path().display()
         );
+        if tls {
+            cluster.make_certificates();
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+                cluster.dir.path().display()
+            ));
+        }
         let log = cluster.dir.path().join("log").display().to_string();
         cluster.run(
             "pg_ctl",
             &["-D", &data, "-o", &options, "-l", &log, "-w", "start"],
         );
         Some(cluster)
+    }
+
+    /// A CA and a server certificate for `localhost` it signed, owned by the server's user.
+    fn make_certificates(&self) {
+        let dir = self.dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl (Debian's openssl package) makes the test certificates");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=do-scaler test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        if let Some(user) = &self.run_as {
+            let out = Command::new("chown")
+                .arg(format!("{user}:{user}"))
+                .args(["server.key", "server.crt"])
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+        }
     }
 
     fn data(&self) -> String {
