@@ -21,5 +21,8 @@ echo
 echo "== a leader's tick of state writes on SQLite and on PostgreSQL (throwaway cluster on loopback)"
 cargo bench --bench state 2>/dev/null
 echo
+echo "== the size of a day's recording of a 50-droplet group"
+cargo bench --bench record 2>/dev/null
+echo
 echo "== peak memory of do-scaler run: 1,000 droplets, 5 s interval, [10m] ranges (12 minutes)"
 bash bench/memory.sh

@@ -14,7 +14,9 @@
 //! - [`sim`]: the simulated DigitalOcean: API emulator, droplets serving metrics, load model.
 //! - [`clock`]: injected time.
 //! - [`script`]: the Rhai host: sandbox, host functions, shipped action scripts, runner.
-//! - [`state`]: the intent journal (and, with the daemon, the SQLite store).
+//! - [`state`]: the intent journal, memories and history on SQLite or PostgreSQL, and the
+//!   leases that give each group one leader when several daemons share PostgreSQL.
+//! - [`record`]: recordings of what a group's ticks observe (`record`, `[record]`).
 //! - [`daemon`]: one tick of a group (list, scrape, evaluate, decide), and the loop around it.
 //! - [`failpoint`]: named crash points for the crash-safety tests, inert unless armed.
 //! - [`limits`]: the process's open-file limit.
@@ -39,6 +41,7 @@ pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod query;
+pub mod record;
 pub mod script;
 pub mod sim;
 pub mod state;

@@ -173,6 +173,20 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Record what a group's ticks observe (listing, the series its rules read, decisions)
+    /// to a compressed file, never acting, until --duration has passed or Ctrl-C.
+    Record {
+        /// The group.
+        group: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The recording to write (gzip of JSON lines; `.rec.gz` by convention).
+        #[arg(long)]
+        out: PathBuf,
+        /// How long to record (default: until interrupted).
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+    },
     /// Work on the state itself (`state migrate`: SQLite into PostgreSQL).
     State {
         #[command(subcommand)]
@@ -641,6 +655,25 @@ async fn run() -> Result<ExitCode> {
             };
             let memories = do_scaler::policy::InMemoryStore::default();
             let output = commands::plan::run(&request, &credentials::process_env, &memories).await;
+            Ok(emit(output))
+        }
+        Command::Record {
+            group,
+            config,
+            out,
+            duration,
+        } => {
+            let request = commands::record::RecordRequest {
+                config: config.config.clone(),
+                overrides: config.overrides(),
+                group,
+                out,
+                duration,
+            };
+            let stop = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            let output = commands::record::run(&request, &credentials::process_env, stop).await;
             Ok(emit(output))
         }
         Command::Sim(args) => {

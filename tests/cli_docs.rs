@@ -27,6 +27,7 @@ const SUBCOMMANDS: &[&str] = &[
     "reload",
     "migrate",
     "state",
+    "record",
     "run",
     "plan",
     "completions",

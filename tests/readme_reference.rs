@@ -242,6 +242,11 @@ fn every_literal_default_in_the_base_reference_is_the_loaders_default() {
     let implicit = load(&toml::Table::new());
     let mut checked = Vec::new();
     for (key, value) in literal_defaults("### Base file reference") {
+        // `record.keep` and `record.max_size` belong to a `[record]` table (which needs its
+        // `dir`), and the default base file records nothing.
+        if key.starts_with("record.") {
+            continue;
+        }
         let mut explicit = toml::Table::new();
         set(&mut explicit, &key, value.clone());
         assert!(

@@ -7,5 +7,6 @@ pub mod demo_queue;
 pub mod migrate;
 pub mod plan;
 pub mod query;
+pub mod record;
 pub mod remote;
 pub mod sim;

@@ -298,6 +298,33 @@ fn check_lease(base: &Base, groups: &[Group]) -> Result<(), String> {
     Ok(())
 }
 
+/// A size such as "500MB", "2GB" or "1GiB" (decimal and binary units; a bare number is bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size: write it as \"500MB\" or \"2GB\""))?;
+    let scale: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "`{other}` is not a size unit: use B, KB, MB, GB, KiB, MiB or GiB"
+            ));
+        }
+    };
+    Ok((number * scale) as u64)
+}
+
 fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
@@ -451,6 +478,25 @@ fn build_base(
         );
     }
     let lease = file.lease.as_ref().map(|d| d.get_ref().0);
+    let record = file.record.as_ref().map(|spanned| {
+        let record = spanned.get_ref();
+        let max_size = match &record.max_size {
+            None => 1_000_000_000,
+            Some(text) => parse_size(text.get_ref()).unwrap_or_else(|why| {
+                error(Some(text.span()), format!("record.max_size: {why}"));
+                1_000_000_000
+            }),
+        };
+        crate::config::RecordSettings {
+            dir: resolve(&base_dir, record.dir.get_ref()),
+            keep: record
+                .keep
+                .as_ref()
+                .map(|d| d.get_ref().0)
+                .unwrap_or(Duration::from_secs(7 * 86_400)),
+            max_size,
+        }
+    });
     let base = Base {
         path: config_path.to_path_buf(),
         source: source.to_string(),
@@ -481,6 +527,7 @@ fn build_base(
             open_reads: file.status_api.open_reads.unwrap_or(true),
         },
         inline_token: None,
+        record,
     };
     let errors_after = diagnostics.iter().filter(|d| d.is_error()).count();
     Some((base, schema_errors == 0 && errors_after == errors_before))

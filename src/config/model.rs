@@ -50,6 +50,8 @@ pub struct Base {
     pub listing_lag: Duration,
     /// Status API settings.
     pub status_api: StatusApi,
+    /// Continuous recording (`[record]`), if configured.
+    pub record: Option<RecordSettings>,
     /// A token written in the original tool's files (`do_token`), used only when no other
     /// source has one.
     pub inline_token: Option<super::credentials::ApiToken>,
@@ -60,6 +62,17 @@ impl Base {
     pub fn managed_by_tag(&self) -> String {
         format!("do-scaler:{}", self.instance)
     }
+}
+
+/// Where and how long the daemon keeps recordings (`[record]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordSettings {
+    /// The folder (one subfolder per group, one file per hour).
+    pub dir: PathBuf,
+    /// How long files are kept.
+    pub keep: Duration,
+    /// The most bytes the folder may hold.
+    pub max_size: u64,
 }
 
 /// Status API settings.

@@ -53,6 +53,23 @@ pub struct BaseFile {
     /// The status API: health, metrics, decisions, pause and reload.
     #[serde(default)]
     pub status_api: StatusApiFile,
+    /// Continuous recording of every group's observations (`do-scaler replay` measures a rule
+    /// set against them). Absent: nothing is recorded.
+    pub record: Option<Spanned<RecordFile>>,
+}
+
+/// `[record]` in the base file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordFile {
+    /// The folder recordings go to: one file per group and hour, `<group>/<hour>.rec.gz`.
+    /// Required.
+    pub dir: Spanned<String>,
+    /// How long recordings are kept; older files are deleted. Default "7d".
+    pub keep: Option<Spanned<ConfigDuration>>,
+    /// The most the folder may hold, as "500MB" or "2GB"; the oldest files go first. Default
+    /// "1GB".
+    pub max_size: Option<Spanned<String>>,
 }
 
 /// `[status_api]` in the base file.

@@ -151,6 +151,8 @@ pub struct GroupTask {
     leads: bool,
     /// Whether the group's journal was reconciled since this daemon last became its leader.
     reconciled: bool,
+    /// The group's continuous recording (`[record]`), if configured.
+    recording: Option<crate::record::rotate::Rotating>,
 }
 
 impl GroupTask {
@@ -167,6 +169,18 @@ impl GroupTask {
         blocking(|| runtime.restore_history(&daemon.store, daemon.clock.now()));
         let scraper = daemon.scraper.for_group(SCRAPES_PER_GROUP);
         let daemon_shares_state = daemon.store.is_shared();
+        let recording = daemon
+            .generation()
+            .config
+            .base
+            .record
+            .clone()
+            .map(|settings| {
+                crate::record::rotate::Rotating::new(
+                    settings,
+                    crate::record::header_for(&runtime.group, daemon.clock.now()),
+                )
+            });
         Ok(GroupTask {
             daemon,
             runtime,
@@ -182,6 +196,7 @@ impl GroupTask {
             conflicts: super::conflict::ConflictWatch::default(),
             leads: false,
             reconciled: !daemon_shares_state,
+            recording,
         })
     }
 
@@ -456,6 +471,15 @@ impl GroupTask {
             tracing::error!(group = %name, %error, "cannot record the size history");
         }
         crate::failpoint::hit("decision.after_record");
+        if let Some(recording) = &mut self.recording {
+            let decision = crate::record::RecordedDecision::of(decision);
+            let points = self.runtime.history.new_points();
+            if let Err(error) =
+                recording.tick(report.decision.at, &report.listing, points, &decision)
+            {
+                tracing::warn!(group = %name, %error, "cannot record the tick ([record]); the group goes on");
+            }
+        }
         let metrics = &daemon.metrics;
         let labels = Metrics::group(&name);
         metrics
@@ -837,6 +861,11 @@ pub fn spawn(daemon: Arc<Daemon>, group: Group, identity: u64, act_after: Instan
         // Stopping: let a running action end (bounded), and record its outcome.
         task.wait_for_run(daemon.options.action_deadline).await;
         task.save(true);
+        if let Some(recording) = task.recording.take()
+            && let Err(error) = recording.finish()
+        {
+            tracing::warn!(group = %name, %error, "cannot finish the recording");
+        }
         blocking(|| daemon.leadership.release(&name));
     });
     GroupHandle {

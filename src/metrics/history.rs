@@ -252,6 +252,12 @@ impl History {
             .take_while(move |unit| unit.droplet == id)
     }
 
+    /// The points added since the last [`History::take_new_points`], oldest first, left in
+    /// place (a recording reads them before the state database takes them).
+    pub fn new_points(&self) -> &[NewPoint] {
+        &self.new_points
+    }
+
     /// The points added since the last call, oldest first, for the state database.
     pub fn take_new_points(&mut self) -> Vec<NewPoint> {
         std::mem::take(&mut self.new_points)
