@@ -156,20 +156,6 @@ fn check_settled(sim: &Sim, url: &str, size: usize) {
     );
 }
 
-/// Waits until the leader's listings have shown every droplet it made (none counts as booting
-/// apart): a droplet deleted by hand before any listing showed it would count as booting for
-/// the listing-lag expiry, on one daemon or several.
-async fn settled_listing(url: &str, nodes: &[&Node]) {
-    let store = Store::open_location(&Location::Postgres(url.into()), None).unwrap();
-    until(
-        Duration::from_secs(10),
-        "the listings to show every droplet made",
-        nodes,
-        || async { store.unlisted("web").is_ok_and(|u| u.is_empty()) },
-    )
-    .await;
-}
-
 async fn start_sim(seeded: u32) -> Sim {
     sim(seeded, Demand::Constant(0.3), Duration::ZERO).await
 }
@@ -229,8 +215,8 @@ async fn a_leader_killed_hard_is_succeeded_within_the_bound_by_one_of_two_follow
     let said = String::from_utf8_lossy(&plan.stderr);
     assert!(said.contains(&format!("web: led by {leader}")), "{said}");
     assert_eq!(sim.created_names().len(), 3, "plan never acts");
-    settled_listing(&url, &[&first]).await;
-    // The leader dies at once; a droplet goes with it, so the group needs one more.
+    // The leader dies at once (perhaps before any listing showed what it made); a droplet goes
+    // with it, so the group needs one more.
     first.kill();
     let victim = sim.droplets()[0].id;
     assert!(sim.delete(victim));
@@ -358,7 +344,6 @@ async fn a_leader_stopped_past_its_lease_resumes_as_a_follower_and_writes_nothin
         || async { second.leader_metrics().await.is_some_and(|(l, _)| !l) },
     )
     .await;
-    settled_listing(&url, &[&first]).await;
     first.signal(libc::SIGSTOP);
     let victim = sim.droplets()[0].id;
     assert!(sim.delete(victim));
@@ -423,7 +408,6 @@ async fn a_leader_cut_off_from_the_database_stops_and_another_takes_over() {
         || async { second.leader_metrics().await.is_some_and(|(l, _)| !l) },
     )
     .await;
-    settled_listing(&url, &[&first]).await;
     proxy.cut();
     let victim = sim.droplets()[0].id;
     assert!(sim.delete(victim));

@@ -262,6 +262,8 @@ impl GroupTask {
         if self.leads {
             self.watch_for_another_daemon(&in_flight, &report, now);
             self.settle_in_flight(&in_flight, &deleted, &report, now);
+            self.forget_vanished(&client, &in_flight, &report, now)
+                .await;
             self.delete_unused_fingerprints(&client, &report).await;
         }
         self.record(&report);
@@ -435,6 +437,41 @@ impl GroupTask {
         }
         if !settled.is_empty() {
             let _ = blocking(|| daemon.store.forget_unlisted(name, &settled));
+        }
+    }
+
+    /// Asks DigitalOcean about each droplet whose create was answered (so its id is known) and
+    /// that no listing has shown although one could have (`listing_lag` has passed): one that
+    /// is gone (deleted by someone, or its create failed after it was accepted) stops counting
+    /// as booting now, instead of holding the group's size for [`super::tick::UNLISTED_EXPIRY`].
+    async fn forget_vanished(
+        &self,
+        client: &crate::digitalocean::Client,
+        in_flight: &InFlight,
+        report: &TickReport,
+        now: DateTime<Utc>,
+    ) {
+        let listed: BTreeSet<u64> = report.listing.iter().map(|d| d.id).collect();
+        let lag = chrono::Duration::from_std(in_flight.listing_lag).unwrap_or_default();
+        let overdue: Vec<(String, u64)> = in_flight
+            .pending(now)
+            .filter(|u| now - u.since >= lag)
+            .filter_map(|u| u.id.map(|id| (u.name.clone(), id)))
+            .filter(|(_, id)| !listed.contains(id))
+            .collect();
+        let mut gone = Vec::new();
+        for (name, id) in overdue {
+            if let Ok(None) = client.get_droplet(id).await {
+                tracing::warn!(group = %self.name(), droplet = %name, id, "a droplet whose create was answered is gone before any listing showed it (deleted by someone, or its create failed): no longer counted as booting");
+                gone.push(name);
+            }
+        }
+        if !gone.is_empty() {
+            let daemon = &self.daemon;
+            let name = self.name();
+            if let Err(error) = blocking(|| daemon.store.forget_unlisted(name, &gone)) {
+                tracing::error!(group = %name, %error, "cannot forget vanished droplets");
+            }
         }
     }
 

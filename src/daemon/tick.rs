@@ -38,8 +38,10 @@ struct CompiledRule {
     is_number: bool,
 }
 
-/// How long a created droplet (its create answered, so it exists) counts as booting while no
-/// listing shows it: past this it was deleted by someone else before any listing caught it.
+/// How long a created droplet (its create answered, so it existed) counts as booting while no
+/// listing shows it. Once `listing_lag` has passed the leader asks DigitalOcean about it each
+/// tick and forgets it at once when it is gone; this bounds the count when that cannot be
+/// asked (the API failing).
 pub const UNLISTED_EXPIRY: Duration = Duration::from_secs(3600);
 
 /// What the daemon has asked DigitalOcean for that a listing may not show yet.
