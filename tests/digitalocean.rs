@@ -510,3 +510,43 @@ async fn a_429_waits_until_the_rate_limit_resets() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn the_write_gate_is_asked_before_each_write_and_a_refusal_sends_nothing() {
+    let sim = Sim::start(options(1)).await.unwrap();
+    // The gate lets one write through (a lease running out after it), then refuses.
+    let asked = Arc::new(Mutex::new(0u32));
+    let counter = asked.clone();
+    let client = client(&sim).with_write_gate(Arc::new(move || {
+        let mut asked = counter.lock().unwrap();
+        *asked += 1;
+        if *asked == 1 {
+            Ok(())
+        } else {
+            Err("the lease has no room left".into())
+        }
+    }));
+    // Twelve names go in two requests: the second is refused, not sent.
+    let names: Vec<String> = (0..12).map(|i| format!("web-gate{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let report = client.create_droplets(&request(&refs), "web").await;
+    assert_eq!(report.created.len(), 10);
+    assert_eq!(report.missing.len(), 2);
+    let failure = report.failure.unwrap().to_string();
+    assert!(failure.contains("the lease has no room left"), "{failure}");
+    assert_eq!(
+        sim.created_names().len(),
+        10,
+        "the refused chunk never reached the API"
+    );
+    // Reads are not writes: listing goes on; a delete is refused and the droplet stays.
+    let listed = client.list_droplets_by_tag("web").await.unwrap();
+    let id = listed[0].id;
+    assert!(client.delete_droplet(id).await.is_err());
+    assert!(sim.droplets().iter().any(|d| d.id == id));
+    assert_eq!(
+        *asked.lock().unwrap(),
+        3,
+        "asked once per write, never for a read"
+    );
+}

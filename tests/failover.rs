@@ -50,6 +50,7 @@ fn ha_dir(url: &str, desired: u32) -> tempfile::TempDir {
 
 /// One `do-scaler run` process, killed when dropped.
 struct Node {
+    name: String,
     child: Child,
     port: u16,
     log: PathBuf,
@@ -73,6 +74,7 @@ impl Node {
             command.env("DO_SCALER_FAILPOINT", point);
         }
         Node {
+            name: format!("the {name} daemon"),
             child: command.spawn().unwrap(),
             port,
             log,
@@ -138,6 +140,55 @@ where
     started.elapsed()
 }
 
+/// Waits until `node` leads and the sim holds `size` droplets.
+async fn until_leading(node: &Node, sim: &Sim, size: usize) {
+    let what = format!("{} to lead and make {size} droplets", node.name);
+    until(Duration::from_secs(20), &what, &[node], || async {
+        node.leads().await && sim.droplets().len() == size
+    })
+    .await;
+}
+
+/// Waits until `node` answers and follows.
+async fn until_following(node: &Node) {
+    let what = format!("{} to follow", node.name);
+    until(Duration::from_secs(20), &what, &[node], || async {
+        node.leader_metrics().await.is_some_and(|(leads, _)| !leads)
+    })
+    .await;
+}
+
+/// Waits (within the takeover bound) until `node` leads, then until it has made the group
+/// whole again.
+async fn until_taken_over(node: &Node, sim: &Sim, size: usize, logs: &[&Node]) -> Duration {
+    let took = until(
+        takeover_bound(),
+        &format!("{} to lead", node.name),
+        logs,
+        || async { node.leads().await },
+    )
+    .await;
+    until(
+        Duration::from_secs(10),
+        "the group made whole again",
+        logs,
+        || async { sim.droplets().len() == size },
+    )
+    .await;
+    took
+}
+
+/// Waits until the old leader `node` has seen it lost the lease, and follows.
+async fn until_lost_lease(node: &Node, limit: Duration, logs: &[&Node]) {
+    let what = format!("{} to see it lost the lease and follow", node.name);
+    until(limit, &what, logs, || async {
+        node.leader_metrics()
+            .await
+            .is_some_and(|(leads, losses)| !leads && losses >= 1.0)
+    })
+    .await;
+}
+
 /// What must hold at the end: names unique, the group at `size`, no unsettled journal row.
 fn check_settled(sim: &Sim, url: &str, size: usize) {
     let names = sim.created_names();
@@ -169,25 +220,11 @@ async fn a_leader_killed_hard_is_succeeded_within_the_bound_by_one_of_two_follow
     let sim = start_sim(0).await;
     let dir = ha_dir(&url, 3);
     let mut first = Node::start(dir.path(), &sim, "first", None);
-    until(
-        Duration::from_secs(20),
-        "the first daemon to lead and make 3 droplets",
-        &[&first],
-        || async { first.leads().await && sim.droplets().len() == 3 },
-    )
-    .await;
+    until_leading(&first, &sim, 3).await;
     let second = Node::start(dir.path(), &sim, "second", None);
     let third = Node::start(dir.path(), &sim, "third", None);
-    until(
-        Duration::from_secs(20),
-        "the others to follow",
-        &[&second, &third],
-        || async {
-            second.leader_metrics().await.is_some_and(|(l, _)| !l)
-                && third.leader_metrics().await.is_some_and(|(l, _)| !l)
-        },
-    )
-    .await;
+    until_following(&second).await;
+    until_following(&third).await;
     // Followers list and scrape, and never act: the group stays as the leader made it.
     assert_eq!(sim.created_names().len(), 3);
     // Every daemon's status API, and `plan`, say who leads.
@@ -266,21 +303,9 @@ async fn a_leader_killed_at_a_crash_point_is_succeeded_and_its_journal_reconcile
         let store = Store::open_location(&Location::Postgres(url.clone()), None).unwrap();
         store.set_paused("web", true).unwrap();
         let mut armed = Node::start(dir.path(), &sim, "armed", Some(point));
-        until(
-            Duration::from_secs(20),
-            "the armed daemon to lead",
-            &[&armed],
-            || async { armed.leads().await },
-        )
-        .await;
+        until_leading(&armed, &sim, seeded as usize).await;
         let other = Node::start(dir.path(), &sim, "other", None);
-        until(
-            Duration::from_secs(20),
-            "the other daemon to follow",
-            &[&other],
-            || async { other.leader_metrics().await.is_some_and(|(l, _)| !l) },
-        )
-        .await;
+        until_following(&other).await;
         // A resume through the shared state reaches the leader, which acts and dies at `point`.
         store.set_paused("web", false).unwrap();
         let started = Instant::now();
@@ -329,53 +354,17 @@ async fn a_leader_stopped_past_its_lease_resumes_as_a_follower_and_writes_nothin
     let sim = start_sim(0).await;
     let dir = ha_dir(&url, 3);
     let first = Node::start(dir.path(), &sim, "first", None);
-    until(
-        Duration::from_secs(20),
-        "the first daemon to lead and make 3 droplets",
-        &[&first],
-        || async { first.leads().await && sim.droplets().len() == 3 },
-    )
-    .await;
+    until_leading(&first, &sim, 3).await;
     let second = Node::start(dir.path(), &sim, "second", None);
-    until(
-        Duration::from_secs(20),
-        "the second daemon to follow",
-        &[&second],
-        || async { second.leader_metrics().await.is_some_and(|(l, _)| !l) },
-    )
-    .await;
+    until_following(&second).await;
     first.signal(libc::SIGSTOP);
     let victim = sim.droplets()[0].id;
     assert!(sim.delete(victim));
-    until(
-        takeover_bound(),
-        "the second daemon to lead",
-        &[&second],
-        || async { second.leads().await },
-    )
-    .await;
-    until(
-        Duration::from_secs(10),
-        "the group made whole again",
-        &[&second],
-        || async { sim.droplets().len() == 3 },
-    )
-    .await;
+    until_taken_over(&second, &sim, 3, &[&second]).await;
     // The first wakes with whatever it was doing: it counts its lease as lost, follows, and
     // sends nothing.
     first.signal(libc::SIGCONT);
-    until(
-        Duration::from_secs(10),
-        "the first daemon to see it lost the lease",
-        &[&first, &second],
-        || async {
-            first
-                .leader_metrics()
-                .await
-                .is_some_and(|(leads, losses)| !leads && losses >= 1.0)
-        },
-    )
-    .await;
+    until_lost_lease(&first, Duration::from_secs(10), &[&first, &second]).await;
     assert_eq!(sim.created_names().len(), 4, "3, then 1 by the new leader");
     check_settled(&sim, &url, 3);
     drop(cluster);
@@ -393,56 +382,20 @@ async fn a_leader_cut_off_from_the_database_stops_and_another_takes_over() {
     let through_proxy = ha_dir(&cluster.url(proxy.port, "cut"), 3);
     let direct = ha_dir(&url, 3);
     let first = Node::start(through_proxy.path(), &sim, "first", None);
-    until(
-        Duration::from_secs(20),
-        "the first daemon to lead and make 3 droplets",
-        &[&first],
-        || async { first.leads().await && sim.droplets().len() == 3 },
-    )
-    .await;
+    until_leading(&first, &sim, 3).await;
     let second = Node::start(direct.path(), &sim, "second", None);
-    until(
-        Duration::from_secs(20),
-        "the second daemon to follow",
-        &[&second],
-        || async { second.leader_metrics().await.is_some_and(|(l, _)| !l) },
-    )
-    .await;
+    until_following(&second).await;
     proxy.cut();
     let victim = sim.droplets()[0].id;
     assert!(sim.delete(victim));
-    until(
-        takeover_bound(),
-        "the second daemon to lead",
-        &[&first, &second],
-        || async { second.leads().await },
-    )
-    .await;
-    until(
-        Duration::from_secs(10),
-        "the group made whole again",
-        &[&second],
-        || async { sim.droplets().len() == 3 },
-    )
-    .await;
+    until_taken_over(&second, &sim, 3, &[&first, &second]).await;
     assert!(
         !first.leads().await,
         "the cut-off daemon still says it leads"
     );
     // Back on the database, it follows.
     proxy.restore();
-    until(
-        Duration::from_secs(30),
-        "the first daemon to follow again",
-        &[&first],
-        || async {
-            first
-                .leader_metrics()
-                .await
-                .is_some_and(|(leads, losses)| !leads && losses >= 1.0)
-        },
-    )
-    .await;
+    until_lost_lease(&first, Duration::from_secs(30), &[&first]).await;
     assert_eq!(sim.created_names().len(), 4, "3, then 1 by the new leader");
     check_settled(&sim, &url, 3);
     drop(cluster);

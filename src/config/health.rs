@@ -177,14 +177,7 @@ pub(super) fn build_health(
 mod tests {
     use super::*;
 
-    const BASE: &str = r#"tag = "web"
-min = 1
-max = 5
-[droplet]
-region = "nyc3"
-size = "s-1vcpu-1gb"
-image = "ubuntu-24-04-x64"
-"#;
+    use crate::config::MINIMAL_GROUP as BASE;
 
     #[test]
     fn health_is_read_with_its_defaults_and_its_mistakes_are_named() {

@@ -24,3 +24,14 @@ pub use credentials::{ApiToken, CredentialError, TokenSource};
 pub use diagnostic::{Diagnostic, Severity};
 pub use load::{LoadError, Loaded, Overrides, group_from_toml, load, load_base};
 pub use model::*;
+
+/// The smallest valid group file, which the sections' tests extend with their own table.
+#[cfg(test)]
+pub(crate) const MINIMAL_GROUP: &str = r#"tag = "web"
+min = 1
+max = 5
+[droplet]
+region = "nyc3"
+size = "s-1vcpu-1gb"
+image = "ubuntu-24-04-x64"
+"#;

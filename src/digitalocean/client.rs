@@ -150,7 +150,13 @@ pub struct Client {
     limiter: Arc<RateLimiter>,
     calls: Arc<Mutex<CallCounts>>,
     last_problem: Arc<Mutex<Option<ApiProblem>>>,
+    /// Asked immediately before every request that is not a GET (each chunk of a create, each
+    /// retry): a refusal sends nothing. A group's leader binds its lease check here.
+    write_gate: Option<WriteGate>,
 }
+
+/// A check every write must pass just before it is sent; `Err` says why it may not be.
+pub type WriteGate = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// The last answer that was not a success (a retried one included): what operators look for
 /// first when DigitalOcean misbehaves. Account-wide, as the API's faults are.
@@ -213,7 +219,15 @@ impl Client {
             limiter: Arc::new(RateLimiter::new(options.rate_limits)),
             calls: Arc::new(Mutex::new(BTreeMap::new())),
             last_problem: Arc::new(Mutex::new(None)),
+            write_gate: None,
         })
+    }
+
+    /// This client (sharing its pool, limiter and counts) with `gate` asked immediately
+    /// before every write it sends.
+    pub fn with_write_gate(mut self, gate: WriteGate) -> Client {
+        self.write_gate = Some(gate);
+        self
     }
 
     /// The configured base URL.
@@ -279,6 +293,17 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<Answer, ApiError> {
         self.limiter.acquire().await;
+        // After any wait for the rate limit: the gate judges the moment of sending.
+        if *method != Method::GET
+            && let Some(gate) = &self.write_gate
+            && let Err(reason) = gate()
+        {
+            return Err(ApiError::Refused {
+                method: method.to_string(),
+                path: path.to_string(),
+                reason,
+            });
+        }
         let url = format!("{}{}", self.base_url, path);
         let mut request = self
             .http

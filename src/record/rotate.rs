@@ -46,20 +46,20 @@ impl Rotating {
             if let Some((_, done)) = self.current.take() {
                 done.finish()?;
             }
-            let path = self.folder().join(format!("{hour}.rec.gz"));
-            // A restart within the hour starts the hour's file afresh under a new name.
-            let path = if path.exists() {
-                self.folder()
-                    .join(format!("{hour}.{}.rec.gz", at.format("%M%S")))
-            } else {
-                path
-            };
+            // A restart within the hour (or a second daemon recording here) starts a file of
+            // its own beside the hour's: an existing recording is never overwritten.
+            let mut path = self.folder().join(format!("{hour}.rec.gz"));
+            let mut attempt = 1;
+            while path.exists() {
+                path = self.folder().join(format!("{hour}.{attempt}.rec.gz"));
+                attempt += 1;
+            }
             let header = Header {
                 started: at,
                 ..self.header.clone()
             };
             self.current = Some((hour, Recorder::create(&path, &header)?));
-            prune(&self.folder(), at, &self.settings)?;
+            prune(&self.folder(), at, &self.settings, &path)?;
         }
         match &mut self.current {
             Some((_, recorder)) => recorder.tick(at.timestamp_millis(), listing, points, decision),
@@ -89,12 +89,13 @@ fn hour_of(path: &Path) -> Option<DateTime<Utc>> {
 }
 
 /// Deletes the folder's recordings whose hour ended more than `keep` ago, then the oldest
-/// while the folder holds more than `max_size`. The newest file (the one being written) is
-/// never deleted.
+/// while the folder holds more than `max_size`. `writing` (the file being written) is never
+/// deleted.
 pub fn prune(
     folder: &Path,
     now: DateTime<Utc>,
     settings: &RecordSettings,
+    writing: &Path,
 ) -> Result<(), RecordError> {
     let io = |error| RecordError::Io {
         path: folder.to_path_buf(),
@@ -112,10 +113,9 @@ pub fn prune(
     files.sort();
     let keep = chrono::Duration::from_std(settings.keep).unwrap_or(chrono::Duration::MAX);
     let mut total: u64 = files.iter().map(|(_, size, _)| size).sum();
-    let newest = files.last().map(|(_, _, path)| path.clone());
     for (hour, size, path) in files {
-        if Some(&path) == newest.as_ref() {
-            break;
+        if path == writing {
+            continue;
         }
         let ended = hour + chrono::Duration::hours(1);
         if now - ended > keep || total > settings.max_size {
@@ -127,4 +127,63 @@ pub fn prune(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_recorder_in_the_same_hour_never_overwrites_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = RecordSettings {
+            dir: dir.path().to_path_buf(),
+            keep: std::time::Duration::from_secs(86_400),
+            max_size: 1_000_000_000,
+        };
+        let header = Header {
+            version: super::super::VERSION,
+            group: "web".into(),
+            tag: "web".into(),
+            interval_s: 30.0,
+            started: Utc::now(),
+            group_file: String::new(),
+        };
+        let decision = RecordedDecision {
+            current: 1,
+            active: 1,
+            desired: 1,
+            min: 1,
+            max: 2,
+            winner: None,
+            reason: "stay".into(),
+        };
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-03T10:15:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        // A restart within the hour (twice): each recorder keeps a file of its own.
+        for _ in 0..3 {
+            let mut recording = Rotating::new(settings.clone(), header.clone());
+            recording.tick(at, &[], &[], &decision).unwrap();
+            recording.finish().unwrap();
+        }
+        let mut names: Vec<String> = std::fs::read_dir(dir.path().join("web"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "2026-12-03T10.1.rec.gz",
+                "2026-12-03T10.2.rec.gz",
+                "2026-12-03T10.rec.gz"
+            ]
+        );
+        for name in names {
+            let read = super::super::read(&dir.path().join("web").join(name)).unwrap();
+            assert_eq!(read.ticks.len(), 1, "each file kept its tick");
+        }
+    }
 }

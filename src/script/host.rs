@@ -50,7 +50,8 @@ pub struct RunContext {
     pub script: Mutex<String>,
     /// Where the systemd credentials that user data names are.
     pub credentials_dir: Option<std::path::PathBuf>,
-    /// The daemon's leases (PostgreSQL state), checked before every DigitalOcean write.
+    /// The daemon's leases (PostgreSQL state): checked before a create or destroy is
+    /// journaled; the client's write gate checks them again as each request is sent.
     pub leadership: Option<Arc<crate::state::lease::Leadership>>,
     /// The name journaled for a replacement's one create (`[health]`), when the run
     /// launches one.
@@ -80,8 +81,9 @@ impl RunContext {
         self.script.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Refuses a DigitalOcean write unless this daemon leads the group with enough lease left
-    /// for the request (always allowed on a SQLite state).
+    /// Refuses a create or destroy before it is journaled unless this daemon leads the group
+    /// with enough lease left for the request (always allowed on a SQLite state). The client's
+    /// write gate asks again immediately before each request it sends.
     fn may_write(&self, what: &str) -> HostResult<()> {
         match &self.leadership {
             Some(leadership) => leadership
@@ -297,16 +299,6 @@ fn create_droplets(count: i64) -> HostResult<Array> {
             ))
         })?;
     crate::failpoint::hit("create.after_journal");
-    // Immediately before the request: the lease must still have room for it.
-    if let Err(why) = ctx.may_write("create_droplets") {
-        if let Err(e) = ctx
-            .journal
-            .settle(entry, "not sent: the lease had no room for it")
-        {
-            tracing::error!(group = %ctx.group.name, error = %e, "cannot settle a journal entry");
-        }
-        return Err(why);
-    }
     let report = match block_on(
         &ctx,
         "create_droplets",
@@ -462,12 +454,9 @@ fn destroy_droplets(ids: Array) -> HostResult<Array> {
         if index > 0 {
             crate::failpoint::hit("destroy.between_deletes");
         }
-        let answer = match ctx.may_write("destroy_droplets") {
-            Err(why) => Err(why.to_string()),
-            Ok(()) => match block_on(&ctx, "destroy_droplets", ctx.client.delete_droplet(*id)) {
-                Ok(answer) => answer.map_err(|e| e.to_string()),
-                Err(deadline) => Err(deadline.to_string()),
-            },
+        let answer = match block_on(&ctx, "destroy_droplets", ctx.client.delete_droplet(*id)) {
+            Ok(answer) => answer.map_err(|e| e.to_string()),
+            Err(deadline) => Err(deadline.to_string()),
         };
         match answer {
             Ok(_) => {
@@ -669,9 +658,6 @@ fn digitalocean(method: &str, path: &str, body: Dynamic) -> HostResult<Map> {
     }
     let parsed_method = reqwest::Method::from_bytes(method.as_bytes())
         .or_else(|_| fail(format!("digitalocean: bad method {method}")))?;
-    if parsed_method != reqwest::Method::GET {
-        ctx.may_write("digitalocean")?;
-    }
     let json = if body.is_unit() {
         None
     } else {

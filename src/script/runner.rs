@@ -171,7 +171,14 @@ impl Runner {
             managed_tag: request.managed_tag.clone(),
             decision: request.decision.clone(),
             droplets: request.droplets.clone(),
-            client: self.client.clone(),
+            client: match &self.leadership {
+                // Every write the run sends (each chunk, each retry) asks the lease first.
+                Some(leadership) => self
+                    .client
+                    .clone()
+                    .with_write_gate(leadership.write_gate(&request.group.name)),
+                None => self.client.clone(),
+            },
             journal: self.journal.clone(),
             handle: tokio::runtime::Handle::current(),
             deadline: Instant::now() + request.deadline,

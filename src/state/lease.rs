@@ -363,6 +363,13 @@ impl Leadership {
         Ok(())
     }
 
+    /// A gate for the DigitalOcean client that asks [`Leadership::may_write`] for `group`
+    /// immediately before each write it sends.
+    pub fn write_gate(self: &Arc<Self>, group: &str) -> crate::digitalocean::client::WriteGate {
+        let (leadership, group) = (self.clone(), group.to_string());
+        Arc::new(move || leadership.may_write(&group))
+    }
+
     /// Who led `group` at the last renewal (this daemon's own name when it leads).
     pub fn leader(&self, group: &str) -> Option<String> {
         self.leaders.lock().ok()?.get(group).cloned()

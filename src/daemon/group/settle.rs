@@ -85,13 +85,11 @@ impl GroupTask {
         }
         let mut shown = crate::daemon::refresh::fingerprints_in(report);
         let unused: Vec<String> = self.fingerprints.difference(&shown).cloned().collect();
+        // A DigitalOcean write like any other: sent only with room left on the lease.
+        let client = client
+            .clone()
+            .with_write_gate(self.daemon.leadership.write_gate(self.name()));
         for tag in unused {
-            // A DigitalOcean write like any other: only with room left on the lease.
-            if let Err(why) = self.daemon.leadership.may_write(self.name()) {
-                tracing::info!(group = %self.name(), %tag, "{why}; the unused tag is deleted later");
-                shown.insert(tag);
-                continue;
-            }
             match client.delete_tag(&tag).await {
                 Ok(()) => {
                     tracing::info!(group = %self.name(), %tag, "no droplet carries this fingerprint tag any more: deleted it")
