@@ -48,6 +48,26 @@ struct ConfigArgs {
     listen: Option<SocketAddr>,
 }
 
+/// Whose time a command keeps.
+#[derive(Args)]
+struct ClockArgs {
+    /// Keep a sim's time instead of the system's: its clock URL, such as
+    /// http://127.0.0.1:PORT/v2/_sim/clock (for a sim at --speed; samples are stamped on the
+    /// sim's time and intervals pass as fast as the sim's).
+    #[arg(long = "clock", value_name = "URL")]
+    url: Option<String>,
+}
+
+impl ClockArgs {
+    /// The system clock, or a copy of the sim's.
+    async fn clock(&self) -> Result<Arc<dyn do_scaler::clock::Clock>> {
+        Ok(match &self.url {
+            Some(url) => Arc::new(do_scaler::clock::follow(url).await?),
+            None => Arc::new(SystemClock),
+        })
+    }
+}
+
 /// How the commands for people find a running daemon.
 #[derive(Args)]
 struct RemoteArgs {
@@ -186,6 +206,8 @@ enum Command {
         /// How long to record (default: until interrupted).
         #[arg(long, value_parser = parse_duration)]
         duration: Option<Duration>,
+        #[command(flatten)]
+        clock: ClockArgs,
     },
     /// Work on the state itself (`state migrate`: SQLite into PostgreSQL).
     State {
@@ -206,6 +228,8 @@ enum Command {
         /// real DigitalOcean boot times).
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         action_timeout: Duration,
+        #[command(flatten)]
+        clock: ClockArgs,
     },
     /// Run one tick of every group (or one) and show the decision without acting.
     Plan {
@@ -220,6 +244,8 @@ enum Command {
         /// the longest range needs; 0s to decide on what the state database already holds).
         #[arg(long, value_parser = parse_duration)]
         wait: Option<Duration>,
+        #[command(flatten)]
+        clock: ClockArgs,
     },
     /// Print shell completions (the Debian package installs them for bash, zsh and fish).
     Completions {
@@ -299,6 +325,10 @@ struct SimArgs {
     /// Time from create to active.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     boot_delay: Duration,
+    /// Run the sim's clock this many times faster than real time (boots, demand curves,
+    /// counters, timestamps); daemons keep up with `--clock URL` (the sim prints it).
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
     /// Seed for injected faults.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -408,7 +438,14 @@ impl SimArgs {
                 list_lag: self.list_lag,
                 ..Faults::default()
             },
-            clock: Arc::new(SystemClock),
+            clock: if self.speed == 1.0 {
+                Arc::new(SystemClock)
+            } else {
+                Arc::new(do_scaler::clock::ScaledClock::new(
+                    chrono::Utc::now(),
+                    self.speed,
+                )?)
+            },
             public_links: self.public_links,
             queue: (self.workload == Workload::Queue).then_some(
                 do_scaler::sim::queue::QueueSettings {
@@ -596,6 +633,7 @@ async fn run() -> Result<ExitCode> {
             dry_run,
             once,
             action_timeout,
+            clock,
         } => {
             let options = do_scaler::daemon::RunOptions {
                 dry_run,
@@ -607,7 +645,7 @@ async fn run() -> Result<ExitCode> {
                 config.config.clone(),
                 config.overrides(),
                 env,
-                Arc::new(SystemClock),
+                clock.clock().await?,
                 options,
             )
             .await
@@ -645,6 +683,7 @@ async fn run() -> Result<ExitCode> {
             config,
             json,
             wait,
+            clock,
         } => {
             let request = commands::plan::PlanRequest {
                 config: config.config.clone(),
@@ -652,6 +691,7 @@ async fn run() -> Result<ExitCode> {
                 group,
                 json,
                 wait,
+                clock: clock.clock().await?,
             };
             let memories = do_scaler::policy::InMemoryStore::default();
             let output = commands::plan::run(&request, &credentials::process_env, &memories).await;
@@ -662,6 +702,7 @@ async fn run() -> Result<ExitCode> {
             config,
             out,
             duration,
+            clock,
         } => {
             let request = commands::record::RecordRequest {
                 config: config.config.clone(),
@@ -669,6 +710,7 @@ async fn run() -> Result<ExitCode> {
                 group,
                 out,
                 duration,
+                clock: clock.clock().await?,
             };
             let stop = async {
                 let _ = tokio::signal::ctrl_c().await;

@@ -126,6 +126,7 @@ async fn migrate_writes_a_configuration_that_checks_and_plans_the_same() {
             group: None,
             json: true,
             wait: Some(Duration::ZERO),
+            clock: std::sync::Arc::new(do_scaler::clock::SystemClock),
         };
         let output =
             do_scaler::commands::plan::run(&request, &env, &InMemoryStore::default()).await;
@@ -278,6 +279,7 @@ async fn planned(
         group: None,
         json: true,
         wait: Some(Duration::ZERO),
+        clock: std::sync::Arc::new(do_scaler::clock::SystemClock),
     };
     let output = do_scaler::commands::plan::run(&request, env, &InMemoryStore::default()).await;
     assert_eq!(output.exit_code, 0, "{}", output.stderr);

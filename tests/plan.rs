@@ -200,6 +200,7 @@ async fn plan_sees_rates_at_once_beside_the_daemon_and_after_another_plan() {
                 group: None,
                 json: true,
                 wait,
+                clock: std::sync::Arc::new(do_scaler::clock::SystemClock),
             };
             let env = move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| token.clone());
             do_scaler::commands::plan::run(

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What `plan` was asked.
 #[derive(Debug, Clone)]
@@ -28,6 +28,8 @@ pub struct PlanRequest {
     /// How long to keep scraping for rate rules to cover their ranges (`None`: as long as the
     /// longest range needs).
     pub wait: Option<Duration>,
+    /// The clock samples are stamped with: the system's, or a sim's (`--clock`).
+    pub clock: std::sync::Arc<dyn crate::clock::Clock>,
 }
 
 fn fail(stderr: String) -> CommandOutput {
@@ -110,7 +112,7 @@ pub async fn run(
             }
         }
         if let Some(store) = kept.as_ref().map(State::store)
-            && runtime.restore_history(store, Utc::now()) > 0
+            && runtime.restore_history(store, request.clock.now()) > 0
         {
             eprintln!(
                 "{}: using the sample history kept in {}",
@@ -133,10 +135,11 @@ pub async fn run(
             &mut memory,
             &in_flight,
             request.wait,
+            request.clock.as_ref(),
         )
         .await;
         if let Some(State::Writable(store)) = &kept {
-            runtime.save_history(store, Utc::now(), false);
+            runtime.save_history(store, request.clock.now(), false);
         }
         match outcome {
             Ok(report) => reports.push((report, memory)),
@@ -213,8 +216,9 @@ async fn plan_group(
     memory: &mut GroupMemory,
     in_flight: &crate::daemon::tick::InFlight,
     wait: Option<Duration>,
+    clock: &dyn crate::clock::Clock,
 ) -> Result<TickReport, crate::digitalocean::ApiError> {
-    let started = Instant::now();
+    let started = clock.now();
     let gap = runtime
         .group
         .interval
@@ -225,7 +229,7 @@ async fn plan_group(
     let mut round = 0;
     loop {
         round += 1;
-        let now = Utc::now();
+        let now = clock.now();
         let droplets = client.list_droplets_by_tag(&runtime.group.tag).await?;
         let mut members = runtime.members(&droplets, in_flight, now);
         let deadline = tokio::time::Instant::now() + runtime.group.tick_timeout.mul_f64(0.9);
@@ -234,7 +238,8 @@ async fn plan_group(
             .await;
         let observations = runtime.observe(now, &gathered.remote);
         let warming = observations.iter().any(is_warming);
-        let out_of_time = started.elapsed() + gap > wait;
+        let waited = (clock.now() - started).to_std().unwrap_or_default();
+        let out_of_time = waited + gap > wait;
         if !warming || range.is_zero() || out_of_time {
             runtime.work_values(&droplets, &mut members, now, &gathered.remote);
             // Memory is only read here: a plan must not move cooldown or condition clocks.
@@ -247,12 +252,10 @@ async fn plan_group(
             "{}: scrape {round}: rules still warming (longest range {}); {} of up to {} waited",
             runtime.group.name,
             crate::config::duration::format_duration(range),
-            crate::config::duration::format_duration(Duration::from_secs(
-                started.elapsed().as_secs()
-            )),
+            crate::config::duration::format_duration(Duration::from_secs(waited.as_secs())),
             crate::config::duration::format_duration(wait)
         );
-        tokio::time::sleep(gap).await;
+        tokio::time::sleep(crate::clock::wall(clock, gap)).await;
     }
 }
 

@@ -24,8 +24,10 @@ pub struct RecordRequest {
     pub group: String,
     /// The recording to write.
     pub out: PathBuf,
-    /// How long to record (`None`: until interrupted).
+    /// How long to record, on `clock` (`None`: until interrupted).
     pub duration: Option<Duration>,
+    /// The clock samples are stamped with: the system's, or a sim's (`--clock`).
+    pub clock: std::sync::Arc<dyn crate::clock::Clock>,
 }
 
 fn fail(stderr: String) -> CommandOutput {
@@ -68,7 +70,8 @@ pub async fn run(
         Ok(runtime) => runtime,
         Err(error) => return fail(format!("{}: {error}\n", group.file.display())),
     };
-    let started = chrono::Utc::now();
+    let clock = request.clock.as_ref();
+    let started = clock.now();
     let mut recorder = match Recorder::create(&request.out, &header_for(group, started)) {
         Ok(recorder) => recorder,
         Err(error) => return fail(format!("{error}\n")),
@@ -76,9 +79,11 @@ pub async fn run(
     // Never acting, the recorder's memory only keeps the decisions' own clocks.
     let mut memory = GroupMemory::default();
     let in_flight = InFlight::default();
-    let mut ticker = tokio::time::interval(group.interval);
+    let mut ticker = tokio::time::interval(crate::clock::wall(clock, group.interval));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let deadline = request.duration.map(|d| tokio::time::Instant::now() + d);
+    let deadline = request
+        .duration
+        .map(|d| tokio::time::Instant::now() + crate::clock::wall(clock, d));
     let until_deadline = async {
         match deadline {
             Some(at) => tokio::time::sleep_until(at).await,
@@ -95,7 +100,7 @@ pub async fn run(
             _ = &mut stop => break,
             _ = &mut until_deadline => break,
         }
-        let now = chrono::Utc::now();
+        let now = clock.now();
         let report = match tokio::time::timeout(
             group.tick_timeout,
             runtime.tick(&client, &scraper, &mut memory, &in_flight, now),

@@ -5,6 +5,7 @@ use crate::sim::{Sim, SimError, SimOptions};
 /// Starts the sim, prints the one export line on stdout, and serves until Ctrl-C or SIGTERM.
 pub async fn run(options: SimOptions) -> Result<(), SimError> {
     let droplets = options.seed_droplets;
+    let speed = options.clock.speed();
     let sim = Sim::start(options).await?;
     println!(
         "DIGITALOCEAN_API_URL={} DIGITALOCEAN_TOKEN={} DO_SCALER_SIM_PID={}",
@@ -19,6 +20,12 @@ pub async fn run(options: SimOptions) -> Result<(), SimError> {
         sim.subnet(),
         sim.api_url()
     );
+    if speed != 1.0 {
+        eprintln!(
+            "sim: the clock runs {speed}x real time; give daemons --clock {}",
+            sim.clock_url()
+        );
+    }
     shutdown_signal().await;
     eprintln!("sim: stopping");
     Ok(())

@@ -655,7 +655,8 @@ pub fn spawn(daemon: Arc<Daemon>, group: Group, identity: u64, act_after: Instan
     daemon.metrics.register_group(&group.name, &actions);
     let (stop, mut stopped) = watch::channel(false);
     let status = Arc::new(Mutex::new(GroupStatus::default()));
-    let interval = group.interval;
+    // The interval is on the daemon's clock; at a sim's speed it passes faster on the wall.
+    let interval = crate::clock::wall(daemon.clock.as_ref(), group.interval);
     let task_status = status.clone();
     let task = tokio::spawn(async move {
         let name = group.name.clone();

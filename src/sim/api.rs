@@ -63,6 +63,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
     router
         .route_layer(middleware::from_fn_with_state(shared.clone(), gate))
         .route("/v2/_sim/stats", get(stats))
+        // The sim's time and speed, for `--clock`: no token, like the stats.
+        .route("/v2/_sim/clock", get(clock))
         // Test controls, like the stats: no token.
         .route("/v2/_sim/droplets/{id}/unhealthy", post(make_unhealthy))
         .route("/v2/_sim/droplets/{id}/healthy", post(make_healthy))
@@ -684,6 +686,15 @@ fn set_health(shared: &Shared, id: u64, healthy: bool) -> Response {
 
 async fn stats(State(shared): Shared2, _method: Method, _headers: HeaderMap) -> Response {
     axum::Json(shared.stats_json()).into_response()
+}
+
+/// `GET /v2/_sim/clock`: the sim's time and how fast it runs (`sim --speed`).
+async fn clock(State(shared): Shared2) -> Response {
+    axum::Json(crate::clock::ClockReading {
+        now: shared.clock.now(),
+        speed: shared.clock.speed(),
+    })
+    .into_response()
 }
 
 /// A load balancer for tests and the demo.

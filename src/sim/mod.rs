@@ -305,8 +305,13 @@ impl Sim {
             let _ = axum::serve(listener, router).await;
         });
         let ticker_shared = shared.clone();
+        // 200 ms of wall time between model steps, or less at speed so that a step stays
+        // under a simulated second (and never below 10 ms of wall time).
+        let step = Duration::from_millis(200)
+            .div_f64(options.clock.speed().max(1.0))
+            .max(Duration::from_millis(10));
         let ticker = tokio::spawn(async move {
-            let mut interval = tokio::time::interval(Duration::from_millis(200));
+            let mut interval = tokio::time::interval(step);
             loop {
                 interval.tick().await;
                 ticker_shared.sync();
@@ -325,6 +330,11 @@ impl Sim {
     /// The API base URL, such as `http://127.0.0.1:41234`.
     pub fn api_url(&self) -> String {
         format!("http://{}", self.api_addr)
+    }
+
+    /// The URL of the sim's clock, for `--clock` (and [`crate::clock::follow`]).
+    pub fn clock_url(&self) -> String {
+        format!("{}/v2/_sim/clock", self.api_url())
     }
 
     /// The token the API accepts.
