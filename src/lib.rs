@@ -17,6 +17,8 @@
 //! - [`state`]: the intent journal, memories and history on SQLite or PostgreSQL, and the
 //!   leases that give each group one leader when several daemons share PostgreSQL.
 //! - [`record`]: recordings of what a group's ticks observe (`record`, `[record]`).
+//! - [`quality`]: the decision-quality harness: demand traces through the sim at speed,
+//!   controllers scored on under- and over-provisioning.
 //! - [`daemon`]: one tick of a group (list, scrape, evaluate, decide), and the loop around it.
 //! - [`failpoint`]: named crash points for the crash-safety tests, inert unless armed.
 //! - [`limits`]: the process's open-file limit.
@@ -40,6 +42,7 @@ pub mod failpoint;
 pub mod limits;
 pub mod metrics;
 pub mod policy;
+pub mod quality;
 pub mod query;
 pub mod record;
 pub mod script;

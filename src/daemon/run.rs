@@ -129,6 +129,7 @@ impl Daemon {
                     .map(std::path::Path::to_path_buf),
             )
             .with_leadership(self.leadership.clone())
+            .with_clock(self.clock.clone())
     }
 
     /// The status of a group, if it runs.

@@ -56,6 +56,8 @@ pub struct RunContext {
     /// The name journaled for a replacement's one create (`[health]`), when the run
     /// launches one.
     pub replacement: Option<String>,
+    /// The daemon's clock: `now()` reads it; `sleep` and `wait_active` wait its time.
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl RunContext {
@@ -66,6 +68,11 @@ impl RunContext {
     /// `wanted`, capped at the time left in the run.
     fn cap(&self, wanted: Duration) -> Duration {
         wanted.min(self.remaining())
+    }
+
+    /// How long `span` of the daemon's clock is on the wall (less at a sim's speed).
+    fn wall(&self, span: Duration) -> Duration {
+        crate::clock::wall(self.clock.as_ref(), span)
     }
 
     fn is_protected(&self, droplet: &Droplet) -> bool {
@@ -527,7 +534,7 @@ fn wait_active(ids: Array, timeout_ms: i64) -> HostResult<Array> {
         .filter_map(|d| d.as_int().ok())
         .map(|i| i as u64)
         .collect();
-    let limit = ctx.cap(Duration::from_millis(timeout_ms.max(0) as u64));
+    let limit = ctx.cap(ctx.wall(Duration::from_millis(timeout_ms.max(0) as u64)));
     let started = Instant::now();
     let mut polls = 0u32;
     loop {
@@ -580,6 +587,7 @@ fn wait_active(ids: Array, timeout_ms: i64) -> HostResult<Array> {
         } else {
             Duration::from_secs(2)
         };
+        let pause = ctx.wall(pause).max(Duration::from_millis(5));
         let pause = ctx.cap(pause).min(limit.saturating_sub(started.elapsed()));
         std::thread::sleep(pause);
     }
@@ -677,7 +685,7 @@ fn digitalocean(method: &str, path: &str, body: Dynamic) -> HostResult<Map> {
 
 fn sleep_ms(ms: i64) -> HostResult<()> {
     let ctx = context()?;
-    let wanted = Duration::from_millis(ms.max(0) as u64);
+    let wanted = ctx.wall(Duration::from_millis(ms.max(0) as u64));
     let capped = ctx.cap(wanted);
     std::thread::sleep(capped);
     if capped < wanted {
@@ -735,7 +743,10 @@ pub fn register(engine: &mut Engine) {
         tracing::warn!(target: "do_scaler::script", group = %group, "{message}");
     });
     engine.register_fn("sleep", sleep_ms);
-    engine.register_fn("now", || chrono::Utc::now().timestamp());
+    engine.register_fn("now", || match context() {
+        Ok(ctx) => ctx.clock.now().timestamp(),
+        Err(_) => chrono::Utc::now().timestamp(),
+    });
     engine.register_fn("parse_duration", parse_duration_ms);
     engine.register_fn("parse_duration", |ms: i64| ms);
     super::haproxy::register(engine);

@@ -117,6 +117,7 @@ pub struct Runner {
     http: Result<reqwest::Client, super::webhook::WebhookError>,
     credentials_dir: Option<std::path::PathBuf>,
     leadership: Option<Arc<crate::state::lease::Leadership>>,
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 fn describe(name: &str, error: &EvalAltResult, deadline: Duration) -> String {
@@ -147,7 +148,15 @@ impl Runner {
             http: super::webhook::client(super::webhook::GuardedResolver::system()),
             credentials_dir: None,
             leadership: None,
+            clock: Arc::new(crate::clock::SystemClock),
         }
+    }
+
+    /// The daemon's clock: scripts' `now()` reads it, and their `sleep` and `wait_active`
+    /// wait its time (at a sim's speed, N times less on the wall).
+    pub fn with_clock(mut self, clock: Arc<dyn crate::clock::Clock>) -> Runner {
+        self.clock = clock;
+        self
     }
 
     /// The daemon's leases (PostgreSQL state): every DigitalOcean write first checks that the
@@ -190,6 +199,7 @@ impl Runner {
             script: Mutex::new(String::new()),
             credentials_dir: self.credentials_dir.clone(),
             leadership: self.leadership.clone(),
+            clock: self.clock.clone(),
             replacement: match &request.purpose {
                 Purpose::Replace { name, .. } => Some(name.clone()),
                 _ => None,
