@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-exec cargo bench --bench quality 2>&1 | grep -v '^\s*\(Compiling\|Finished\|Running\)'
+cargo bench --bench quality 2>&1 | grep -v '^\s*\(Compiling\|Finished\|Running\)'

@@ -172,7 +172,13 @@ pub fn example(edit: impl FnOnce(&mut toml::Table)) -> Result<String, QualityErr
 
 /// A reference controller: one CPU target rule over a `window` rate, with the given warmup,
 /// cooldowns, scale-down stabilization and tolerance.
-fn reference(window: &str, warmup: &str, cooldown: &str, stabilization: &str, tolerance: f64) -> String {
+fn reference(
+    window: &str,
+    warmup: &str,
+    cooldown: &str,
+    stabilization: &str,
+    tolerance: f64,
+) -> String {
     format!(
         r#"tag = "web"
 min = {MIN}
@@ -229,7 +235,25 @@ pub fn controllers() -> Result<Vec<Controller>, QualityError> {
 /// Every controller the harness plays: [`controllers`], then the example with its CPU rule's
 /// saturation policy (`ceiling = 1`, `saturated_step = "+100%"`).
 pub fn variants() -> Result<Vec<Controller>, QualityError> {
-    controllers()
+    let mut all = controllers()?;
+    all.insert(
+        1,
+        Controller {
+            name: "example + saturation",
+            group: example(saturated)?,
+        },
+    );
+    Ok(all)
+}
+
+/// Gives the example's CPU rule (its first) the saturation policy: `ceiling = 1.0`, doubling.
+pub fn saturated(table: &mut toml::Table) {
+    if let Some(toml::Value::Array(rules)) = table.get_mut("rule")
+        && let Some(toml::Value::Table(cpu)) = rules.first_mut()
+    {
+        cpu.insert("ceiling".into(), toml::Value::Float(1.0));
+        cpu.insert("saturated_step".into(), toml::Value::String("+100%".into()));
+    }
 }
 
 /// How a controller did on a trace.
@@ -432,10 +456,16 @@ mod tests {
         scorer.sample(610.0, 10.0, 2.0, 5, 5);
         scorer.sample(1200.0, 590.0, 2.0, 5, 4);
         let score = scorer.finish();
-        assert!((score.under_droplet_minutes - 30.0).abs() < 1e-9, "{score:?}");
+        assert!(
+            (score.under_droplet_minutes - 30.0).abs() < 1e-9,
+            "{score:?}"
+        );
         // 10 s at 5 droplets (3 over) and 590 s at 4 (2 over).
         let over = 3.0 * 10.0 / 60.0 + 2.0 * 590.0 / 60.0;
-        assert!((score.over_droplet_minutes - over).abs() < 1e-9, "{score:?}");
+        assert!(
+            (score.over_droplet_minutes - over).abs() < 1e-9,
+            "{score:?}"
+        );
         assert_eq!(score.scale_events, 2);
         let hours = (3.0 * 600.0 + 5.0 * 10.0 + 4.0 * 590.0) / 3600.0;
         assert!((score.droplet_hours - hours).abs() < 1e-9);

@@ -132,6 +132,89 @@ fn per_droplet_targets_and_step_limits() {
     assert_eq!(d.desired, 5, "at most -1: {:#?}", d.steps);
 }
 
+/// Issue 22, part 5: a target rule whose value is at its ceiling grows by its saturated step
+/// from the droplets it measured, past `max_step_up`, never counting booting droplets twice
+/// and never shrinking; below the ceiling it is an ordinary target rule.
+#[test]
+fn a_saturated_target_rule_grows_by_its_step() {
+    let saturated = |step: &str| {
+        group(&format!(
+            "min = 1\nmax = 40\n[[rule]]\nname = \"cpu\"\nexpr = 'avg(x)'\ntarget = 0.6\nmax_step_up = 1\nceiling = 1.0\n{step}"
+        ))
+    };
+    let doubling = saturated("");
+    // (active, booting, value, expected desired, why)
+    for (active_n, booting_n, value, expected, why) in [
+        (4, 0, 1.0, 8, "+100 % of 4 active, past max_step_up 1"),
+        (4, 0, 0.985, 8, "within 2 % of the ceiling counts"),
+        (
+            4,
+            0,
+            0.95,
+            5,
+            "below the band: ceil(4 × 0.95 / 0.6) = 7, max_step_up 1",
+        ),
+        (
+            4,
+            4,
+            1.0,
+            8,
+            "4 booting already make the +100 %: hold, not 16",
+        ),
+        (4, 6, 1.0, 10, "never below the current size"),
+    ] {
+        let mut members = active(active_n);
+        members.extend((100..100 + booting_n).map(|id| member(id, MemberState::Booting, 1)));
+        let d = once(&doubling, &members, &[Observation::Number(value)]);
+        assert_eq!(d.desired, expected, "{why}: {:#?}", d.steps);
+    }
+    let plus_ten = saturated("saturated_step = \"+10\"\n");
+    assert_eq!(
+        once(&plus_ten, &active(4), &[Observation::Number(1.0)]).desired,
+        14
+    );
+    let explained = once(&doubling, &active(4), &[Observation::Number(1.0)]);
+    assert!(
+        explained.rules[0].verdict.contains("saturated"),
+        "{:#?}",
+        explained.rules
+    );
+}
+
+#[test]
+fn saturation_keys_are_refused_where_they_cannot_apply() {
+    for (body, wanted) in [
+        (
+            "[[rule]]\nname = \"cpu\"\nexpr = 'avg(x)'\ntarget = 0.6\nsaturated_step = \"+2\"\n",
+            "saturated_step needs `ceiling`",
+        ),
+        (
+            "[[rule]]\nname = \"cpu\"\nexpr = 'avg(x)'\ntarget = 0.6\nceiling = 0.5\n",
+            "is not above the target",
+        ),
+        (
+            "[[rule]]\nname = \"q\"\nexpr = 'sum(x)'\ntarget = 10\nper_droplet = true\nceiling = 100\n",
+            "does not apply to a per_droplet rule",
+        ),
+        (
+            "[[rule]]\nname = \"cpu\"\nexpr = 'avg(x)'\ntarget = 0.6\nceiling = 1\nsaturated_step = \"-1\"\n",
+            "must grow the group",
+        ),
+        (
+            "[[rule]]\nname = \"busy\"\nwhen = 'avg(x) > 1'\nchange = \"+1\"\nceiling = 1\n",
+            "so `ceiling` does not apply",
+        ),
+    ] {
+        let error = group_from_toml(
+            "web",
+            &format!("tag = \"web\"\nmin = 1\nmax = 5\n{body}{TEMPLATE}"),
+        )
+        .expect_err(body);
+        let text = format!("{error:?}");
+        assert!(text.contains(wanted), "{wanted}: {text}");
+    }
+}
+
 fn threshold_group(condition: &str, hold: &str, change: &str) -> Group {
     group(&format!(
         "min = 1\nmax = 10\n[[rule]]\nname = \"t\"\n{condition}\nfor = \"{hold}\"\nchange = \"{change}\"\n"

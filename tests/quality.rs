@@ -9,9 +9,14 @@ async fn a_shortened_step_scores_every_controller() {
     let trace = quality::step(5.0, 25.0);
     let mut rows = Vec::new();
     for (index, controller) in quality::controllers().unwrap().iter().enumerate() {
-        let score = quality::play(&trace, controller, 100.0, &dir.path().join(index.to_string()))
-            .await
-            .unwrap();
+        let score = quality::play(
+            &trace,
+            controller,
+            100.0,
+            &dir.path().join(index.to_string()),
+        )
+        .await
+        .unwrap();
         rows.push(Row {
             trace: trace.name.to_string(),
             controller: controller.name.to_string(),

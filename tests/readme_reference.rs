@@ -201,9 +201,12 @@ busy = "x > 0"
         // `for` belongs to condition rules, which this minimal group does not have; a
         // schedule's default name is a pattern (`schedule-N`), not a literal; `health.path`
         // belongs to http checks, and the minimal group checks metrics; `refresh.timezone`
-        // belongs to a refresh window, which the minimal group does not have.
+        // belongs to a refresh window, which the minimal group does not have;
+        // `rule.saturated_step` needs a `ceiling` (its default, doubling, is checked in
+        // tests/policy.rs).
         if [
             "rule.for",
+            "rule.saturated_step",
             "schedule.name",
             "health.path",
             "refresh.timezone",

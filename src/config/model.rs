@@ -407,6 +407,8 @@ pub enum RuleKind {
         max_step_up: Option<u32>,
         /// Largest step down.
         max_step_down: Option<u32>,
+        /// What to do while `expr` sits at its ceiling (`ceiling`, `saturated_step`).
+        saturation: Option<Saturation>,
     },
     /// An expression whose value is the number of droplets wanted.
     Desired {
@@ -422,6 +424,30 @@ impl RuleKind {
             RuleKind::Threshold { condition, .. } => condition.expressions(),
             RuleKind::Target { expr, .. } | RuleKind::Desired { expr } => vec![expr.as_str()],
         }
+    }
+}
+
+/// A target rule's saturation policy. A value that cannot rise above a ceiling (CPU
+/// utilisation stops at 1) hides how much work is waiting, so the proportional step
+/// (active × ceiling / target) is the most it can ever ask for; while the value is at the
+/// ceiling the rule asks for at least `step` more than the droplets it measured, as HPA's
+/// `scaleUp` policies do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Saturation {
+    /// The highest value the expression can take.
+    pub ceiling: f64,
+    /// The growth, from the active droplets, while the value is within 2 % of the ceiling.
+    pub step: Change,
+}
+
+impl Saturation {
+    /// Share of the ceiling from which a value counts as at it (real machines rarely show a
+    /// utilisation of exactly 1).
+    pub const BAND: f64 = 0.02;
+
+    /// Whether `value` is at the ceiling.
+    pub fn holds(&self, value: f64) -> bool {
+        value.is_finite() && value >= self.ceiling - Self::BAND * self.ceiling.abs()
     }
 }
 

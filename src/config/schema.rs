@@ -388,6 +388,13 @@ pub struct RuleFile {
     pub max_step_up: Option<Spanned<u32>>,
     /// Target rule: the most droplets one decision removes. Default unlimited.
     pub max_step_down: Option<Spanned<u32>>,
+    /// Target rule: the highest value `expr` can take (1 for CPU utilisation). With it, while
+    /// the value is within 2 % of the ceiling the rule asks for `saturated_step` more than
+    /// the active droplets, not limited by `max_step_up`. Default none.
+    pub ceiling: Option<Spanned<f64>>,
+    /// Target rule with `ceiling`: the growth while saturated, "+100%" (double) or "+N".
+    /// Default "+100%".
+    pub saturated_step: Option<Spanned<ChangeFile>>,
     /// Threshold rule: a comparison that is true, false or missing.
     pub when: Option<Spanned<String>>,
     /// Threshold rule: comparisons that must all hold (three-valued: any false is false).

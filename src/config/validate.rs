@@ -4,7 +4,7 @@
 use super::diagnostic::Diagnostic;
 use super::model::{
     ActionLists, Actions, AddressKind, Change, Condition, DropletTemplate, Group, Image, OnMissing,
-    Rule, RuleKind, ScaleIn, ScaleInChoice, Schedule, Scrape, SshKey, UpDown,
+    Rule, RuleKind, Saturation, ScaleIn, ScaleInChoice, Schedule, Scrape, SshKey, UpDown,
 };
 use super::schema::{
     ActionListsFile, ChangeFile, GroupFile, ImageFile, OnMissingFile, RuleFile, ScheduleFile,
@@ -809,6 +809,8 @@ fn build_rule(
             ("change", rule.change.is_some()),
             ("max_step_up", rule.max_step_up.is_some()),
             ("max_step_down", rule.max_step_down.is_some()),
+            ("ceiling", rule.ceiling.is_some()),
+            ("saturated_step", rule.saturated_step.is_some()),
         ] {
             if set {
                 report.error(
@@ -863,6 +865,7 @@ fn build_rule(
             tolerance,
             max_step_up: rule.max_step_up.as_ref().map(|s| *s.get_ref()),
             max_step_down: rule.max_step_down.as_ref().map(|s| *s.get_ref()),
+            saturation: saturation(rule, &name, report),
         }
     } else if conditions > 0 {
         if conditions > 1 {
@@ -879,6 +882,8 @@ fn build_rule(
             ("tolerance", rule.tolerance.is_some()),
             ("max_step_up", rule.max_step_up.is_some()),
             ("max_step_down", rule.max_step_down.is_some()),
+            ("ceiling", rule.ceiling.is_some()),
+            ("saturated_step", rule.saturated_step.is_some()),
         ] {
             if set {
                 report.error(rule_span.clone(), format!("rule `{name}` is a threshold rule (it has `when`), so `{key}` does not apply: remove it, or make a target rule with expr and target"));
@@ -940,6 +945,63 @@ fn build_rule(
             .as_ref()
             .map(|a| build_action_lists(ctx, a, report)),
         source,
+    })
+}
+
+/// A target rule's `ceiling` and `saturated_step`.
+fn saturation(rule: &RuleFile, name: &str, report: &mut Report<'_>) -> Option<Saturation> {
+    let Some(ceiling) = &rule.ceiling else {
+        if let Some(step) = &rule.saturated_step {
+            report.error(
+                span_of(step),
+                format!("rule `{name}`: saturated_step needs `ceiling`, the highest value expr can take (1 for CPU utilisation)"),
+            );
+        }
+        return None;
+    };
+    let value = *ceiling.get_ref();
+    if rule.per_droplet == Some(true) {
+        report.error(
+            span_of(ceiling),
+            format!("rule `{name}`: ceiling does not apply to a per_droplet rule, whose group total has no fixed ceiling: remove it"),
+        );
+    }
+    if !(value.is_finite() && value > 0.0) {
+        report.error(
+            span_of(ceiling),
+            format!(
+                "rule `{name}`: ceiling must be a number above 0, such as 1 for CPU utilisation"
+            ),
+        );
+    }
+    if let Some(target) = &rule.target
+        && *target.get_ref() >= value
+    {
+        report.error(
+            span_of(ceiling),
+            format!(
+                "rule `{name}`: ceiling {value} is not above the target {}: the value could never exceed its target; lower the target or raise the ceiling",
+                target.get_ref()
+            ),
+        );
+    }
+    let step = match rule.saturated_step.as_ref().map(|s| (s, s.get_ref())) {
+        None => Change::Percent(100),
+        Some((_, ChangeFile::Count(n))) if *n > 0 => Change::Count(*n),
+        Some((_, ChangeFile::Percent(p))) if *p > 0 => Change::Percent(*p),
+        Some((spanned, _)) => {
+            report.error(
+                span_of(spanned),
+                format!(
+                    "rule `{name}`: saturated_step must grow the group, such as \"+100%\" or \"+4\""
+                ),
+            );
+            Change::Percent(100)
+        }
+    };
+    Some(Saturation {
+        ceiling: value,
+        step,
     })
 }
 

@@ -25,6 +25,14 @@ pub fn apply_change(current: u32, change: Change) -> u32 {
     (current as i64 + delta).clamp(0, u32::MAX as i64) as u32
 }
 
+/// A change as written in a group file: "+2", "-1", "+50%".
+pub fn describe_change(change: Change) -> String {
+    match change {
+        Change::Count(n) => format!("{n:+}"),
+        Change::Percent(p) => format!("{p:+}%"),
+    }
+}
+
 /// Every rule's value, verdict and proposal, in the group's rule order. Threshold rules'
 /// condition clocks live in `memory`.
 pub fn evaluate(
@@ -65,6 +73,7 @@ pub fn evaluate(
                     tolerance,
                     max_step_up,
                     max_step_down,
+                    saturation,
                     ..
                 },
                 Observation::Number(value),
@@ -84,6 +93,23 @@ pub fn evaluate(
                 let text = format!("{value:.4}");
                 if !*per_droplet && active == 0 {
                     (text, missing("no active droplet to average over"))
+                } else if let Some(saturation) = saturation.filter(|s| s.holds(*value)) {
+                    // At the ceiling the value no longer says how much work waits: grow by
+                    // the step from the droplets measured (booting ones are not yet), never
+                    // below what the proportion asks, and never shrink.
+                    let stepped = apply_change(active, saturation.step);
+                    let proposal = stepped.max(raw).max(current);
+                    (
+                        text,
+                        (
+                            format!(
+                                "at its ceiling {} (saturated): {} from {active} active = {stepped}, ceil({active} × {value:.4} / {target}) = {raw}: proposes {proposal}",
+                                saturation.ceiling,
+                                describe_change(saturation.step)
+                            ),
+                            Some(proposal),
+                        ),
+                    )
                 } else if current > 0 && (exact / current as f64 - 1.0).abs() <= *tolerance {
                     (
                         text,
