@@ -271,6 +271,8 @@ pub struct Score {
     pub droplet_hours: f64,
     /// The share of the demand's vCPU-seconds the active droplets could run.
     pub served: f64,
+    /// Active droplets at the end.
+    pub final_active: usize,
 }
 
 /// Integrates samples into a [`Score`].
@@ -300,6 +302,7 @@ impl Scorer {
         self.score.droplet_hours += size_f * dt / 3600.0;
         self.demand_seconds += demand * dt;
         self.served_seconds += demand.min(active_f * VCPUS) * dt;
+        self.score.final_active = active;
         if let Some(last) = self.last_size
             && last != size
         {
@@ -410,33 +413,52 @@ pub async fn play(
     Ok(scorer.finish())
 }
 
-/// One row of the table: a trace, a controller and its score.
+/// One row of the table: a trace, a controller and its scores (one per repetition).
 #[derive(Debug, Clone)]
 pub struct Row {
     /// The trace's name.
     pub trace: String,
     /// The controller's name.
     pub controller: String,
-    /// How it did.
-    pub score: Score,
+    /// How it did, each time it played.
+    pub scores: Vec<Score>,
 }
 
-/// The README's table.
+/// The mean of `values`, and their range when they differ.
+fn spread(values: impl Iterator<Item = f64>, scale: f64) -> String {
+    let values: Vec<f64> = values.map(|v| v * scale).collect();
+    if values.is_empty() {
+        return "-".into();
+    }
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let (low, high) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+            (l.min(*v), h.max(*v))
+        });
+    if values.len() > 1 && high - low >= 0.05 {
+        format!("{mean:.1} ({low:.0}–{high:.0})")
+    } else {
+        format!("{mean:.1}")
+    }
+}
+
+/// The README's table: the mean of each row's plays, with their range where they differ.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| trace | controller | scale events | under-provisioned droplet-min | over-provisioned droplet-min | droplet-hours | demand served |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |\n",
+        "| trace | controller | scale events | under-provisioned droplet-min | over-provisioned droplet-min | droplet-hours | demand served % |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for row in rows {
-        let s = &row.score;
+        let s = &row.scores;
         out.push_str(&format!(
-            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} % |\n",
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
             row.trace,
             row.controller,
-            s.scale_events,
-            s.under_droplet_minutes,
-            s.over_droplet_minutes,
-            s.droplet_hours,
-            s.served * 100.0
+            spread(s.iter().map(|s| f64::from(s.scale_events)), 1.0),
+            spread(s.iter().map(|s| s.under_droplet_minutes), 1.0),
+            spread(s.iter().map(|s| s.over_droplet_minutes), 1.0),
+            spread(s.iter().map(|s| s.droplet_hours), 1.0),
+            spread(s.iter().map(|s| s.served), 100.0),
         ));
     }
     out

@@ -173,6 +173,35 @@ fn a_saturated_target_rule_grows_by_its_step() {
         once(&plus_ten, &active(4), &[Observation::Number(1.0)]).desired,
         14
     );
+    // The up cooldown paces ordinary scale-ups, not a saturated rule's (it grows only from
+    // droplets already measured).
+    let cooling = group(
+        "min = 1\nmax = 40\n[cooldown]\nup = \"10m\"\n[[rule]]\nname = \"cpu\"\nexpr = 'avg(x)'\ntarget = 0.6\nceiling = 1.0\n",
+    );
+    let after_an_up = || GroupMemory {
+        last_up: Some(t0() - Span::minutes(1)),
+        ..GroupMemory::default()
+    };
+    let d = run(
+        &cooling,
+        &active(4),
+        &[Observation::Number(1.0)],
+        t0(),
+        &mut after_an_up(),
+    );
+    assert_eq!(d.desired, 8, "{:#?}", d.steps);
+    let d = run(
+        &cooling,
+        &active(4),
+        &[Observation::Number(0.9)],
+        t0(),
+        &mut after_an_up(),
+    );
+    assert_eq!(
+        d.desired, 4,
+        "below the ceiling the cooldown holds: {:#?}",
+        d.steps
+    );
     let explained = once(&doubling, &active(4), &[Observation::Number(1.0)]);
     assert!(
         explained.rules[0].verdict.contains("saturated"),

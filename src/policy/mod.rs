@@ -128,6 +128,10 @@ pub struct RuleReport {
     pub verdict: String,
     /// The size it proposes, if it proposes one.
     pub proposal: Option<u32>,
+    /// Whether it is a target rule at its `ceiling`: its scale-up does not wait for
+    /// `cooldown.up`, as it grows only from droplets already measured.
+    #[serde(skip)]
+    pub saturated: bool,
 }
 
 /// A rule's value text as JSON: a number, a boolean, null for missing; any other text as is.
@@ -252,6 +256,12 @@ pub fn decide(input: &Input<'_>, memory: &mut GroupMemory) -> Decision {
         &mut steps,
     );
 
+    // A saturated rule's scale-up is paced by its own step (from the measured droplets), not
+    // by the up cooldown.
+    let saturated = winner
+        .as_ref()
+        .and_then(|name| reports.iter().find(|r| &r.name == name))
+        .is_some_and(|r| r.saturated && desired > current);
     let forced = apply_bounds(&bounds, current, &mut desired, &mut winner, &mut steps);
     count_off_toward_max(
         input.members,
@@ -283,7 +293,7 @@ pub fn decide(input: &Input<'_>, memory: &mut GroupMemory) -> Decision {
         memory,
         now,
         (current, floor),
-        forced,
+        (forced, saturated),
         &mut desired,
         &mut steps,
     );
@@ -554,19 +564,29 @@ fn stabilize(
 /// Cooldowns, failure backoff and the spend guard. Cooldowns hold only what the bounds do not
 /// force (below min the move to min goes on, above max the move to max goes on); the backoff
 /// and the spend guard hold every scale-up. `sizes` is (current, floor): the floor is what a
-/// forced move must reach.
+/// forced move must reach. A scale-up from a saturated rule skips the up cooldown (it grows
+/// only from droplets already measured, so it cannot compound on droplets still booting).
 fn brake(
     group: &Group,
     memory: &GroupMemory,
     now: DateTime<Utc>,
     (current, floor): (u32, u32),
-    forced: Forced,
+    (forced, saturated): (Forced, bool),
     desired: &mut u32,
     steps: &mut Vec<String>,
 ) {
+    let cooling = since(now, memory.last_up).filter(|elapsed| *elapsed < group.cooldown.up);
     if *desired > floor
-        && let Some(elapsed) = since(now, memory.last_up)
-        && elapsed < group.cooldown.up
+        && let Some(elapsed) = cooling
+        && saturated
+    {
+        steps.push(format!(
+            "up cooldown ({} of {}) does not hold a saturated rule: it grows from measured droplets only",
+            fmt(elapsed),
+            fmt(group.cooldown.up)
+        ));
+    } else if *desired > floor
+        && let Some(elapsed) = cooling
     {
         steps.push(format!(
             "up cooldown: the last scale-up was {} ago, {} needed: hold at {floor}",

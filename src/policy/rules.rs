@@ -227,11 +227,17 @@ pub fn evaluate(
                 )),
             ),
         };
+        let saturated = matches!(
+            (&rule.kind, observation),
+            (RuleKind::Target { saturation: Some(saturation), .. }, Observation::Number(value))
+                if saturation.holds(*value) && active > 0
+        );
         reports.push(RuleReport {
             name: rule.name.clone(),
             value,
             verdict,
             proposal,
+            saturated,
         });
     }
 
@@ -263,6 +269,7 @@ pub fn idle_headroom(idle: &Idle, bounds: &Bounds, members: &[Member]) -> RuleRe
         value: busy.to_string(),
         verdict: format!("{busy} busy + {count} kept idle{from} = {proposal}: proposes {proposal}"),
         proposal: Some(proposal),
+        saturated: false,
     }
 }
 
