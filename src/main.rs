@@ -209,6 +209,26 @@ enum Command {
         #[command(flatten)]
         clock: ClockArgs,
     },
+    /// Run a group file's decisions over a recording (work conserved: the recorded busy vCPU
+    /// is spread over the replayed droplets) and compare them with what the group did.
+    Replay {
+        /// Recordings of one group (`record --out`), or folders of them (`[record]` writes one
+        /// file an hour): played in time order.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// A group file to replay (default: the one the recording holds).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// How long a replayed create takes to become active.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        boot: Duration,
+        /// Draw recorded against replayed size into this SVG file.
+        #[arg(long)]
+        chart: Option<PathBuf>,
+        /// Print JSON: {"recorded": {…}, "replayed": {…}} with the same fields.
+        #[arg(long)]
+        json: bool,
+    },
     /// Work on the state itself (`state migrate`: SQLite into PostgreSQL).
     State {
         #[command(subcommand)]
@@ -716,6 +736,25 @@ async fn run() -> Result<ExitCode> {
                 let _ = tokio::signal::ctrl_c().await;
             };
             let output = commands::record::run(&request, &credentials::process_env, stop).await;
+            Ok(emit(output))
+        }
+        Command::Replay {
+            files,
+            config,
+            boot,
+            chart,
+            json,
+        } => {
+            let request = commands::replay::ReplayRequest {
+                files,
+                config,
+                boot,
+                chart,
+                json,
+            };
+            let output = tokio::task::spawn_blocking(move || commands::replay::run(&request))
+                .await
+                .context("the replay stopped")?;
             Ok(emit(output))
         }
         Command::Sim(args) => {

@@ -339,10 +339,27 @@ pub async fn play(
     speed: f64,
     dir: &Path,
 ) -> Result<Score, QualityError> {
+    play_recorded(trace, controller, speed, dir, false).await
+}
+
+/// [`play`], and with `record` the daemon also records the group (`[record]`) into
+/// `dir/recordings/web/`, one file per simulated hour, for `replay`.
+pub async fn play_recorded(
+    trace: &Trace,
+    controller: &Controller,
+    speed: f64,
+    dir: &Path,
+    record: bool,
+) -> Result<Score, QualityError> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir.join("conf.d"))?;
     std::fs::create_dir_all(dir.join("actions"))?;
-    std::fs::write(dir.join("do-scaler.toml"), BASE)?;
+    let base = if record {
+        BASE.replacen("[status_api]", "[record]\ndir = \"recordings\"\n[status_api]", 1)
+    } else {
+        BASE.to_string()
+    };
+    std::fs::write(dir.join("do-scaler.toml"), base)?;
     std::fs::write(dir.join("conf.d/web.toml"), &controller.group)?;
     // A fixed Monday midnight, so nothing depends on when the harness runs.
     let origin = chrono::DateTime::parse_from_rfc3339("2026-01-05T00:00:00Z")

@@ -757,6 +757,64 @@ pub fn group_from_toml(name: &str, text: &str) -> Result<Group, Vec<Diagnostic>>
     })
 }
 
+/// A group file checked for `replay`, which decides but never runs an action or creates a
+/// droplet: every action name the file lists counts as known (the scripts are not needed),
+/// and relative paths resolve beside the file. Diagnostics name `file`.
+pub fn group_for_replay(
+    file: &Path,
+    text: &str,
+    default_interval: Duration,
+) -> Result<Group, Vec<Diagnostic>> {
+    let parsed: GroupFile =
+        toml::from_str(text).map_err(|e| vec![toml_diagnostic(file, text, &e)])?;
+    let mut actions: BTreeSet<String> = SHIPPED_ACTIONS.iter().map(|s| s.to_string()).collect();
+    if let Ok(value) = toml::from_str::<toml::Value>(text) {
+        listed_actions(&value, false, &mut actions);
+    }
+    let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("group");
+    let base_dir = file
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
+    let ctx = GroupContext {
+        name,
+        file,
+        source: text,
+        default_interval,
+        base_dir,
+        known_actions: &actions,
+    };
+    let (group, diagnostics) = validate_group(&ctx, parsed);
+    group.ok_or_else(|| {
+        diagnostics
+            .into_iter()
+            .filter(Diagnostic::is_error)
+            .collect()
+    })
+}
+
+/// Every string in a list under a key that holds action names (`up`, `down`, `actions`,
+/// `return_actions`), anywhere in `value`.
+fn listed_actions(value: &toml::Value, names: bool, out: &mut BTreeSet<String>) {
+    match value {
+        toml::Value::String(text) if names => {
+            out.insert(text.clone());
+        }
+        toml::Value::Array(items) => {
+            for item in items {
+                listed_actions(item, names, out);
+            }
+        }
+        toml::Value::Table(table) => {
+            for (key, item) in table {
+                let holds = matches!(key.as_str(), "up" | "down" | "actions" | "return_actions");
+                listed_actions(item, holds, out);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Loads the original Python tool's configuration through the native model: each old group is
 /// converted into a native group file's text and validated like one.
 fn load_legacy(config_path: &Path, overrides: &Overrides) -> Result<Loaded, LoadError> {

@@ -9,6 +9,7 @@
 //! staleness marker, infinities) are written as the hex of their bits, so every point comes
 //! back bit for bit.
 
+pub mod replay;
 pub mod rotate;
 
 use crate::digitalocean::Droplet;
