@@ -2,7 +2,8 @@
 //! example web group's rules read (each droplet's idle CPU seconds for 2 vCPUs, and its
 //! available and total memory: 4 series), counters growing with noise as do-agent's do, and
 //! the listing changing once an hour (a droplet replaced). Also how long writing and reading it
-//! take. Run: `cargo bench --bench record`.
+//! take, and how long replaying it through the example group takes. Run:
+//! `cargo bench --bench record`.
 
 use do_scaler::digitalocean::Droplet;
 use do_scaler::query::Labels;
@@ -106,5 +107,31 @@ fn main() {
         size as f64 / 1e6,
         wrote.as_secs_f64(),
         read_in.as_secs_f64()
+    );
+    // Replaying that day through the example's rules (the shipped group, max raised so 50
+    // droplets fit): every tick decided by the real code over synthesized scrapes.
+    let group_file = do_scaler::quality::example(|_| {})
+        .unwrap()
+        .replacen("max = 20", "max = 80", 1);
+    let group = do_scaler::config::load::group_for_replay(
+        std::path::Path::new("conf.d/web.toml"),
+        &group_file,
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let replayed = do_scaler::record::replay::replay(
+        &recording,
+        group,
+        "do-scaler:bench",
+        std::time::Duration::from_secs(60),
+    )
+    .unwrap();
+    println!(
+        "replayed it through the example group in {:.1} s ({} ticks; replayed {:.0} droplet-hours against {:.0} recorded)",
+        started.elapsed().as_secs_f64(),
+        replayed.ticks,
+        replayed.replayed.droplet_hours,
+        replayed.recorded.droplet_hours
     );
 }

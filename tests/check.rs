@@ -658,3 +658,26 @@ fn one_run_reports_every_error_of_every_file() {
         output.stderr
     );
 }
+
+/// Found by the decision-quality harness: a 1-minute rate at a 30 s interval holds two
+/// samples, so one late tick leaves the rule without a value (it holds, and blocks
+/// scale-downs). `check` says so, with the place, and passes (it is a warning).
+#[test]
+fn a_range_too_short_for_the_interval_is_warned_about_with_its_place() {
+    let short = GOOD_GROUP.replace("[2m]", "[1m]");
+    let dir = layout(BASE, &[("web.toml", &short)]);
+    let output = run_check(dir.path());
+    assert_eq!(output.exit_code, 0, "{}", output.stderr);
+    assert!(
+        output.stderr.contains("conf.d/web.toml:12:8: warning")
+            && output
+                .stderr
+                .contains("the range [1m] holds at most 2 sample(s) at the 30s interval")
+            && output.stderr.contains("use at least 3 intervals ([1m30s])"),
+        "{}",
+        output.stderr
+    );
+    // The shipped ranges (2m at 30 s) pass without it.
+    let dir = layout(BASE, &[("web.toml", GOOD_GROUP)]);
+    assert!(!run_check(dir.path()).stderr.contains("holds at most"));
+}

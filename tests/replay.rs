@@ -86,7 +86,11 @@ async fn replay_conserves_the_work_and_tells_configurations_apart() {
         figure(&more, "replayed", "droplet_hours") > recorded * 1.2,
         "{more}"
     );
-    assert_eq!(figure(&more, "replayed", "unserved_vcpu_minutes"), 0.0, "{more}");
+    assert_eq!(
+        figure(&more, "replayed", "unserved_vcpu_minutes"),
+        0.0,
+        "{more}"
+    );
     assert!(
         figure(&more, "replayed", "minutes_above_target")
             < figure(&more, "recorded", "minutes_above_target"),
@@ -104,7 +108,10 @@ async fn replay_conserves_the_work_and_tells_configurations_apart() {
             > figure(&less, "recorded", "unserved_vcpu_minutes") + 50.0,
         "14 vCPUs on 6 for 27 minutes: {less}"
     );
-    assert!(figure(&less, "replayed", "droplet_hours") < recorded, "{less}");
+    assert!(
+        figure(&less, "replayed", "droplet_hours") < recorded,
+        "{less}"
+    );
 
     // The report for people, and the chart.
     let chart = dir.path().join("replay.svg");
@@ -113,7 +120,10 @@ async fn replay_conserves_the_work_and_tells_configurations_apart() {
     assert!(stdout.contains("unserved vCPU-minutes"), "{stdout}");
     assert!(stdout.contains("work spread"), "{stdout}");
     let svg = std::fs::read_to_string(&chart).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("replayed size"), "{svg:.200}");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("replayed size"),
+        "{svg:.200}"
+    );
 
     // A bad group file: its place and nothing replayed.
     let broken = dir.path().join("broken.toml");

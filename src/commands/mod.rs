@@ -8,6 +8,6 @@ pub mod migrate;
 pub mod plan;
 pub mod query;
 pub mod record;
-pub mod replay;
 pub mod remote;
+pub mod replay;
 pub mod sim;

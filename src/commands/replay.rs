@@ -43,7 +43,10 @@ fn recording_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
                 .filter(|p| p.to_string_lossy().ends_with(".rec.gz"))
                 .collect();
             if found.is_empty() {
-                return Err(format!("{}: no .rec.gz recording in this folder", path.display()));
+                return Err(format!(
+                    "{}: no .rec.gz recording in this folder",
+                    path.display()
+                ));
             }
             found.sort();
             files.extend(found);
@@ -135,7 +138,10 @@ pub fn run(request: &ReplayRequest) -> CommandOutput {
             path.display()
         );
         if let Err(error) = draw(chart, &result.sizes, &caption) {
-            return fail(format!("{stderr}{}: cannot draw: {error}\n", chart.display()));
+            return fail(format!(
+                "{stderr}{}: cannot draw: {error}\n",
+                chart.display()
+            ));
         }
         stderr.push_str(&format!("chart: {}\n", chart.display()));
     }
@@ -167,7 +173,10 @@ fn report(result: &Replay, group: &str, config: &Path) -> String {
         result.ticks,
         config.display()
     );
-    out.push_str(&format!("{:<26} {:>10} {:>10}\n", "", "recorded", "replayed"));
+    out.push_str(&format!(
+        "{:<26} {:>10} {:>10}\n",
+        "", "recorded", "replayed"
+    ));
     let row = |name: &str, get: fn(&Totals) -> f64, digits: usize| {
         format!(
             "{name:<26} {:>10.digits$} {:>10.digits$}\n",
@@ -178,7 +187,11 @@ fn report(result: &Replay, group: &str, config: &Path) -> String {
     out.push_str(&row("scale events", |t| f64::from(t.scale_events), 0));
     out.push_str(&row("droplet-hours", |t| t.droplet_hours, 1));
     out.push_str(&row("minutes above target", |t| t.minutes_above_target, 1));
-    out.push_str(&row("unserved vCPU-minutes", |t| t.unserved_vcpu_minutes, 1));
+    out.push_str(&row(
+        "unserved vCPU-minutes",
+        |t| t.unserved_vcpu_minutes,
+        1,
+    ));
     out.push('\n');
     for note in &result.notes {
         out.push_str(&format!("note: {note}\n"));
@@ -197,9 +210,7 @@ fn draw(path: &Path, points: &[SizePoint], caption: &str) -> Result<(), String> 
     let end = points.last().map(hours).unwrap_or(1.0).max(0.01);
     let top = points
         .iter()
-        .map(|p| {
-            f64::from(p.recorded.max(p.replayed)).max(p.busy_vcpus.unwrap_or(0.0))
-        })
+        .map(|p| f64::from(p.recorded.max(p.replayed)).max(p.busy_vcpus.unwrap_or(0.0)))
         .fold(1.0f64, f64::max)
         + 1.0;
     let mut chart = ChartBuilder::on(&root)

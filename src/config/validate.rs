@@ -326,7 +326,7 @@ fn build_group(ctx: &GroupContext<'_>, file: GroupFile, report: &mut Report<'_>)
                 format!("a second rule is named `{name}`: rule names must be unique in a group"),
             );
         }
-        if let Some(rule) = build_rule(ctx, rule, &sources, report) {
+        if let Some(rule) = build_rule(ctx, rule, &sources, interval, report) {
             rules.push(rule);
         }
     }
@@ -618,6 +618,43 @@ fn build_scrape(file: &GroupFile, report: &mut Report<'_>) -> Scrape {
     }
 }
 
+/// Warns about a range that holds too few of the droplets' samples: scraped once an
+/// interval, a range under 3 intervals holds at most two, so one late tick or failed scrape
+/// leaves one and the rule has no value (it holds, and blocks scale-downs).
+fn warn_short_ranges(
+    report: &mut Report<'_>,
+    what: &str,
+    expr: &Spanned<String>,
+    interval: Duration,
+) {
+    let Ok(compiled) = query::compile(expr.get_ref()) else {
+        return;
+    };
+    let shortest = compiled
+        .node
+        .selectors()
+        .into_iter()
+        .map(|(_, range)| range)
+        .filter(|range| !range.is_zero())
+        .min();
+    if let Some(range) = shortest
+        && range < interval * 3
+    {
+        let format = super::duration::format_duration;
+        report.warning(
+            span_of(expr),
+            format!(
+                "{what}: the range [{}] holds at most {} sample(s) at the {} interval: one late tick or failed scrape leaves too few and the rule has no value (it holds): use at least 3 intervals ([{}]); Prometheus advises 4 ([{}])",
+                format(range),
+                (range.as_millis() / interval.as_millis().max(1)).max(1),
+                format(interval),
+                format(interval * 3),
+                format(interval * 4)
+            ),
+        );
+    }
+}
+
 pub(super) fn check_expression(report: &mut Report<'_>, what: &str, expr: &Spanned<String>) {
     if let Err(reason) = query::check_syntax(expr.get_ref()) {
         report.error(span_of(expr), format!("{what}: {reason}"));
@@ -752,6 +789,7 @@ fn build_rule(
     ctx: &GroupContext<'_>,
     spanned: &Spanned<RuleFile>,
     sources: &[super::model::Source],
+    interval: Duration,
     report: &mut Report<'_>,
 ) -> Option<Rule> {
     let rule = spanned.get_ref();
@@ -796,6 +834,11 @@ fn build_rule(
         &expressions,
         report,
     );
+    if source == super::model::DROPLETS_SOURCE {
+        for (what, expr) in &expressions {
+            warn_short_ranges(report, what, expr, interval);
+        }
+    }
     let kind = if let Some(desired) = &rule.desired {
         for (key, set) in [
             ("expr", rule.expr.is_some()),

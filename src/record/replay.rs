@@ -11,7 +11,7 @@
 //! as missing. Droplets the replay creates become active after the boot time; actions take no
 //! other time, except that an up run with `health_check_tcp` ends when its droplets are active.
 
-use super::{Recording, RecordedTick};
+use super::{RecordedTick, Recording};
 use crate::config::{DROPLETS_SOURCE, Group, RuleKind, SourceKind};
 use crate::daemon::tick::{Gathered, GroupRuntime, InFlight};
 use crate::digitalocean::{Droplet, DropletStatus};
@@ -421,9 +421,9 @@ pub fn replay(
                 }
                 Some(Direction::Down) if !decision.victims.is_empty() => {
                     fleet.retain(|v| !decision.victims.contains(&v.droplet.id));
-                    runtime.history.retain_droplets(&|id| {
-                        !decision.victims.contains(&id)
-                    });
+                    runtime
+                        .history
+                        .retain_droplets(&|id| !decision.victims.contains(&id));
                     memory.scaled(Direction::Down, now);
                     replayed.scale_events += 1;
                 }
