@@ -275,6 +275,10 @@ pub struct Score {
     pub served: f64,
     /// Active droplets at the end.
     pub final_active: usize,
+    /// The share of the trace's ticks the daemon did not make (it skips a tick that comes
+    /// while the last one still runs): above a few percent the play ran too fast for the
+    /// machine and measures a slower controller than the configuration.
+    pub ticks_missed: f64,
 }
 
 /// Integrates samples into a [`Score`].
@@ -431,9 +435,23 @@ pub async fn play_recorded(
             break;
         }
     }
+    use crate::api::metrics::Metrics;
+    let ticks: f64 = ["ok", "failed"]
+        .iter()
+        .map(|result| {
+            daemon
+                .metrics
+                .ticks
+                .get_or_create(&Metrics::group_and("web", "result", result))
+                .get() as f64
+        })
+        .sum();
     let _ = stop.send(());
     let _ = server.await;
-    Ok(scorer.finish())
+    let mut score = scorer.finish();
+    let expected = trace.length.as_secs_f64() / 30.0;
+    score.ticks_missed = (1.0 - ticks / expected).max(0.0);
+    Ok(score)
 }
 
 /// One row of the table: a trace, a controller and its scores (one per repetition).

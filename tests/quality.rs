@@ -22,6 +22,7 @@ async fn a_shortened_step_scores_every_controller() {
         // Every controller reacts to the step: it scales up, is short for a while after the
         // step (boots take a minute), and ends with enough active droplets for the new demand.
         assert!(score.scale_events >= 1, "{}: {score:?}", controller.name);
+        assert!(score.ticks_missed < 0.2, "{}: {score:?}", controller.name);
         assert!(
             score.under_droplet_minutes > 1.0,
             "{}: {score:?}",

@@ -240,7 +240,13 @@ pub fn summarize(group: &Group) -> String {
 /// Builds a DigitalOcean client for the configured API with the token from the environment,
 /// the systemd credential or the token file. Commands that call the API fail without one.
 pub fn client_for(base: &Base, env: EnvLookup<'_>) -> Result<Client, String> {
-    Client::new(options_for(base, env)?).map_err(|e| e.to_string())
+    client_at_speed(base, env, 1.0)
+}
+
+/// [`client_for`], for a command keeping a clock `speed` times faster than the wall (`--clock`
+/// on a sim at `--speed`): the rate limits count on that clock.
+pub fn client_at_speed(base: &Base, env: EnvLookup<'_>, speed: f64) -> Result<Client, String> {
+    Client::new(options_for(base, env)?.at_speed(speed)).map_err(|e| e.to_string())
 }
 
 /// The client settings for the base file's API with the token found in `env`.

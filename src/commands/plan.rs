@@ -2,7 +2,7 @@
 //! without acting — droplets, rule values and verdicts, bounds, cooldowns, backoff, the winner,
 //! the actions that would run and the victims.
 
-use super::check::{CommandOutput, client_for};
+use super::check::{CommandOutput, client_at_speed};
 use crate::config::credentials::EnvLookup;
 use crate::config::{Overrides, load};
 use crate::daemon::tick::{GroupRuntime, TickReport};
@@ -65,7 +65,7 @@ pub async fn run(
             names.join(", ")
         ));
     }
-    let client = match client_for(&config.base, env) {
+    let client = match client_at_speed(&config.base, env, request.clock.speed()) {
         Ok(client) => client,
         Err(reason) => {
             return fail(format!(

@@ -3,7 +3,7 @@
 //! recording, until the duration has passed or the process is interrupted. A daemon records
 //! continuously with `[record]` instead.
 
-use super::check::{CommandOutput, client_for};
+use super::check::{CommandOutput, client_at_speed};
 use crate::config::credentials::EnvLookup;
 use crate::config::{Overrides, load};
 use crate::daemon::tick::{GroupRuntime, InFlight};
@@ -56,7 +56,7 @@ pub async fn run(
             names.join(", ")
         ));
     };
-    let client = match client_for(&config.base, env) {
+    let client = match client_at_speed(&config.base, env, request.clock.speed()) {
         Ok(client) => client,
         Err(reason) => return fail(format!("{}: token: {reason}\n", config.base.path.display())),
     };

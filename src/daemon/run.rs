@@ -169,14 +169,14 @@ impl Daemon {
     }
 }
 
-fn build_client(config: &Config, env: EnvLookup<'_>) -> Result<Client, String> {
+fn build_client(config: &Config, env: EnvLookup<'_>, speed: f64) -> Result<Client, String> {
     let (token, source) =
         credentials::digitalocean_token_for(env, &config.base).map_err(|e| e.to_string())?;
     if let Some(warning) = credentials::exposure_warning(&source) {
         tracing::warn!("{warning}");
     }
     tracing::info!(%source, "DigitalOcean token found");
-    let mut options = ClientOptions::new(config.base.api_url.clone(), token);
+    let mut options = ClientOptions::new(config.base.api_url.clone(), token).at_speed(speed);
     options.request_timeout = config.base.request_timeout;
     Client::new(options).map_err(|e| e.to_string())
 }
@@ -221,7 +221,8 @@ pub async fn prepare(
         Store::open_location(&state, credentials_dir.as_deref())
     })?);
     let lookup = |name: &str| env(name);
-    let client = build_client(&generation.config, &lookup).map_err(DaemonError::Client)?;
+    let client =
+        build_client(&generation.config, &lookup, clock.speed()).map_err(DaemonError::Client)?;
     let api_token = status_token(&generation.config, &lookup);
     let scraper = Scraper::new(64, DEFAULT_BODY_LIMIT)
         .map_err(|e| DaemonError::Client(e.to_string()))?
@@ -457,7 +458,8 @@ impl Daemon {
                     return Err(refusal);
                 }
                 let lookup = self.env();
-                let client = build_client(&generation.config, &lookup)?.continuing(&self.client());
+                let client = build_client(&generation.config, &lookup, self.clock.speed())?
+                    .continuing(&self.client());
                 let api_token = status_token(&generation.config, &lookup);
                 Ok((generation, client, api_token))
             });

@@ -93,6 +93,14 @@ impl ClientOptions {
             rate_limits: Some(RateLimits::default()),
         }
     }
+
+    /// Counts the rate limits on a clock `speed` times faster than the wall (see
+    /// [`RateLimits::at_speed`]): against a sim at `--speed N` the client would otherwise hold
+    /// a tick every 100 ms of wall time to 250 requests a wall minute.
+    pub fn at_speed(mut self, speed: f64) -> ClientOptions {
+        self.rate_limits = self.rate_limits.map(|limits| limits.at_speed(speed));
+        self
+    }
 }
 
 /// Which failures a request may be retried after.

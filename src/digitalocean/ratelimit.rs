@@ -70,6 +70,18 @@ impl Default for RateLimits {
     }
 }
 
+impl RateLimits {
+    /// These limits counted on a clock running `speed` times faster than the wall (a sim at
+    /// `--speed`, whose own limits count on its clock): `speed` times as many per wall minute.
+    pub fn at_speed(self, speed: f64) -> RateLimits {
+        let scale = |n: u32| (f64::from(n) * speed.max(1.0)).min(f64::from(u32::MAX)) as u32;
+        RateLimits {
+            per_minute: scale(self.per_minute),
+            per_hour: scale(self.per_hour),
+        }
+    }
+}
+
 /// The limiter shared by every request made with one token.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -141,6 +153,15 @@ impl RateLimiter {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn limits_on_a_faster_clock_allow_as_many_more_per_wall_minute() {
+        let fast = RateLimits::default().at_speed(300.0);
+        assert_eq!((fast.per_minute, fast.per_hour), (72_000, 1_440_000));
+        // Never fewer than the real API's, whatever the speed says.
+        let slow = RateLimits::default().at_speed(0.5);
+        assert_eq!((slow.per_minute, slow.per_hour), (240, 4_800));
+    }
+
     use super::*;
 
     #[tokio::test(start_paused = true)]
