@@ -147,6 +147,10 @@ enum Command {
         /// job queue (with it, --curve is jobs arriving per second).
         #[arg(long, value_enum, default_value_t = DemoScenario::Web)]
         scenario: DemoScenario,
+        /// Run the demo's sim and daemon this many times faster than real time (the daemon
+        /// keeps the sim's clock, as `run --clock` does); --duration is on that clock.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
     },
     /// Show every group of a running daemon (or one, in detail): size, desired size, bounds in
     /// force, paused, running action, last decision with its reason, last error.
@@ -588,12 +592,14 @@ async fn run() -> Result<ExitCode> {
             curve,
             config,
             scenario,
+            speed,
         } => {
             let request = commands::demo::DemoRequest {
                 out,
                 duration,
                 curve,
                 config,
+                speed,
                 scenario: match scenario {
                     DemoScenario::Web => commands::demo::Scenario::Web,
                     DemoScenario::Queue => commands::demo::Scenario::Queue,

@@ -111,3 +111,54 @@ fn the_queue_demo_runs_every_job_and_empties_the_group() {
     assert!(stdout.contains("emptied 1 time(s)"), "{stdout}");
     assert!(out.path().join("conf.d/agents.toml").exists());
 }
+
+/// Issue 22: `demo --speed 10` runs its sim and daemon ten times faster than real time: two
+/// simulated minutes in well under two real ones, scaling up and down as at real time.
+#[test]
+fn the_demo_at_speed_runs_in_simulated_time() {
+    let out = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_do-scaler"))
+        .args([
+            "demo",
+            "--speed",
+            "10",
+            "--duration",
+            "120s",
+            "--curve",
+            "step:7:1:40s",
+            "--out",
+        ])
+        .arg(out.path())
+        .env_remove("DIGITALOCEAN_TOKEN")
+        .env_remove("DIGITALOCEAN_API_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(100),
+        "two simulated minutes at 10x took {:?}",
+        started.elapsed()
+    );
+    assert!(stdout.contains("scale up from"), "{stdout}");
+    assert!(stdout.contains("scale down from"), "{stdout}");
+    // The times printed are the demo's own: the last decision is late in its two minutes.
+    let last = stdout
+        .lines()
+        .filter_map(|l| l.trim_start().split_once("s  "))
+        .filter_map(|(t, _)| t.trim().parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    assert!(last > 90.0, "{stdout}");
+    let zero = std::process::Command::new(env!("CARGO_BIN_EXE_do-scaler"))
+        .args(["demo", "--speed", "0", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(!zero.status.success());
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("speed 0"));
+}

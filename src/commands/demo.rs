@@ -2,14 +2,14 @@
 //! configuration with short intervals, under a demand that rises then falls. One line per
 //! decision on stdout, a summary at the end, and an SVG chart of demand, desired and actual size.
 
-use crate::clock::SystemClock;
+use crate::clock::{Clock, ScaledClock};
 use crate::config::Overrides;
 use crate::daemon::run::prepare;
 use crate::daemon::{RunOptions, serve};
 use crate::sim::{Demand, Sim, SimOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The demo's base file.
 pub const DEMO_BASE: &str = r#"# The demo's base file: short intervals so that nothing waits ten minutes.
@@ -94,6 +94,59 @@ pub struct DemoRequest {
     pub config: Option<PathBuf>,
     /// Which workload to run.
     pub scenario: Scenario,
+    /// How many times faster than real time the demo's sim and daemon run (1: real time).
+    pub speed: f64,
+}
+
+/// The demo's time: one clock the sim runs on and the daemon keeps, `speed` times faster than
+/// the wall, and what the demo measures elapsed on it.
+pub(super) struct Pace {
+    clock: Arc<ScaledClock>,
+}
+
+/// Elapsed time on the demo's clock since it started.
+#[derive(Debug, Clone)]
+pub(super) struct Started {
+    clock: Arc<ScaledClock>,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Started {
+    /// Time since the start, on the demo's clock.
+    pub(super) fn elapsed(&self) -> Duration {
+        (self.clock.now() - self.at).to_std().unwrap_or_default()
+    }
+}
+
+impl Pace {
+    /// A clock at `speed` (refused outside 0 < speed ≤ 10000).
+    pub(super) fn new(speed: f64) -> Result<Pace, DemoError> {
+        Ok(Pace {
+            clock: Arc::new(ScaledClock::new(chrono::Utc::now(), speed)?),
+        })
+    }
+
+    /// The clock, for the sim and the daemon.
+    pub(super) fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
+    /// Now, as the start of what is measured.
+    pub(super) fn start(&self) -> Started {
+        Started {
+            clock: self.clock.clone(),
+            at: self.clock.now(),
+        }
+    }
+
+    /// Waits half a second of the demo's clock between samples.
+    pub(super) async fn nap(&self) {
+        tokio::time::sleep(crate::clock::wall(
+            self.clock.as_ref(),
+            Duration::from_millis(500),
+        ))
+        .await;
+    }
 }
 
 /// Why the demo could not run.
@@ -111,6 +164,9 @@ pub enum DemoError {
     /// The demand curve is invalid.
     #[error(transparent)]
     Demand(#[from] crate::sim::load::DemandError),
+    /// The speed is out of range.
+    #[error("--speed: {0}")]
+    Speed(#[from] crate::clock::ClockError),
 }
 
 /// One observation of the demo.
@@ -150,6 +206,7 @@ impl Serving {
         out: &Path,
         what: &str,
         duration: Duration,
+        clock: Arc<dyn Clock>,
     ) -> Result<Serving, DemoError> {
         let token = sim.token().to_string();
         let daemon = prepare(
@@ -160,7 +217,7 @@ impl Serving {
                 listen: None,
             },
             Arc::new(move |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| token.clone())),
-            Arc::new(SystemClock),
+            clock,
             RunOptions::new(Duration::from_secs(60)),
         )
         .await?;
@@ -233,7 +290,9 @@ async fn run_web(request: &DemoRequest) -> Result<(), DemoError> {
                 .collect(),
         ),
     };
+    let pace = Pace::new(request.speed)?;
     let sim = Sim::start(SimOptions {
+        clock: pace.clock(),
         seed_droplets: 1,
         seed_managed_tag: Some("do-scaler:default".into()),
         seed_tag: "web".into(),
@@ -244,24 +303,24 @@ async fn run_web(request: &DemoRequest) -> Result<(), DemoError> {
         ..SimOptions::default()
     })
     .await?;
-    let serving = Serving::start(&sim, config, &out, "", request.duration).await?;
+    let serving = Serving::start(&sim, config, &out, "", request.duration, pace.clock()).await?;
     let daemon = serving.daemon.clone();
 
-    let started = Instant::now();
+    let started = pace.start();
     let mut points = Vec::new();
     let mut last_decision = String::new();
     let (mut ups, mut downs, mut peak) = (0u32, 0u32, 0usize);
     let mut last_size = sim.droplets().len();
     let (mut droplet_seconds, mut demand_seconds, mut served_seconds) = (0.0, 0.0, 0.0);
-    let mut previous = Instant::now();
+    let mut previous = started.elapsed();
     println!(
         "{:>5}  {:>7}  {:>6}  {:>7}  {:>8}  decision",
         "time", "demand", "active", "booting", "cpu"
     );
     while started.elapsed() < request.duration {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let dt = previous.elapsed().as_secs_f64();
-        previous = Instant::now();
+        pace.nap().await;
+        let dt = (started.elapsed() - previous).as_secs_f64();
+        previous = started.elapsed();
         let droplets = sim.droplets();
         let active = droplets
             .iter()

@@ -4,11 +4,13 @@
 //! empties, and a second burst starts it again. One line per decision, a summary of what
 //! happened to the jobs, and an SVG chart.
 
-use super::demo::{DEMO_BASE, DemoError, DemoRequest, Point, Serving, draw, io, remove_state};
+use super::demo::{
+    DEMO_BASE, DemoError, DemoRequest, Pace, Point, Serving, draw, io, remove_state,
+};
 use crate::sim::queue::QueueSettings;
 use crate::sim::{Demand, Sim, SimOptions};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long one simulated job runs.
 pub const JOB_SECONDS: f64 = 8.0;
@@ -99,7 +101,9 @@ pub async fn run(request: &DemoRequest) -> Result<(), DemoError> {
                 .collect(),
         ),
     };
+    let pace = Pace::new(request.speed)?;
     let sim = Sim::start(SimOptions {
+        clock: pace.clock(),
         seed_droplets: 0,
         seed_tag: "web".into(),
         boot_delay: Duration::from_secs(2),
@@ -116,24 +120,32 @@ pub async fn run(request: &DemoRequest) -> Result<(), DemoError> {
         Some(config) => config.clone(),
         None => write_config(&out, &format!("{}/drone/metrics", sim.api_url()))?,
     };
-    let serving = Serving::start(&sim, config, &out, " with a job queue", request.duration).await?;
+    let serving = Serving::start(
+        &sim,
+        config,
+        &out,
+        " with a job queue",
+        request.duration,
+        pace.clock(),
+    )
+    .await?;
     let daemon = serving.daemon.clone();
 
-    let started = Instant::now();
+    let started = pace.start();
     let mut points = Vec::new();
     let mut last_decision = String::new();
     let (mut ups, mut downs, mut peak, mut emptied) = (0u32, 0u32, 0usize, 0u32);
     let mut last_size = 0usize;
     let mut droplet_seconds = 0.0;
-    let mut previous = Instant::now();
+    let mut previous = started.elapsed();
     println!(
         "{:>5}  {:>6}  {:>7}  {:>7}  {:>6}  {:>7}  decision",
         "time", "jobs/s", "pending", "running", "active", "booting"
     );
     while started.elapsed() < request.duration {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let dt = previous.elapsed().as_secs_f64();
-        previous = Instant::now();
+        pace.nap().await;
+        let dt = (started.elapsed() - previous).as_secs_f64();
+        previous = started.elapsed();
         let droplets = sim.droplets();
         let size = droplets.len();
         peak = peak.max(size);
