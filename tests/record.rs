@@ -71,6 +71,20 @@ async fn record_writes_what_each_tick_saw_and_never_acts() {
         last.decision
     );
     assert_eq!(last.decision.winner.as_deref(), Some("wanted"));
+    // Run again onto the same file: refused, and the recording kept.
+    let size = std::fs::metadata(&out).unwrap().len();
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_do-scaler"))
+        .args(["record", "web", "--duration", "1s", "--out"])
+        .arg(&out)
+        .arg("--config")
+        .arg(dir.path().join("do-scaler.toml"))
+        .env("DIGITALOCEAN_API_URL", sim.api_url())
+        .env("DIGITALOCEAN_TOKEN", sim.token())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), size);
 }
 
 #[tokio::test]

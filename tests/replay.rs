@@ -135,6 +135,11 @@ async fn replay_conserves_the_work_and_tells_configurations_apart() {
         stderr.contains("broken.toml:") && stderr.contains("target must be a number above 0"),
         "{stderr}"
     );
+    // The base file given where a group file belongs.
+    let base = play.join("do-scaler.toml");
+    let (code, _, stderr) = replay(&["--config", base.to_str().unwrap()], &recordings);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("this is a base file"), "{stderr}");
     // Not a recording.
     let (code, _, stderr) = replay(&[], &broken);
     assert_eq!(code, 1);

@@ -56,6 +56,13 @@ pub async fn run(
             names.join(", ")
         ));
     };
+    // Never over another recording: hours of traffic are not recorded again.
+    if request.out.exists() {
+        return fail(format!(
+            "{} exists: give another --out, or remove it first (a recording is never overwritten)\n",
+            request.out.display()
+        ));
+    }
     let client = match client_at_speed(&config.base, env, request.clock.speed()) {
         Ok(client) => client,
         Err(reason) => return fail(format!("{}: token: {reason}\n", config.base.path.display())),

@@ -109,6 +109,17 @@ pub fn run(request: &ReplayRequest) -> CommandOutput {
             recording.header.group_file.clone(),
         ),
     };
+    // A tired operator's slip: the base file instead of a group file.
+    if let Ok(table) = text.parse::<toml::Table>()
+        && ["conf_dir", "state", "api_url", "status_api", "actions_dir"]
+            .iter()
+            .any(|key| table.contains_key(*key))
+    {
+        return fail(format!(
+            "{}: this is a base file (it sets conf_dir, state or api_url); --config takes a group file, such as conf.d/web.toml\n",
+            path.display()
+        ));
+    }
     let mut group = match crate::config::load::group_for_replay(&path, &text, interval) {
         Ok(group) => group,
         Err(diagnostics) => {
