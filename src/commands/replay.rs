@@ -143,10 +143,17 @@ pub fn run(request: &ReplayRequest) -> CommandOutput {
         ));
     }
     if let Some(chart) = &request.chart {
+        // The file's name, not its folder: the caption is read beside the chart.
+        let name = match &request.config {
+            Some(config) => config.file_name().map_or_else(
+                || config.display().to_string(),
+                |n| n.to_string_lossy().into(),
+            ),
+            None => "as recorded".to_string(),
+        };
         let caption = format!(
-            "{}: recorded and replayed size ({})",
-            recording.header.group,
-            path.display()
+            "{}: recorded and replayed size ({name})",
+            recording.header.group
         );
         if let Err(error) = draw(chart, &result.sizes, &caption) {
             return fail(format!(
