@@ -214,6 +214,20 @@ fn notes(group: &Group, recording: &Recording, spread: bool) -> Vec<String> {
             others.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
+    for rule in &group.rules {
+        if matches!(
+            rule.kind,
+            RuleKind::Target {
+                per_droplet: true,
+                ..
+            }
+        ) {
+            notes.push(format!(
+                "rule `{}` divides a group total (per_droplet): its series replay as recorded, one recorded droplet's per replayed droplet, so the total grows and shrinks with the replayed group instead of staying as recorded",
+                rule.name
+            ));
+        }
+    }
     for source in &group.sources {
         if matches!(source.kind, SourceKind::Prometheus(_)) {
             notes.push(format!(
@@ -447,4 +461,35 @@ pub fn replay(
         work_spread: spread,
         notes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_notes_say_what_does_not_replay_as_served() {
+        let group = crate::config::group_from_toml(
+            "queue",
+            "tag = \"q\"\nmin = 1\nmax = 5\n[droplet]\nregion = \"nyc3\"\nsize = \"s-1vcpu-1gb\"\nimage = \"ubuntu-24-04-x64\"\n[[rule]]\nname = \"jobs\"\nexpr = 'sum(jobs)'\ntarget = 10\nper_droplet = true\n",
+        )
+        .unwrap();
+        let recording = Recording {
+            header: super::super::header_for(&group, Utc::now()),
+            ticks: Vec::new(),
+            truncated: false,
+        };
+        let notes = notes(&group, &recording, false);
+        assert!(notes[0].contains("work NOT spread"), "{notes:?}");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("rule `jobs` divides a group total")),
+            "{notes:?}"
+        );
+        assert!(matches!(
+            replay(&recording, group, "do-scaler:t", Duration::from_secs(60)),
+            Err(ReplayError::Empty)
+        ));
+    }
 }
