@@ -737,16 +737,35 @@ pub fn describe_interval(duration: Duration) -> String {
 /// file (interval 30s, the shipped actions). For tests, the demo and the old-format importer.
 pub fn group_from_toml(name: &str, text: &str) -> Result<Group, Vec<Diagnostic>> {
     let file = PathBuf::from(format!("conf.d/{name}.toml"));
-    let parsed: GroupFile =
-        toml::from_str(text).map_err(|e| vec![toml_diagnostic(&file, text, &e)])?;
     let actions: BTreeSet<String> = SHIPPED_ACTIONS.iter().map(|s| s.to_string()).collect();
+    group_from_text(
+        name,
+        &file,
+        text,
+        Duration::from_secs(30),
+        Path::new("."),
+        &actions,
+    )
+}
+
+/// Parses and validates one group file's `text` as `file`; only its errors come back.
+fn group_from_text(
+    name: &str,
+    file: &Path,
+    text: &str,
+    default_interval: Duration,
+    base_dir: &Path,
+    known_actions: &BTreeSet<String>,
+) -> Result<Group, Vec<Diagnostic>> {
+    let parsed: GroupFile =
+        toml::from_str(text).map_err(|e| vec![toml_diagnostic(file, text, &e)])?;
     let ctx = GroupContext {
         name,
-        file: &file,
+        file,
         source: text,
-        default_interval: Duration::from_secs(30),
-        base_dir: Path::new("."),
-        known_actions: &actions,
+        default_interval,
+        base_dir,
+        known_actions,
     };
     let (group, diagnostics) = validate_group(&ctx, parsed);
     group.ok_or_else(|| {
@@ -765,8 +784,6 @@ pub fn group_for_replay(
     text: &str,
     default_interval: Duration,
 ) -> Result<Group, Vec<Diagnostic>> {
-    let parsed: GroupFile =
-        toml::from_str(text).map_err(|e| vec![toml_diagnostic(file, text, &e)])?;
     let mut actions: BTreeSet<String> = SHIPPED_ACTIONS.iter().map(|s| s.to_string()).collect();
     if let Ok(value) = toml::from_str::<toml::Value>(text) {
         listed_actions(&value, false, &mut actions);
@@ -776,21 +793,7 @@ pub fn group_for_replay(
         .parent()
         .and_then(Path::parent)
         .unwrap_or(Path::new("."));
-    let ctx = GroupContext {
-        name,
-        file,
-        source: text,
-        default_interval,
-        base_dir,
-        known_actions: &actions,
-    };
-    let (group, diagnostics) = validate_group(&ctx, parsed);
-    group.ok_or_else(|| {
-        diagnostics
-            .into_iter()
-            .filter(Diagnostic::is_error)
-            .collect()
-    })
+    group_from_text(name, file, text, default_interval, base_dir, &actions)
 }
 
 /// Every string in a list under a key that holds action names (`up`, `down`, `actions`,

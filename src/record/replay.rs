@@ -170,23 +170,35 @@ fn exposition(droplet: &Virtual, spread: bool, tick: &RecordedTick) -> String {
         if *id != carried || !value.is_finite() || (spread && is_cpu(labels)) {
             continue;
         }
-        let own: Vec<String> = labels
-            .iter()
-            .filter(|(k, _)| {
-                !matches!(
-                    *k,
-                    "__name__" | "droplet_id" | "droplet_name" | "instance" | "source"
-                )
-            })
-            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
-            .collect();
-        out.push_str(&format!(
-            "{}{{{}}} {value}\n",
-            labels.get("__name__"),
-            own.join(",")
-        ));
+        push_line(&mut out, labels, *value);
     }
     out
+}
+
+/// One exposition line of a recorded series: its own labels (escaped as the format wants), not
+/// the ones the history adds back from the scrape's identity.
+fn push_line(out: &mut String, labels: &crate::query::Labels, value: f64) {
+    let own: Vec<String> = labels
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                *k,
+                "__name__" | "droplet_id" | "droplet_name" | "instance" | "source"
+            )
+        })
+        .map(|(k, v)| {
+            let v = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            format!("{k}=\"{v}\"")
+        })
+        .collect();
+    out.push_str(&format!(
+        "{}{{{}}} {value}\n",
+        labels.get("__name__"),
+        own.join(",")
+    ));
 }
 
 fn is_cpu(labels: &crate::query::Labels) -> bool {
@@ -284,7 +296,12 @@ pub fn replay(
             droplet: tagged(d.clone()),
         })
         .collect();
-    let template = first.listing.first().cloned();
+    // New droplets copy the first droplet seen anywhere in the recording (a group recorded
+    // while empty, scaled from zero, has none in its first listing).
+    let template = recording
+        .ticks
+        .iter()
+        .find_map(|t| t.listing.first().cloned());
     let mut memory = GroupMemory::default();
     let mut pending_up: Option<DateTime<Utc>> = None;
     let (mut recorded, mut replayed) = (Totals::default(), Totals::default());
@@ -371,19 +388,10 @@ pub fn replay(
         let mut targets: BTreeMap<(String, String), String> = BTreeMap::new();
         for (id, labels, _, value) in &tick.points {
             if *id == 0 && value.is_finite() {
-                let own: Vec<String> = labels
-                    .iter()
-                    .filter(|(k, _)| !matches!(*k, "__name__" | "instance" | "source"))
-                    .map(|(k, v)| format!("{k}=\"{v}\""))
-                    .collect();
-                targets
+                let body = targets
                     .entry((labels.get("source").into(), labels.get("instance").into()))
-                    .or_default()
-                    .push_str(&format!(
-                        "{}{{{}}} {value}\n",
-                        labels.get("__name__"),
-                        own.join(",")
-                    ));
+                    .or_default();
+                push_line(body, labels, *value);
             }
         }
         for ((source, instance), body) in targets {
@@ -466,6 +474,35 @@ pub fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_carried_series_with_quotes_and_newlines_in_its_labels_parses_back() {
+        let labels = crate::query::Labels::new([
+            ("__name__", "queue_jobs"),
+            ("path", "a\"b\\c\nd"),
+            ("droplet_id", "7"),
+        ]);
+        let mut body = String::new();
+        push_line(&mut body, &labels, 3.0);
+        let mut seen = Vec::new();
+        crate::metrics::exposition::parse_with(&body, "replay", |sample| {
+            let path = sample
+                .labels
+                .iter()
+                .find(|(k, _)| *k == "path")
+                .map(|(_, v)| v.to_string());
+            seen.push((sample.name.to_string(), path, sample.value));
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![(
+                "queue_jobs".to_string(),
+                Some("a\"b\\c\nd".to_string()),
+                3.0
+            )]
+        );
+    }
 
     #[test]
     fn the_notes_say_what_does_not_replay_as_served() {
